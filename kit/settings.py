@@ -1,0 +1,68 @@
+"""Service settings, read from the environment (PASSNUM_ prefix, plus DATABASE_URL and PORT).
+
+No secret has a default in code: missing secrets are generated once into the data folder
+(mode 0600) and read back from there on every start.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PASSNUM_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "PASSNUM_DATABASE_URL")
+    )
+    port: int = Field(default=8000, validation_alias=AliasChoices("PORT", "PASSNUM_PORT"))
+    host: str = "127.0.0.1"
+    data_dir: Path = Path(".passnum")
+    jwt_secret: str | None = None
+    access_token_minutes: int = 30
+    beneficiary_retention_days: int = 3 * 365
+    # Rate limits (per worker process): sustained per-minute rate and burst.
+    rate_limit_per_user_per_minute: int = 120
+    rate_limit_per_ip_per_minute: int = 300
+    rate_limit_burst: int = 60
+    stripe_api_key: str | None = None
+    stripe_api_base: str | None = None
+    stripe_webhook_secret: str | None = None
+    operator_iban: str = "FR7630006000011234567890189"
+    operator_bic: str = "AGRIFRPP"
+    operator_name: str = "Opérateur Pass numérique"
+    log_json: bool = True
+    secure_cookies: bool = False
+
+    def secret(self, name: str, nbytes: int = 32) -> str:
+        """Return the secret `name`: from the environment if set, else from the data folder,
+        generating it there (0600) the first time."""
+        value = getattr(self, name, None)
+        if value:
+            return str(value)
+        path = self.data_dir / "secrets" / name
+        if path.exists():
+            return path.read_text().strip()
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        value = secrets.token_urlsafe(nbytes)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
+        return value
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

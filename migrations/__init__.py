@@ -1,0 +1,1 @@
+"""Alembic migrations (async env); `passnum migrate` runs them."""
