@@ -13,7 +13,12 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import MetaData
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlmodel import SQLModel
 
 log = logging.getLogger(__name__)
@@ -53,8 +58,9 @@ def async_url(url: str) -> str:
     # libpq's sslmode is not an asyncpg argument; asyncpg understands `ssl`.
     if "sslmode" in query:
         query["ssl"] = query.pop("sslmode")
-    return urlunsplit((scheme, parts.netloc, parts.path, urlencode(query, doseq=True),
-                       parts.fragment))
+    return urlunsplit(
+        (scheme, parts.netloc, parts.path, urlencode(query, doseq=True), parts.fragment)
+    )
 
 
 def libpq_url(url: str) -> str:
@@ -68,10 +74,16 @@ def with_database(url: str, dbname: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + dbname, parts.query, parts.fragment))
 
 
-def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20,
-                echo: bool = False) -> AsyncEngine:
-    return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=max_overflow,
-                               pool_pre_ping=False, echo=echo)
+def make_engine(
+    url: str, *, pool_size: int = 10, max_overflow: int = 20, echo: bool = False
+) -> AsyncEngine:
+    return create_async_engine(
+        async_url(url),
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=False,
+        echo=echo,
+    )
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -79,7 +91,9 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 @asynccontextmanager
-async def transaction(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+async def transaction(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
     """A unit of work: commit on success, rollback on error. Used by the CLI and jobs."""
     async with sessionmaker() as session:
         try:

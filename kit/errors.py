@@ -12,8 +12,9 @@ class DomainError(Exception):
     code: str = "invalid_request"
     message: str = "La demande est invalide."
 
-    def __init__(self, message: str | None = None, *, code: str | None = None,
-                 **details: Any) -> None:
+    def __init__(
+        self, message: str | None = None, *, code: str | None = None, **details: Any
+    ) -> None:
         self.message = message or type(self).message
         if code:
             self.code = code

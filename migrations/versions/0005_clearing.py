@@ -10,7 +10,7 @@ import sqlalchemy as sa  # noqa: F401
 from alembic import op  # noqa: F401
 
 revision: str = "0005_clearing"
-down_revision: str | None = '0004_redemption'
+down_revision: str | None = "0004_redemption"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,155 @@
+"""The FastAPI application: settings, database, keys, middleware, routers and pages.
+
+`create_app()` is used by `passnum serve` (uvicorn factory) and by the tests. Routers are found
+in `api/routers/` and `api/web/` (every module with a `router`), so each feature adds its own file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import pkgutil
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import structlog
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api import errors
+from api import logging as api_logging
+from api.metrics import LATENCY, REQUESTS
+from kit.db import make_engine, make_sessionmaker, resolve_url
+from kit.settings import Settings, get_settings
+
+log = structlog.get_logger()
+HERE = Path(__file__).resolve().parent
+
+
+class RequestContext:
+    """Pure ASGI middleware: request id, access log line, Prometheus metrics, security headers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex[:16]
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                headers.append((b"x-content-type-options", b"nosniff"))
+                headers.append((b"referrer-policy", b"same-origin"))
+                headers.append((b"x-frame-options", b"DENY"))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            REQUESTS.labels(scope["method"], path, str(status)).inc()
+            LATENCY.labels(scope["method"], path).observe(elapsed)
+            if not path.startswith("/static"):
+                log.info(
+                    "request",
+                    method=scope["method"],
+                    route=path,
+                    status=status,
+                    ms=round(elapsed * 1000, 2),
+                )
+            structlog.contextvars.clear_contextvars()
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            text = value.decode("latin-1")[:64]
+            return "".join(c for c in text if c.isalnum() or c in "-_") or None
+    return None
+
+
+def _include_routers(app: FastAPI, package: str) -> None:
+    pkg = importlib.import_module(package)
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{package}.{info.name}")
+        router = getattr(module, "router", None)
+        if router is not None:
+            app.include_router(router)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine: AsyncEngine | None = None,
+    database_url: str | None = None,
+    run_sealer: bool = True,
+) -> FastAPI:
+    settings = settings or get_settings()
+    api_logging.configure(json=settings.log_json)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from pass_.tokens import Keyring
+
+        nonlocal engine
+        owned = engine is None
+        if engine is None:
+            url = database_url or resolve_url(settings.database_url, settings.data_dir)
+            engine = make_engine(url)
+        app.state.engine = engine
+        app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.keyring = Keyring.load_or_create(settings.keys_dir)
+        task: asyncio.Task[Any] | None = None
+        if run_sealer:
+            from ledger.sealer import run_sealer_loop
+
+            task = asyncio.create_task(run_sealer_loop(app.state.sessionmaker, interval=1.0))
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if owned:
+                await engine.dispose()
+
+    app = FastAPI(
+        title="Pass numérique",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.jwt_secret = settings.secret("jwt_secret")
+    errors.install(app)
+    _include_routers(app, "api.routers")
+    with contextlib.suppress(ModuleNotFoundError):
+        _include_routers(app, "api.web")
+    app.add_middleware(RequestContext)
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Entry point for `uvicorn --factory api.app:app_factory`."""
+    return create_app()

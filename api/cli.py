@@ -1,0 +1,203 @@
+"""The `passnum` command: serve, migrate, create-admin, demo, audit, keys… (Typer).
+
+Each command opens its own transaction (kit.db.transaction) and calls the same service
+functions as the API. Feature commands live in `api/commands/` (each module has
+`register(app)`), so a feature adds its own file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import pkgutil
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import typer
+
+from kit.db import make_engine, make_sessionmaker, resolve_url, transaction
+from kit.settings import Settings, get_settings
+
+app = typer.Typer(
+    help="Pass numérique — service d'émission et de compensation.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+T = TypeVar("T")
+
+
+def database_url(settings: Settings | None = None) -> str:
+    settings = settings or get_settings()
+    return resolve_url(settings.database_url, settings.data_dir)
+
+
+def run_in_transaction(work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run `work(session)` in one transaction on the configured database."""
+
+    async def main() -> T:
+        engine = make_engine(database_url(), pool_size=2, max_overflow=0)
+        try:
+            async with transaction(make_sessionmaker(engine)) as session:
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def run_with_sessionmaker(work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run `work(sessionmaker)` for jobs that manage several transactions themselves."""
+
+    async def main() -> T:
+        engine = make_engine(database_url(), pool_size=4, max_overflow=0)
+        try:
+            return await work(make_sessionmaker(engine))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+@app.command()
+def migrate() -> None:
+    """Applique les migrations de la base de données."""
+    from migrations.registry import upgrade
+
+    upgrade(database_url())
+    typer.echo("Base de données à jour.")
+
+
+@app.command()
+def serve(
+    port: int = typer.Option(None, help="Port (par défaut PORT ou 8000)"),
+    host: str = typer.Option(None, help="Adresse d'écoute (127.0.0.1)"),
+    workers: int = typer.Option(1, help="Nombre de processus"),
+    access_log: bool = typer.Option(False, help="Journal d'accès d'uvicorn"),
+) -> None:
+    """Démarre le service web."""
+    import uvicorn
+
+    settings = get_settings()
+    # Resolve the database once, so every worker uses the same server (the embedded one too).
+    os.environ["DATABASE_URL"] = database_url(settings)
+    settings.secret("jwt_secret")  # generate before workers race to do it
+    from pass_.tokens import Keyring
+
+    Keyring.load_or_create(settings.keys_dir)
+    uvicorn.run(
+        "api.app:app_factory",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        access_log=access_log,
+        log_level="warning",
+        proxy_headers=True,
+    )
+
+
+@app.command("create-admin")
+def create_admin(
+    email: str = typer.Option(...),
+    password: str = typer.Option(...),
+    organisation: str = typer.Option("Opérateur Pass numérique"),
+) -> None:
+    """Crée un administrateur de l'opérateur (et l'organisation opérateur si besoin)."""
+    from api.seed import ensure_admin
+
+    async def work(session: Any) -> str:
+        user = await ensure_admin(
+            session, email=email, password=password, organisation_name=organisation
+        )
+        return str(user.email)
+
+    typer.echo(f"Administrateur prêt : {run_in_transaction(work)}")
+
+
+@app.command()
+def demo() -> None:
+    """Crée (ou complète) le territoire de démonstration et affiche les identifiants."""
+    from api.seed import seed_demo
+
+    logins = run_in_transaction(lambda s: seed_demo(s, get_settings()))
+    typer.echo("Territoire de démonstration prêt (AdmiVille). Identifiants :")
+    for role, email, password in logins:
+        typer.echo(f"  {role:<32} {email:<34} {password}")
+
+
+@app.command()
+def audit() -> None:
+    """Vérifie le journal (équilibre, chaîne de hachage) et les relevés ; code 1 si écart."""
+    from clearing.audit import run_audit
+
+    result = run_in_transaction(run_audit)
+    if result.ok:
+        typer.echo(f"Audit conforme : {result.summary}")
+        return
+    typer.echo(f"Audit : {len(result.differences)} écart(s)", err=True)
+    for diff in result.differences:
+        typer.echo(f"  - {diff.kind} : {diff.message}", err=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def seal() -> None:
+    """Scelle (chaîne de hachage) les écritures validées en attente."""
+    from ledger.sealer import seal_pending
+
+    total = 0
+
+    async def work(session: Any) -> int:
+        return await seal_pending(session)
+
+    while True:
+        n = run_in_transaction(work)
+        total += n
+        if n == 0:
+            break
+    typer.echo(f"{total} écriture(s) scellée(s).")
+
+
+keys = typer.Typer(help="Clés de signature des chèques.")
+app.add_typer(keys, name="keys")
+
+
+@keys.command("rotate")
+def keys_rotate() -> None:
+    """Ajoute une nouvelle clé active ; les anciennes clés publiques restent valides."""
+    from pass_.tokens import Keyring
+
+    keyring = Keyring.load_or_create(get_settings().keys_dir)
+    kid = keyring.rotate()
+    typer.echo(
+        f"Nouvelle clé active : {kid}. Clés publiées : "
+        f"{', '.join(k['kid'] for k in keyring.jwks()['keys'])}"
+    )
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """Liste les clés publiques publiées."""
+    from pass_.tokens import Keyring
+
+    keyring = Keyring.load_or_create(get_settings().keys_dir)
+    for key in keyring.jwks()["keys"]:
+        active = " (active)" if key["kid"] == keyring.active_kid else ""
+        typer.echo(f"{key['kid']}{active}")
+
+
+def _register_commands() -> None:
+    from api import commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"api.commands.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(app)
+
+
+_register_commands()
+
+if __name__ == "__main__":
+    app()

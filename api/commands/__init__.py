@@ -1,0 +1,1 @@
+"""Feature commands of `passnum` (each module defines `register(app)`)."""

@@ -1,0 +1,95 @@
+"""FastAPI dependencies: the request's transaction, the authenticated principal, role checks.
+
+Authorisation is a dependency, never an `if` inside a route. The session dependency has
+scope "function": it commits right after the route returns and before the answer is sent, so a
+failed commit is reported to the client instead of being lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.security import Principal, decode_access_token
+from kit.errors import DomainError, Forbidden
+from kit.settings import Settings
+from pass_ import accounts
+from pass_.enums import Role
+
+COOKIE_NAME = "passnum_session"
+
+
+class Unauthenticated(DomainError):
+    code = "unauthenticated"
+    message = "Authentification requise : connectez-vous."
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with request.app.state.sessionmaker() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip() or None
+    return request.cookies.get(COOKIE_NAME)
+
+
+async def current_principal(request: Request, session: SessionDep) -> Principal:
+    token = _bearer(request)
+    if not token:
+        raise Unauthenticated()
+    principal = decode_access_token(token, secret=request.app.state.jwt_secret)
+    user = await accounts.get_user(session, principal.user_id)
+    if (
+        user is None
+        or not user.is_active
+        or user.organisation_id != principal.organisation_id
+        or user.role != principal.role.value
+    ):
+        raise Unauthenticated("Ce compte n'est plus actif : reconnectez-vous.")
+    request.state.principal = principal
+    return principal
+
+
+CurrentUser = Annotated[Principal, Depends(current_principal)]
+
+
+def require(*roles: Role):  # type: ignore[no-untyped-def]
+    allowed = frozenset(roles)
+
+    async def check(principal: CurrentUser) -> Principal:
+        if principal.role not in allowed:
+            raise Forbidden("Votre rôle ne permet pas cette action.", role=principal.role.value)
+        return principal
+
+    return check
+
+
+OperatorAdmin = Annotated[Principal, Depends(require(Role.operator_admin))]
+IssuerAgent = Annotated[Principal, Depends(require(Role.issuer_agent))]
+SiteMediator = Annotated[Principal, Depends(require(Role.site_mediator))]
+FinancerUser = Annotated[Principal, Depends(require(Role.financer))]
+StatementReader = Annotated[
+    Principal, Depends(require(Role.operator_admin, Role.financer, Role.site_mediator))
+]
+IssuerOrOperator = Annotated[Principal, Depends(require(Role.issuer_agent, Role.operator_admin))]

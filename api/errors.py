@@ -1,0 +1,191 @@
+"""The HTTP contract of errors (DESIGN.md §7) in one place: code → status, and the handlers.
+
+Every error answer is `{"error": {"code", "message", "details"}}` with a French message; no
+expected failure is ever a 500.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kit.errors import DomainError
+
+log = structlog.get_logger()
+
+# Code → HTTP status. Codes not listed: 422 for input problems (the default), as the contract says.
+STATUS: dict[str, int] = {
+    # authentication and authorisation
+    "unauthenticated": 401,
+    "invalid_credentials": 401,
+    "token_expired": 401,
+    "invalid_access_token": 401,
+    "forbidden": 403,
+    "site_not_qualified": 403,
+    "site_not_eligible": 403,
+    # lookups
+    "not_found": 404,
+    "cheque_not_found": 404,
+    "booklet_not_found": 404,
+    # conflicts
+    "cheque_already_redeemed": 409,
+    "idempotency_conflict": 409,
+    "programme_capacity_exceeded": 409,
+    "quota_exceeded": 409,
+    "conflict": 409,
+    "email_taken": 409,
+    "organisation_exists": 409,
+    "booklet_not_in_stock": 409,
+    "booklet_not_active": 409,
+    "redemption_already_reversed": 409,
+    "redemption_in_batch": 409,
+    "reversal_window_closed": 409,
+    "payment_already_recorded": 409,
+    "invalid_transition": 409,
+    "programme_not_ended": 409,
+    "cutoff_in_future": 422,
+    # cheque states
+    "cheque_expired": 410,
+    "cheque_cancelled": 410,
+    "cheque_not_active": 410,
+    "cheque_not_yet_valid": 422,
+    "invalid_token": 422,
+    "invalid_serial": 422,
+    "serial_check_failed": 422,
+    # input
+    "validation_error": 422,
+    "bad_request": 400,
+    "invalid_signature": 400,
+    "payload_too_large": 413,
+    "rate_limited": 429,
+    "method_not_allowed": 405,
+    "service_unavailable": 503,
+}
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def status_for(code: str) -> int:
+    return STATUS.get(code, 422)
+
+
+def error_response(
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(
+        error_body(code, message, details), status_code=status_for(code), headers=headers
+    )
+
+
+_FR_TYPES = {
+    "missing": "Ce champ est obligatoire.",
+    "string_too_short": "Ce texte est trop court.",
+    "string_too_long": "Ce texte est trop long.",
+    "int_parsing": "Un nombre entier est attendu.",
+    "int_type": "Un nombre entier est attendu.",
+    "int_from_float": "Un nombre entier est attendu.",
+    "date_from_datetime_parsing": "Une date au format AAAA-MM-JJ est attendue.",
+    "date_parsing": "Une date au format AAAA-MM-JJ est attendue.",
+    "date_type": "Une date au format AAAA-MM-JJ est attendue.",
+    "datetime_parsing": "Une date et heure ISO 8601 est attendue.",
+    "datetime_from_date_parsing": "Une date et heure ISO 8601 est attendue.",
+    "enum": "Cette valeur ne fait pas partie des choix possibles.",
+    "literal_error": "Cette valeur ne fait pas partie des choix possibles.",
+    "extra_forbidden": "Ce champ n'est pas attendu.",
+    "greater_than": "La valeur est trop petite.",
+    "greater_than_equal": "La valeur est trop petite.",
+    "less_than": "La valeur est trop grande.",
+    "less_than_equal": "La valeur est trop grande.",
+    "value_error": "Valeur invalide.",
+    "list_type": "Une liste est attendue.",
+    "too_short": "La liste ne contient pas assez d'éléments.",
+    "too_long": "La liste contient trop d'éléments.",
+    "json_invalid": "Le corps de la requête n'est pas du JSON valide.",
+    "model_attributes_type": "Un objet JSON est attendu.",
+    "dict_type": "Un objet JSON est attendu.",
+    "string_type": "Un texte est attendu.",
+    "bool_parsing": "Une valeur vrai/faux est attendue.",
+    "string_pattern_mismatch": "Le format de cette valeur est invalide.",
+}
+
+
+def _french_validation(exc: RequestValidationError) -> tuple[str, str, dict[str, Any]]:
+    fields = []
+    code = "validation_error"
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+        ctx = err.get("ctx") or {}
+        inner = ctx.get("error")
+        if isinstance(inner, DomainError):  # our validators (SIRET, IBAN, INSEE…)
+            message = inner.message
+            code = inner.code if len(exc.errors()) == 1 else code
+        else:
+            message = _FR_TYPES.get(err.get("type", ""), "Valeur invalide.")
+            if err.get("type") == "value_error" and "email" in str(err.get("msg", "")).lower():
+                message = "Adresse e-mail invalide."
+        fields.append({"field": ".".join(loc) or "body", "message": message})
+    summary = "; ".join(f"{f['field']} : {f['message']}" for f in fields[:5])
+    return code, f"Données invalides — {summary}", {"fields": fields}
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def _domain(request: Request, exc: DomainError) -> JSONResponse:
+        return error_response(exc.code, exc.message, _jsonable(exc.details))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        code, message, details = _french_validation(exc)
+        return error_response(code, message, details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        mapping = {
+            404: ("not_found", "Cette adresse n'existe pas."),
+            405: ("method_not_allowed", "Méthode non autorisée pour cette adresse."),
+            401: ("unauthenticated", "Authentification requise."),
+            403: ("forbidden", "Accès refusé."),
+            413: ("payload_too_large", "La requête est trop volumineuse."),
+        }
+        code, message = mapping.get(exc.status_code, ("bad_request", "Requête invalide."))
+        if isinstance(exc.detail, dict) and "code" in exc.detail:
+            code, message = exc.detail["code"], exc.detail.get("message", message)
+        return JSONResponse(
+            error_body(code, message),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected_error", path=request.url.path)
+        return JSONResponse(
+            error_body(
+                "internal_error",
+                "Une erreur inattendue est survenue. Réessayez ; si elle "
+                "persiste, contactez l'opérateur.",
+            ),
+            status_code=500,
+        )
+
+
+def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in details.items():
+        if hasattr(v, "isoformat"):
+            out[k] = v.isoformat()
+        elif isinstance(v, (str, int, float, bool, type(None), list, dict)):
+            out[k] = v
+        else:
+            out[k] = str(v)
+    return out

@@ -1,0 +1,106 @@
+"""Test fixtures: a fresh PostgreSQL database per run, built by Alembic.
+
+The server is the embedded one (pgserver, in ./.passnum) unless DATABASE_URL is set. Each run
+creates its own database on that server, so the suite never touches anyone's data.
+Ordinary tests run inside a transaction that is rolled back; tests that need several real
+connections (concurrency) use `engine`/`sessionmaker` and commit data of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from kit.db import async_url, libpq_url, make_engine, resolve_url, with_database
+from migrations import registry
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run_in_thread(fn, *args):  # type: ignore[no-untyped-def]
+    """Alembic's env calls asyncio.run: keep it off pytest-asyncio's loop."""
+    result: list[object] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(fn(*args))
+        except BaseException as exc:  # noqa: BLE001
+            error.append(exc)
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join()
+    if error:
+        raise error[0]
+    return result[0] if result else None
+
+
+async def _admin_execute(server_url: str, sql: str) -> None:
+    dsn = libpq_url(with_database(server_url, "postgres"))
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    """libpq URL of the PostgreSQL server the suite runs against."""
+    return resolve_url(os.environ.get("DATABASE_URL"), ROOT / ".passnum")
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> Iterator[str]:
+    """A fresh database for this run, migrated to head."""
+    name = f"passnum_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    asyncio.run(_admin_execute(server_url, f'CREATE DATABASE "{name}"'))
+    url = with_database(server_url, name)
+    _run_in_thread(registry.upgrade, url)
+    yield url
+    if not os.environ.get("PASSNUM_KEEP_TEST_DB"):
+        asyncio.run(_admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = make_engine(database_url, pool_size=25, max_overflow=10)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions on real, separate connections; data they commit stays for the run."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@pytest.fixture
+async def session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
+    """A session inside a transaction rolled back after the test (commits become savepoints)."""
+    async with engine.connect() as conn:
+        trans = await conn.begin()
+        s = AsyncSession(bind=conn, expire_on_commit=False,
+                         join_transaction_mode="create_savepoint")
+        try:
+            yield s
+        finally:
+            await s.close()
+            await trans.rollback()
+
+
+@pytest.fixture(scope="session")
+def asyncpg_dsn(database_url: str) -> str:
+    return libpq_url(database_url)
+
+
+__all__ = ["async_url"]
