@@ -89,8 +89,9 @@ async def session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
     """A session inside a transaction rolled back after the test (commits become savepoints)."""
     async with engine.connect() as conn:
         trans = await conn.begin()
-        s = AsyncSession(bind=conn, expire_on_commit=False,
-                         join_transaction_mode="create_savepoint")
+        s = AsyncSession(
+            bind=conn, expire_on_commit=False, join_transaction_mode="create_savepoint"
+        )
         try:
             yield s
         finally:
@@ -104,3 +105,63 @@ def asyncpg_dsn(database_url: str) -> str:
 
 
 __all__ = ["async_url"]
+
+
+# --------------------------------------------------------------------------- the application
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from kit.settings import Settings
+
+    data_dir = tmp_path_factory.mktemp("passnum-data")
+    return Settings(
+        data_dir=data_dir,
+        database_url=None,
+        log_json=True,
+        rate_limit_per_user_per_minute=100_000,
+        rate_limit_per_ip_per_minute=100_000,
+        rate_limit_burst=100_000,
+    )
+
+
+@pytest.fixture(scope="session")
+async def app(settings, engine: AsyncEngine) -> AsyncIterator[object]:  # type: ignore[no-untyped-def]
+    """The real application on the test database (lifespan run; no background sealer)."""
+    from api.app import create_app
+
+    application = create_app(settings, engine=engine, run_sealer=False)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app, session: AsyncSession) -> AsyncIterator[object]:  # type: ignore[no-untyped-def]
+    """HTTP client whose requests share the test's rolled-back transaction."""
+    import httpx
+
+    from api.deps import get_session
+
+    async def test_session() -> AsyncIterator[AsyncSession]:
+        try:
+            yield session
+            await session.commit()  # releases a savepoint: the outer transaction rolls back
+        except BaseException:
+            await session.rollback()
+            raise
+
+    app.dependency_overrides[get_session] = test_session
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        yield c
+    app.dependency_overrides.pop(get_session, None)
+
+
+@pytest.fixture
+async def committed_client(app) -> AsyncIterator[object]:  # type: ignore[no-untyped-def]
+    """HTTP client on real, committed transactions (for concurrency tests)."""
+    import httpx
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        yield c
