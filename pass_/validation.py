@@ -13,7 +13,12 @@ from schwifty.exceptions import SchwiftyException
 from kit.errors import InvalidInput
 
 LA_POSTE_SIREN = "356000000"
-_INSEE = re.compile(r"^(?:[0-9]{2}|2[AB])[0-9]{3}$")
+# A commune code is its département (01–19, 2A, 2B, 21–95, or overseas 971–978, 984–989)
+# followed by the commune's number, never 000 (a postal code such as 35000 is not a commune).
+_INSEE = re.compile(
+    r"^(?:(?:0[1-9]|1[0-9]|2[AB1-9]|[3-8][0-9]|9[0-5])(?!000)[0-9]{3}"
+    r"|(?:97[1-8]|98[4-9])(?!00)[0-9]{2})$"
+)
 
 
 def luhn_ok(digits: str) -> bool:
@@ -56,10 +61,11 @@ def validate_siret(value: str) -> str:
 
 def validate_insee(value: str, field: str = "commune_insee") -> str:
     code = (value or "").strip().upper()
-    if not _INSEE.fullmatch(code) or code.startswith("00") or code[:2] == "20":
+    if not _INSEE.fullmatch(code):
         raise InvalidInput(
-            "Le code commune INSEE doit comporter 5 caractères "
-            "(par exemple 75056, ou 2A004 en Corse).",
+            "Ce code commune INSEE n'est pas valide : 5 caractères, le département puis le "
+            "numéro de la commune (par exemple 75056 pour Paris, 2A004 en Corse, 97411 à "
+            "La Réunion) ; ce n'est pas le code postal.",
             code="invalid_insee",
             field=field,
         )
@@ -69,7 +75,7 @@ def validate_insee(value: str, field: str = "commune_insee") -> str:
 def validate_territory_code(value: str) -> str:
     """A département (2 or 3 characters: 75, 2A, 971) or an INSEE commune code."""
     code = (value or "").strip().upper()
-    if re.fullmatch(r"(?:0[1-9]|[1-8][0-9]|9[0-5]|2A|2B|97[1-6])", code):
+    if re.fullmatch(r"(?:0[1-9]|1[0-9]|2[1-9AB]|[3-8][0-9]|9[0-5]|97[1-6])", code):
         return code
     return validate_insee(code, field="territory")
 
