@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.security import Principal, decode_access_token
+from api.web import csrf
 from kit.errors import DomainError, Forbidden
 from kit.settings import Settings
 from pass_ import accounts
@@ -68,6 +69,8 @@ async def current_principal(request: Request, session: SessionDep) -> Principal:
     ):
         raise Unauthenticated("Ce compte n'est plus actif : reconnectez-vous.")
     request.state.principal = principal
+    if not request.headers.get("authorization"):  # cookie credentials: CSRF rules apply
+        csrf.check_json_request(request)
     return principal
 
 

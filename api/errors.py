@@ -26,6 +26,7 @@ STATUS: dict[str, int] = {
     "token_expired": 401,
     "invalid_access_token": 401,
     "forbidden": 403,
+    "csrf_failed": 403,
     "site_not_qualified": 403,
     "site_not_eligible": 403,
     # lookups

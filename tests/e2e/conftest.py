@@ -1,0 +1,152 @@
+"""Browser tests: a real uvicorn server on the suite's database and Debian's Chromium.
+
+The server runs in a thread on a loopback socket bound here (so it accepts connections as soon
+as it exists: nothing to poll). Playwright drives /usr/bin/chromium — installed with apt-get when
+missing — and never downloads a browser of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+PHONE = {"width": 360, "height": 780}
+T = TypeVar("T")
+
+
+def ensure_chromium() -> str:
+    """Debian's Chromium, installed on first use (the test machine may not have it yet)."""
+    if not Path(CHROMIUM).exists():
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env)
+    return CHROMIUM
+
+
+def ensure_node_modules() -> None:
+    """The pages need the npm assets (DSFR, jsQR); `make test` installs them, plain pytest too."""
+    if AXE.exists() and (ROOT / "node_modules" / "jsqr").exists():
+        return
+    npm = shutil.which("npm")
+    assert npm, "npm est nécessaire pour installer les ressources des pages (package.json)"
+    subprocess.run([npm, "ci", "--no-audit", "--no-fund"], check=True, cwd=ROOT)
+
+
+@pytest.fixture(scope="session")
+def live_server(database_url: str, settings: Any) -> Iterator[str]:
+    """Base URL of the real application served by uvicorn on a free loopback port."""
+    import uvicorn
+
+    from api.app import create_app
+
+    ensure_node_modules()
+    application = create_app(settings, database_url=database_url, run_sealer=False)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(application, log_level="warning", lifespan="on", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=15)
+    sock.close()
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    executable = ensure_chromium()
+    async with async_playwright() as pw:
+        instance = await pw.chromium.launch(
+            executable_path=executable, headless=True, args=CHROMIUM_ARGS
+        )
+        yield instance
+        await instance.close()
+
+
+@pytest.fixture
+async def context(browser: Browser, live_server: str) -> AsyncIterator[BrowserContext]:
+    ctx = await browser.new_context(base_url=live_server, locale="fr-FR", viewport=PHONE)
+    ctx.set_default_timeout(15_000)
+    yield ctx
+    await ctx.close()
+
+
+@pytest.fixture
+async def page(context: BrowserContext) -> Page:
+    return await context.new_page()
+
+
+@pytest.fixture
+def db(sessionmaker: async_sessionmaker[AsyncSession]):  # type: ignore[no-untyped-def]
+    """Run `work(session)` in a committed transaction (test data and checks on the server's
+    database)."""
+
+    async def run(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        async with sessionmaker() as session:
+            async with session.begin():
+                return await work(session)
+
+    return run
+
+
+async def login(page: Page, email: str, password: str) -> None:
+    await page.goto("/connexion")
+    await page.get_by_label("Adresse e-mail").fill(email)
+    await page.get_by_label("Mot de passe").fill(password)
+    await page.get_by_role("button", name="Se connecter").click()
+    await page.wait_for_url(lambda url: "/connexion" not in url)
+
+
+async def logout(page: Page) -> None:
+    buttons = page.get_by_role("button", name="Se déconnecter")
+    if not await buttons.filter(visible=True).count():  # phone width: the menu holds it
+        await page.get_by_role("button", name="Menu").click()
+    await buttons.filter(visible=True).first.click()
+    await page.wait_for_url("**/connexion?raison=deconnexion")
+
+
+async def axe_violations(page: Page) -> list[dict[str, Any]]:
+    """Serious and critical accessibility violations found by axe-core on the current page."""
+    await page.add_script_tag(path=str(AXE))
+    result = await page.evaluate(
+        "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
+    )
+    return [
+        {
+            "id": v["id"],
+            "impact": v["impact"],
+            "help": v["help"],
+            "nodes": [n["target"] for n in v["nodes"]][:5],
+        }
+        for v in result
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+async def screenshot(page: Page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    await page.screenshot(path=str(path), full_page=True)
+    return path
