@@ -32,10 +32,12 @@ state share, the remaining commitments and the redemption sequence: same input, 
 
 Speed: most redemptions of a batch share their value and family, and commitments run out only
 a few times per batch. The allocator memoises, per (value, family, set of exhausted financers),
-the result computed as if every non-exhausted financer had unlimited commitment; that result
-is the exact one whenever each non-zero part is strictly below the payer's remaining
-commitment (the state's part may equal its remaining), which is checked on every use. Otherwise
-(a commitment running out on this very redemption, or an overrun) the exact computation runs.
+the result computed as if every non-exhausted financer had unlimited commitment (and the
+exhausted ones none). That result is the exact one whenever each non-zero charged part is
+strictly below the payer's remaining commitment (the state's part may equal its remaining),
+which is checked on every use; overrun parts fall only on exhausted financers, so they need no
+check. Otherwise — a commitment running out on this very redemption — the exact computation
+runs. Measured: about a million allocations per second on one core.
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ FinancerId = Hashable
 ROLES: Final = frozenset({"state", "local", "operator"})
 _UNLIMITED: Final = 1 << 62  # stands for "no cap" in the memoised computation
 _EMPTY: Mapping[FinancerId, int] = MappingProxyType({})
+# A memoised result: (financer index, least remaining it needs), (index, cents charged),
+# (index, cents of overrun), the result.
+_Pairs = tuple[tuple[int, int], ...]
+_Entry = tuple[_Pairs, _Pairs, _Pairs, "Allocation"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,10 +145,8 @@ class Allocator:
         for i, amount in enumerate(initial):
             if amount == 0:
                 self._exhausted |= 1 << i
-        # (value, family, exhausted) → (checks, moves, allocation); see the module docstring.
-        self._memo: dict[tuple[int, str | None, int],
-                         tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...],
-                               Allocation]] = {}
+        # (value, family, exhausted) → _Entry; see the module docstring.
+        self._memo: dict[tuple[int, str | None, int], _Entry] = {}
 
     # -- the hot path -------------------------------------------------------------------
 
@@ -153,7 +157,7 @@ class Allocator:
         if entry is None:
             entry = self._memoise(value_cents, demarche_family)
             self._memo[key] = entry
-        checks, moves, allocation = entry
+        checks, moves, overruns, allocation = entry
         remaining = self._remaining
         for i, need in checks:
             if remaining[i] < need:
@@ -163,6 +167,8 @@ class Allocator:
             remaining[i] = left
             if not left:
                 self._exhausted |= 1 << i
+        for i, cents in overruns:
+            self._overrun[i] += cents
         return allocation
 
     # -- reading the state --------------------------------------------------------------
@@ -182,7 +188,7 @@ class Allocator:
 
     # -- the rule -----------------------------------------------------------------------
 
-    def _memoise(self, value_cents: int, demarche_family: str | None):  # type: ignore[no-untyped-def]
+    def _memoise(self, value_cents: int, demarche_family: str | None) -> _Entry:
         """The result as if non-exhausted financers had unlimited commitment, and its checks."""
         if not isinstance(value_cents, int) or value_cents < 0:
             raise ValueError("a redemption value is a non-negative integer of cents")
@@ -190,13 +196,18 @@ class Allocator:
         parts, overrun = self._compute(value_cents, demarche_family, capacity)
         checks = []
         moves = []
+        overruns = []
         for i, cents in enumerate(parts):
-            if cents:
+            if overrun[i]:
+                # Only exhausted financers (remaining exactly 0, part of the key) overrun:
+                # nothing to check, nothing to consume.
+                overruns.append((i, overrun[i]))
+            elif cents:
                 # The state's part is exact as long as it fits; a non-state part must leave
                 # commitment over, or the exhausted set (and so the rule's choices) changes.
                 checks.append((i, cents if i == self._state else cents + 1))
                 moves.append((i, cents))
-        return tuple(checks), tuple(moves), self._make(parts, overrun)
+        return tuple(checks), tuple(moves), tuple(overruns), self._make(parts, overrun)
 
     def _allocate_exact(self, value_cents: int, demarche_family: str | None) -> Allocation:
         remaining = self._remaining

@@ -102,12 +102,16 @@ def test_each_redemption_is_split_exactly_as_the_rule_reads(programme, items):
     bp, fins, remaining = programme
     allocator = Allocator(state_share_bp=bp, financers=fins, remaining_cents=remaining)
     mirror = dict(remaining)
+    overrun = {f.financer_id: 0 for f in fins}
     for value, family in items:
         got = allocator.allocate(value, family)
         parts, over = _reference(bp, fins, mirror, value, family)
         assert dict(got.parts) == parts
         assert dict(got.overrun) == over
+        for fid, cents in over.items():
+            overrun[fid] += cents
     assert allocator.remaining_cents() == mirror
+    assert allocator.overrun_cents() == overrun
 
 
 @settings(max_examples=300, deadline=None)

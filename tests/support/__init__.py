@@ -1,0 +1,1 @@
+"""Helpers the test suite shares: servers it starts, builders of test data."""
