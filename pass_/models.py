@@ -244,6 +244,36 @@ class Beneficiary(SQLModel, table=True):
     pseudonymised_at: datetime | None = Field(default=None, sa_column=_ts(True))
 
 
+class BookletOrder(SQLModel, table=True):
+    """A bulk order of booklets printed ahead for an issuer; its booklets start `in_stock`."""
+
+    __tablename__ = "booklet_order"
+    __table_args__ = (
+        sa.CheckConstraint("booklets > 0", name="booklets"),
+        sa.CheckConstraint("size > 0", name="size"),
+    )
+
+    id: int | None = Field(
+        default=None, sa_column=sa.Column(sa.BigInteger, sa.Identity(), primary_key=True)
+    )
+    programme_id: int = Field(
+        sa_column=sa.Column(
+            sa.BigInteger, sa.ForeignKey("programme.id"), nullable=False, index=True
+        )
+    )
+    issuer_id: int = Field(
+        sa_column=sa.Column(
+            sa.BigInteger, sa.ForeignKey("organisation.id"), nullable=False, index=True
+        )
+    )
+    booklets: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    size: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    created_by: int | None = Field(
+        default=None, sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("app_user.id"))
+    )
+    created_at: datetime | None = Field(default=None, sa_column=_ts(default_now=True))
+
+
 class Booklet(SQLModel, table=True):
     __tablename__ = "booklet"
     __table_args__ = (
@@ -271,7 +301,10 @@ class Booklet(SQLModel, table=True):
         default=None,
         sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("beneficiary.id"), index=True),
     )
-    order_id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, index=True))
+    order_id: int | None = Field(
+        default=None,
+        sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("booklet_order.id"), index=True),
+    )
     size: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
     status: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
     created_by: int | None = Field(

@@ -175,6 +175,43 @@ def upgrade() -> None:
         unique=False,
     )
     op.create_table(
+        "booklet_order",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
+        sa.Column("programme_id", sa.BigInteger(), nullable=False),
+        sa.Column("issuer_id", sa.BigInteger(), nullable=False),
+        sa.Column("booklets", sa.Integer(), nullable=False),
+        sa.Column("size", sa.Integer(), nullable=False),
+        sa.Column("created_by", sa.BigInteger(), nullable=True),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint("booklets > 0", name=op.f("ck_booklet_order_booklets")),
+        sa.CheckConstraint("size > 0", name=op.f("ck_booklet_order_size")),
+        sa.ForeignKeyConstraint(
+            ["created_by"], ["app_user.id"], name=op.f("fk_booklet_order_created_by_app_user")
+        ),
+        sa.ForeignKeyConstraint(
+            ["issuer_id"],
+            ["organisation.id"],
+            name=op.f("fk_booklet_order_issuer_id_organisation"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["programme_id"],
+            ["programme.id"],
+            name=op.f("fk_booklet_order_programme_id_programme"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_booklet_order")),
+    )
+    op.create_index(
+        op.f("ix_booklet_order_issuer_id"), "booklet_order", ["issuer_id"], unique=False
+    )
+    op.create_index(
+        op.f("ix_booklet_order_programme_id"), "booklet_order", ["programme_id"], unique=False
+    )
+    op.create_table(
         "booklet",
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
         sa.Column("number", sa.String(length=20), nullable=False),
@@ -216,6 +253,9 @@ def upgrade() -> None:
         ),
         sa.ForeignKeyConstraint(
             ["issuer_id"], ["organisation.id"], name=op.f("fk_booklet_issuer_id_organisation")
+        ),
+        sa.ForeignKeyConstraint(
+            ["order_id"], ["booklet_order.id"], name=op.f("fk_booklet_order_id_booklet_order")
         ),
         sa.ForeignKeyConstraint(
             ["programme_id"], ["programme.id"], name=op.f("fk_booklet_programme_id_programme")
@@ -279,6 +319,9 @@ def downgrade() -> None:
     op.drop_index("ix_booklet_issuer_created", table_name="booklet")
     op.drop_index(op.f("ix_booklet_beneficiary_id"), table_name="booklet")
     op.drop_table("booklet")
+    op.drop_index(op.f("ix_booklet_order_programme_id"), table_name="booklet_order")
+    op.drop_index(op.f("ix_booklet_order_issuer_id"), table_name="booklet_order")
+    op.drop_table("booklet_order")
     op.drop_index(op.f("ix_programme_issuer_organisation_id"), table_name="programme_issuer")
     op.drop_table("programme_issuer")
     op.drop_index(
