@@ -18,7 +18,7 @@ Format decision (DESIGN.md §5 asks for ≥ 60 bits of randomness and a check ch
     (α^(13−i) ⊕ α^(13−j))·(a⊕b) ≠ 0;
   * likewise a "twin" error aa → bb at adjacent positions.
   Every single-character substitution and every transposition is therefore detected (the tests
-  check it exhaustively); 1 random typo in 32 slips through other kinds of damage.
+  check it exhaustively); any other damage goes unnoticed with probability 1/32.
 - Typing is forgiving: any case, spaces and dashes optional, the `PN` prefix optional, and
   Crockford's aliases `O → 0`, `I`/`L → 1`.
 

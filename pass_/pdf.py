@@ -112,7 +112,10 @@ def render_booklets_parallel(booklets: Sequence[BookletPrint], workers: int = 2)
 
     The symbols (about a third of the work) are computed in a process pool while this process
     lays out the pages as their results arrive, in order; the PDF is written by one process,
-    so nothing has to be merged afterwards. Worth it from a few hundred cheques.
+    so nothing has to be merged afterwards. Worth it from a few hundred cheques. In a process
+    that runs threads the workers start from a fork server, which (as with any multiprocessing
+    start method but fork) needs scripts to guard their entry point with
+    `if __name__ == "__main__":`.
     """
     tokens = [cheque.token for booklet in booklets for cheque in booklet.cheques]
     if workers <= 1 or len(tokens) < 200:
