@@ -43,6 +43,8 @@ STATUS: dict[str, int] = {
     "organisation_exists": 409,
     "booklet_not_in_stock": 409,
     "booklet_not_active": 409,
+    "booklet_already_cancelled": 409,
+    "beneficiary_exists": 409,
     "redemption_already_reversed": 409,
     "redemption_in_batch": 409,
     "reversal_window_closed": 409,

@@ -35,11 +35,12 @@ async def create_beneficiary(
         birth_year=data.birth_year,
         commune_insee=data.commune_insee,
     )
-    session.add(beneficiary)
     try:
         # A savepoint, so the unique reference per issuer refuses a duplicate cleanly even
-        # when two agents type the same reference at the same moment.
+        # when two agents type the same reference at the same moment (the refused object
+        # leaves the session with the savepoint).
         async with session.begin_nested():
+            session.add(beneficiary)
             await session.flush()
     except IntegrityError:
         raise BeneficiaryExists(reference=data.reference) from None

@@ -1,0 +1,889 @@
+"""Booklets and cheques: issuance at the desk, bulk orders printed ahead, hand-out,
+cancellation, the issuer's history and the printable PDFs (DESIGN.md §5).
+
+Money rules, each backed by the database:
+- a booklet becomes `active` (issued at the desk, or handed out from stock) only if one
+  conditional UPDATE on the programme row (`issued_value_cents + v <= issuing_capacity_cents`)
+  and one on the issuer's row (`issued_cheques + n <= quota_cheques`) both succeed; zero rows
+  means `programme_capacity_exceeded` / `quota_exceeded`, whatever the concurrency, and CHECK
+  constraints back both bounds;
+- `issued_value_cents` / `issued_cheques` count the cheques activated and not cancelled
+  (active, redeemed or expired: expiry happens after the last day of issuance, so it never frees
+  capacity that could be used);
+- in-stock cheques carry no value: no ledger entry, no capacity, no quota until handed out, so
+  stolen stock is worthless;
+- every value change is one idempotent ledger entry: `activate:<booklet id>` moves the
+  booklet's value from `programme:<id>:available` to `programme:<id>:outstanding`,
+  `cancel:<booklet id>` moves the value of the cheques still active back.
+
+Row locks are always taken in the same order — booklet, cheques, programme, issuer quota — so
+concurrent hand-outs, issuances and cancellations cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from sqlalchemy import func, or_, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kit.clock import paris_day
+from kit.errors import Conflict, Forbidden, InvalidInput, NotFound
+from ledger import service as ledger
+from pass_ import pdf
+from pass_.beneficiaries import get_beneficiary
+from pass_.codes import ALPHABET, new_serial
+from pass_.enums import BookletStatus, ChequeStatus, OrganisationKind, Qualification, Role
+from pass_.models import (
+    Booklet,
+    BookletOrder,
+    Cheque,
+    Organisation,
+    Programme,
+    ProgrammeIssuer,
+)
+from pass_.programmes import Actor, get_programme, require_role
+from pass_.schemas import BookletPage, BookletRead, BookletSummary, ChequeRead, OrderRead
+from pass_.tokens import ChequeClaims, Keyring
+from pass_.validation import in_territory
+
+__all__ = [
+    "Actor",
+    "BookletAlreadyCancelled",
+    "BookletNotInStock",
+    "InvalidBookletSize",
+    "ProgrammeCapacityExceeded",
+    "ProgrammeEnded",
+    "QuotaExceeded",
+    "booklet_pdf",
+    "cancel_booklet",
+    "get_booklet",
+    "hand_out",
+    "issue_booklet",
+    "list_booklets",
+    "new_booklet_number",
+    "normalise_booklet_number",
+    "order_booklets",
+    "order_pdf",
+]
+
+MAX_ORDER_BOOKLETS = 2000
+# Rows per INSERT statement: big enough to amortise round trips, small enough for the
+# parameter arrays (a token is 140 characters) to stay well under a megabyte.
+CHUNK = 4000
+# Below this many cheques, signing in the event loop costs less than a thread hop.
+_SIGN_IN_THREAD_FROM = 200
+
+
+class ProgrammeCapacityExceeded(Conflict):
+    code = "programme_capacity_exceeded"
+    message = (
+        "Les crédits du programme ne suffisent plus pour ce carnet : "
+        "les financeurs doivent augmenter leurs engagements."
+    )
+
+
+class QuotaExceeded(Conflict):
+    code = "quota_exceeded"
+    message = "Votre structure a atteint son quota de chèques pour ce programme."
+
+
+class ProgrammeEnded(InvalidInput):
+    code = "programme_ended"
+    message = "Ce programme est terminé : on ne peut plus y distribuer de carnets."
+
+
+class InvalidBookletSize(InvalidInput):
+    code = "invalid_booklet_size"
+    message = "Ce programme ne prévoit pas de carnets de cette taille."
+
+
+class InvalidIssuer(InvalidInput):
+    code = "invalid_issuer"
+    message = "Cette organisation n'est pas une structure prescriptrice du programme."
+
+
+class BookletNotInStock(Conflict):
+    code = "booklet_not_in_stock"
+    message = "Ce carnet n'est plus en stock : il a déjà été remis ou annulé."
+
+
+class BookletAlreadyCancelled(Conflict):
+    code = "booklet_already_cancelled"
+    message = "Ce carnet est déjà annulé."
+
+
+def _booklet_not_found(ref: object) -> NotFound:
+    return NotFound("Carnet introuvable.", booklet=str(ref)[:40])
+
+
+# --------------------------------------------------------------------------- booklet numbers
+
+BOOKLET_PREFIX = "CN"
+_NUMBER_SYMBOLS = 8  # 40 random bits: unguessable enough, short enough to type
+_NUMBER_ALIASES = str.maketrans({"O": "0", "I": "1", "L": "1"})
+_NUMBER_SEPARATORS = re.compile(r"[\s\-‐‑‒–—−_.]+")
+
+
+def new_booklet_number() -> str:
+    """A printed booklet number, `CN-XXXX-XXXX` in Crockford base32 (never like a serial,
+    which starts with `PN` and has 13 symbols)."""
+    bits = secrets.randbits(5 * _NUMBER_SYMBOLS)
+    symbols = "".join(
+        ALPHABET[(bits >> (5 * (_NUMBER_SYMBOLS - 1 - i))) & 31] for i in range(_NUMBER_SYMBOLS)
+    )
+    return f"{BOOKLET_PREFIX}-{symbols[:4]}-{symbols[4:]}"
+
+
+def normalise_booklet_number(text_: str) -> str | None:
+    """The canonical number of what someone typed (any case, separators and prefix optional,
+    O → 0, I/L → 1), or None if it cannot be a booklet number."""
+    if not isinstance(text_, str) or len(text_) > 40:
+        return None
+    compact = _NUMBER_SEPARATORS.sub("", text_).upper()
+    if len(compact) == len(BOOKLET_PREFIX) + _NUMBER_SYMBOLS and compact.startswith(BOOKLET_PREFIX):
+        compact = compact[len(BOOKLET_PREFIX) :]
+    compact = compact.translate(_NUMBER_ALIASES)
+    if len(compact) != _NUMBER_SYMBOLS or any(c not in ALPHABET for c in compact):
+        return None
+    return f"{BOOKLET_PREFIX}-{compact[:4]}-{compact[4:]}"
+
+
+def parse_booklet_ref(ref: str | int) -> int | str:
+    """A booklet id (digits) or its printed number; NotFound when it is neither."""
+    if isinstance(ref, int):
+        return ref
+    ref = ref.strip()
+    if ref.isdigit() and len(ref) <= 18:
+        return int(ref)
+    number = normalise_booklet_number(ref)
+    if number is None:
+        raise _booklet_not_found(ref)
+    return number
+
+
+# --------------------------------------------------------------------------- the rules
+
+
+_TAKE_CAPACITY = text("""
+UPDATE programme SET issued_value_cents = issued_value_cents + :value
+WHERE id = :programme_id AND issued_value_cents + :value <= issuing_capacity_cents
+RETURNING issued_value_cents
+""")
+
+_TAKE_QUOTA = text("""
+UPDATE programme_issuer SET issued_cheques = issued_cheques + :cheques
+WHERE programme_id = :programme_id AND organisation_id = :issuer_id
+  AND issued_cheques + :cheques <= quota_cheques
+RETURNING issued_cheques
+""")
+
+# One round trip; PostgreSQL runs a data-modifying WITH even when the main query ignores it.
+_GIVE_BACK = text("""
+WITH p AS (
+    UPDATE programme SET issued_value_cents = issued_value_cents - :value
+    WHERE id = :programme_id RETURNING id
+)
+UPDATE programme_issuer SET issued_cheques = issued_cheques - :cheques
+WHERE programme_id = :programme_id AND organisation_id = :issuer_id
+""")
+
+_GIVE_BACK_CAPACITY = text("""
+UPDATE programme SET issued_value_cents = issued_value_cents - :value WHERE id = :programme_id
+""")
+
+_REMAINING = text("""
+SELECT p.issuing_capacity_cents - p.issued_value_cents, i.quota_cheques - i.issued_cheques
+FROM programme p JOIN programme_issuer i ON i.programme_id = p.id
+WHERE p.id = :programme_id AND i.organisation_id = :issuer_id
+""")
+
+
+async def _take_capacity_and_quota(
+    session: AsyncSession, *, programme_id: int, issuer_id: int, value: int, cheques: int
+) -> None:
+    """Count `value` against the programme's capacity and `cheques` against the issuer's quota,
+    each with one conditional UPDATE: zero rows means refused, concurrency cannot overshoot."""
+    params = {"programme_id": programme_id, "issuer_id": issuer_id}
+    if (await session.execute(_TAKE_CAPACITY, {**params, "value": value})).first() is None:
+        remaining = (await session.execute(_REMAINING, params)).first()
+        raise ProgrammeCapacityExceeded(
+            requested_cents=value, remaining_cents=remaining[0] if remaining else 0
+        )
+    if (await session.execute(_TAKE_QUOTA, {**params, "cheques": cheques})).first() is None:
+        # Undo the capacity just taken, so a refusal leaves nothing changed even for a caller
+        # that goes on with the transaction.
+        await session.execute(_GIVE_BACK_CAPACITY, {**params, "value": value})
+        remaining = (await session.execute(_REMAINING, params)).first()
+        raise QuotaExceeded(
+            requested_cheques=cheques, remaining_cheques=remaining[1] if remaining else 0
+        )
+
+
+async def _issuer_of(session: AsyncSession, programme_id: int, issuer_id: int) -> bool:
+    found = await session.scalar(
+        select(ProgrammeIssuer.id).where(
+            ProgrammeIssuer.programme_id == programme_id,
+            ProgrammeIssuer.organisation_id == issuer_id,
+        )
+    )
+    return found is not None
+
+
+def _check_open(programme: Programme, today: date) -> None:
+    """Booklets may be issued from the programme's creation until `valid_until`."""
+    if programme.closed_at is not None or today > programme.valid_until:
+        raise ProgrammeEnded(programme_id=programme.id, valid_until=programme.valid_until)
+
+
+def _check_size(programme: Programme, size: int) -> None:
+    if size not in programme.booklet_sizes:
+        raise InvalidBookletSize(
+            f"Ce programme prévoit des carnets de "
+            f"{' ou '.join(str(n) for n in programme.booklet_sizes)} chèques.",
+            size=size,
+            allowed=list(programme.booklet_sizes),
+        )
+
+
+async def _post_activation(
+    session: AsyncSession, *, programme_id: int, booklet_id: int, value: int, cheques: int
+) -> None:
+    await ledger.post(
+        session,
+        key=f"activate:{booklet_id}",
+        kind="activation",
+        postings=[
+            (f"programme:{programme_id}:available", -value),
+            (f"programme:{programme_id}:outstanding", value),
+        ],
+        memo={"programme_id": programme_id, "booklet_id": booklet_id, "cheques": cheques},
+    )
+
+
+# --------------------------------------------------------------------------- bulk inserts
+
+
+_INSERT_BOOKLETS = text("""
+INSERT INTO booklet (number, programme_id, issuer_id, beneficiary_id, order_id, size, status,
+                     created_by, created_at, handed_out_by, handed_out_at)
+SELECT x.number, CAST(:programme_id AS bigint), CAST(:issuer_id AS bigint),
+       CAST(:beneficiary_id AS bigint), CAST(:order_id AS bigint), CAST(:size AS integer),
+       CAST(:status AS varchar), CAST(:user_id AS bigint), CAST(:now AS timestamptz),
+       CAST(:handed_out_by AS bigint), CAST(:handed_out_at AS timestamptz)
+FROM unnest(CAST(:numbers AS text[])) WITH ORDINALITY AS x(number, n)
+ORDER BY x.n
+ON CONFLICT (number) DO NOTHING
+RETURNING id, number
+""")
+
+_INSERT_CHEQUES = text("""
+INSERT INTO cheque (serial, token, booklet_id, programme_id, position, value_cents, status,
+                    valid_from, valid_until, redeem_until, activated_at, status_changed_at)
+SELECT x.serial, x.token, x.booklet_id, CAST(:programme_id AS bigint), x.position,
+       CAST(:value_cents AS bigint), CAST(:status AS varchar), CAST(:valid_from AS date),
+       CAST(:valid_until AS date), CAST(:redeem_until AS date),
+       CAST(:activated_at AS timestamptz), CAST(:now AS timestamptz)
+FROM unnest(CAST(:serials AS text[]), CAST(:tokens AS text[]), CAST(:booklet_ids AS bigint[]),
+            CAST(:positions AS integer[])) WITH ORDINALITY
+     AS x(serial, token, booklet_id, position, n)
+ORDER BY x.n
+ON CONFLICT (serial) DO NOTHING
+RETURNING id, serial
+""")
+
+
+@dataclass(frozen=True)
+class _NewBooklets:
+    """Booklets to create for one programme and issuer, all alike."""
+
+    programme_id: int
+    issuer_id: int
+    size: int
+    status: BookletStatus
+    user_id: int | None
+    now: datetime
+    beneficiary_id: int | None = None
+    order_id: int | None = None
+
+
+async def _insert_booklets(session: AsyncSession, spec: _NewBooklets, count: int) -> list[int]:
+    """Create `count` booklets with fresh numbers (a number already taken is drawn again);
+    returns their ids in creation order. One multi-row INSERT per chunk."""
+    active = spec.status == BookletStatus.active
+    ids: list[int] = []
+    missing = count
+    for _attempt in range(10):
+        numbers = [new_booklet_number() for _ in range(missing)]
+        for start in range(0, len(numbers), CHUNK):
+            rows = (
+                await session.execute(
+                    _INSERT_BOOKLETS,
+                    {
+                        "numbers": numbers[start : start + CHUNK],
+                        "programme_id": spec.programme_id,
+                        "issuer_id": spec.issuer_id,
+                        "beneficiary_id": spec.beneficiary_id,
+                        "order_id": spec.order_id,
+                        "size": spec.size,
+                        "status": spec.status.value,
+                        "user_id": spec.user_id,
+                        "now": spec.now,
+                        "handed_out_by": spec.user_id if active else None,
+                        "handed_out_at": spec.now if active else None,
+                    },
+                )
+            ).all()
+            ids.extend(row[0] for row in rows)
+        missing = count - len(ids)
+        if missing == 0:
+            return sorted(ids)
+    raise RuntimeError("could not draw unique booklet numbers")
+
+
+async def _sign(keyring: Keyring, claims: list[ChequeClaims]) -> list[str]:
+    if len(claims) < _SIGN_IN_THREAD_FROM:
+        return keyring.sign_many(claims)
+    # Ed25519 signing of a bulk order takes a fraction of a second: keep the event loop free.
+    return await asyncio.to_thread(keyring.sign_many, claims)
+
+
+async def _insert_cheques(
+    session: AsyncSession,
+    keyring: Keyring,
+    programme: Programme,
+    *,
+    booklet_ids: Sequence[int],
+    size: int,
+    status: ChequeStatus,
+    now: datetime,
+) -> dict[str, int]:
+    """Create the cheques of the booklets, signed; returns {serial: id}. A serial already taken
+    (2⁻⁶⁰ odds each) is drawn again with its token; one multi-row INSERT per chunk."""
+    slots = [(booklet_id, position) for booklet_id in booklet_ids for position in range(size)]
+    created: dict[str, int] = {}
+    for _attempt in range(10):
+        serials = [new_serial() for _ in slots]
+        tokens = await _sign(
+            keyring,
+            [
+                ChequeClaims(
+                    serial=s,
+                    programme_id=programme.id,  # type: ignore[arg-type]
+                    value_cents=programme.face_value_cents,
+                    redeem_until=programme.redeem_until,
+                )
+                for s in serials
+            ],
+        )
+        inserted: set[str] = set()
+        for start in range(0, len(slots), CHUNK):
+            part = slots[start : start + CHUNK]
+            rows = (
+                await session.execute(
+                    _INSERT_CHEQUES,
+                    {
+                        "serials": serials[start : start + CHUNK],
+                        "tokens": tokens[start : start + CHUNK],
+                        "booklet_ids": [b for b, _ in part],
+                        "positions": [p for _, p in part],
+                        "programme_id": programme.id,
+                        "value_cents": programme.face_value_cents,
+                        "status": status.value,
+                        "valid_from": programme.valid_from,
+                        "valid_until": programme.valid_until,
+                        "redeem_until": programme.redeem_until,
+                        "activated_at": now if status == ChequeStatus.active else None,
+                        "now": now,
+                    },
+                )
+            ).all()
+            for cheque_id, serial in rows:
+                created[serial] = cheque_id
+                inserted.add(serial)
+        slots = [
+            slot for slot, serial in zip(slots, serials, strict=True) if serial not in inserted
+        ]
+        if not slots:
+            return created
+    raise RuntimeError("could not draw unique cheque serials")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+async def _cheques_of(session: AsyncSession, booklet_ids: Sequence[int]) -> list[Cheque]:
+    return list(
+        (
+            await session.scalars(
+                select(Cheque)
+                .where(Cheque.booklet_id.in_(booklet_ids))  # type: ignore[attr-defined]
+                .order_by(Cheque.booklet_id, Cheque.position)
+                .execution_options(populate_existing=True)
+            )
+        ).all()
+    )
+
+
+def _read(booklet: Booklet, cheques: Sequence[Cheque]) -> BookletRead:
+    return BookletRead(
+        **BookletSummary.model_validate(booklet).model_dump(),
+        cheques=[ChequeRead.model_validate(c) for c in cheques],
+    )
+
+
+async def _own_booklet(
+    session: AsyncSession, *, issuer_id: int, ref: str | int, for_update: bool = False
+) -> Booklet:
+    """The issuer's booklet by id or printed number; another issuer's answers NotFound."""
+    key = parse_booklet_ref(ref)
+    column = Booklet.id if isinstance(key, int) else Booklet.number
+    stmt = (
+        select(Booklet)
+        .where(column == key, Booklet.issuer_id == issuer_id)
+        .execution_options(populate_existing=True)
+    )
+    if for_update:
+        stmt = stmt.with_for_update()
+    booklet = await session.scalar(stmt)
+    if booklet is None:
+        raise _booklet_not_found(ref)
+    return booklet
+
+
+async def get_booklet(session: AsyncSession, *, actor: Actor, ref: str | int) -> BookletRead:
+    """A booklet of the agent's issuer with its cheques (tokens included, for printing)."""
+    require_role(actor, Role.issuer_agent)
+    booklet = await _own_booklet(session, issuer_id=actor.organisation_id, ref=ref)
+    return _read(booklet, await _cheques_of(session, [booklet.id]))  # type: ignore[list-item]
+
+
+async def list_booklets(
+    session: AsyncSession,
+    *,
+    actor: Actor,
+    page: int = 1,
+    per_page: int = 50,
+    number: str | None = None,
+    status: BookletStatus | None = None,
+    programme_id: int | None = None,
+    beneficiary_id: int | None = None,
+) -> BookletPage:
+    """The issuer's booklets, newest first, a page at a time."""
+    require_role(actor, Role.issuer_agent)
+    page, per_page = max(page, 1), min(max(per_page, 1), 200)
+    conditions = [Booklet.issuer_id == actor.organisation_id]
+    if number is not None:
+        canonical = normalise_booklet_number(number)
+        if canonical is None:
+            return BookletPage(items=[], total=0, page=page, per_page=per_page)
+        conditions.append(Booklet.number == canonical)
+    if status is not None:
+        conditions.append(Booklet.status == status.value)
+    if programme_id is not None:
+        conditions.append(Booklet.programme_id == programme_id)
+    if beneficiary_id is not None:
+        conditions.append(Booklet.beneficiary_id == beneficiary_id)
+    total = await session.scalar(select(func.count()).select_from(Booklet).where(*conditions))
+    rows = (
+        await session.scalars(
+            select(Booklet)
+            .where(*conditions)
+            .order_by(Booklet.created_at.desc(), Booklet.id.desc())  # type: ignore[union-attr]
+            .offset((page - 1) * per_page)
+            .limit(per_page)
+            .execution_options(populate_existing=True)
+        )
+    ).all()
+    return BookletPage(
+        items=[BookletSummary.model_validate(b) for b in rows],
+        total=int(total or 0),
+        page=page,
+        per_page=per_page,
+    )
+
+
+# --------------------------------------------------------------------------- use cases
+
+
+async def issue_booklet(
+    session: AsyncSession,
+    *,
+    keyring: Keyring,
+    actor: Actor,
+    programme_id: int,
+    beneficiary_id: int,
+    size: int,
+    now: datetime,
+) -> BookletRead:
+    """An agent issues a booklet at the desk: its cheques are `active` at once (DESIGN.md §5).
+
+    Before `valid_from` the cheques wait (redemption refuses them until then)."""
+    require_role(actor, Role.issuer_agent)
+    issuer_id = actor.organisation_id
+    programme = await get_programme(session, programme_id)
+    if not await _issuer_of(session, programme_id, issuer_id):
+        raise Forbidden(
+            "Votre structure n'est pas prescriptrice de ce programme.", programme_id=programme_id
+        )
+    beneficiary = await get_beneficiary(session, issuer_id=issuer_id, beneficiary_id=beneficiary_id)
+    _check_open(programme, paris_day(now))
+    _check_size(programme, size)
+    value = size * programme.face_value_cents
+    await _take_capacity_and_quota(
+        session, programme_id=programme_id, issuer_id=issuer_id, value=value, cheques=size
+    )
+    spec = _NewBooklets(
+        programme_id=programme_id,
+        issuer_id=issuer_id,
+        size=size,
+        status=BookletStatus.active,
+        user_id=actor.user_id,
+        now=now,
+        beneficiary_id=beneficiary.id,
+    )
+    [booklet_id] = await _insert_booklets(session, spec, 1)
+    await _insert_cheques(
+        session,
+        keyring,
+        programme,
+        booklet_ids=[booklet_id],
+        size=size,
+        status=ChequeStatus.active,
+        now=now,
+    )
+    beneficiary.last_booklet_at = now
+    await session.flush()
+    await _post_activation(
+        session, programme_id=programme_id, booklet_id=booklet_id, value=value, cheques=size
+    )
+    return await get_booklet(session, actor=actor, ref=booklet_id)
+
+
+def _may_order_for(actor: Actor, issuer_id: int) -> None:
+    if actor.role == Role.operator_admin:
+        return
+    if actor.role == Role.issuer_agent and actor.organisation_id == issuer_id:
+        return
+    raise Forbidden(
+        "Seuls l'opérateur et les agents de cette structure peuvent commander ses carnets.",
+        issuer_id=issuer_id,
+    )
+
+
+async def order_booklets(
+    session: AsyncSession,
+    *,
+    keyring: Keyring,
+    actor: Actor,
+    programme_id: int,
+    issuer_id: int,
+    booklets: int,
+    size: int,
+    now: datetime,
+) -> OrderRead:
+    """A bulk order printed ahead: `booklets` booklets of `size` cheques, all `in_stock` at the
+    issuer (no value, no capacity, no quota until handed out). Bulk inserts, no ORM objects per
+    cheque. The print-ready PDF is rendered on demand (`order_pdf`)."""
+    _may_order_for(actor, issuer_id)
+    programme = await get_programme(session, programme_id)
+    if not await _issuer_of(session, programme_id, issuer_id):
+        if actor.role == Role.issuer_agent:
+            raise Forbidden(
+                "Votre structure n'est pas prescriptrice de ce programme.",
+                programme_id=programme_id,
+            )
+        raise InvalidIssuer(issuer_id=issuer_id, programme_id=programme_id)
+    _check_open(programme, paris_day(now))
+    _check_size(programme, size)
+    if not 1 <= booklets <= MAX_ORDER_BOOKLETS:
+        raise InvalidInput(
+            f"Une commande compte de 1 à {MAX_ORDER_BOOKLETS} carnets.",
+            code="invalid_order",
+            booklets=booklets,
+        )
+    order = BookletOrder(
+        programme_id=programme_id,
+        issuer_id=issuer_id,
+        booklets=booklets,
+        size=size,
+        created_by=actor.user_id,
+        created_at=now,
+    )
+    session.add(order)
+    await session.flush()
+    spec = _NewBooklets(
+        programme_id=programme_id,
+        issuer_id=issuer_id,
+        size=size,
+        status=BookletStatus.in_stock,
+        user_id=actor.user_id,
+        now=now,
+        order_id=order.id,
+    )
+    booklet_ids = await _insert_booklets(session, spec, booklets)
+    await _insert_cheques(
+        session,
+        keyring,
+        programme,
+        booklet_ids=booklet_ids,
+        size=size,
+        status=ChequeStatus.in_stock,
+        now=now,
+    )
+    return await get_order(session, actor=actor, order_id=order.id)  # type: ignore[arg-type]
+
+
+async def _visible_order(session: AsyncSession, *, actor: Actor, order_id: int) -> BookletOrder:
+    order = await session.get(BookletOrder, order_id)
+    if order is None or not (
+        actor.role == Role.operator_admin
+        or (actor.role == Role.issuer_agent and actor.organisation_id == order.issuer_id)
+    ):
+        raise NotFound("Commande introuvable.", order_id=order_id)
+    return order
+
+
+async def get_order(session: AsyncSession, *, actor: Actor, order_id: int) -> OrderRead:
+    """An order with its booklets' numbers (for the operator and the ordering issuer)."""
+    order = await _visible_order(session, actor=actor, order_id=order_id)
+    rows = (
+        await session.execute(
+            select(Booklet.id, Booklet.number)
+            .where(Booklet.order_id == order_id)
+            .order_by(Booklet.id)
+        )
+    ).all()
+    return OrderRead(
+        id=order.id,  # type: ignore[arg-type]
+        programme_id=order.programme_id,
+        issuer_id=order.issuer_id,
+        size=order.size,
+        booklet_count=len(rows),
+        cheque_count=len(rows) * order.size,
+        created_at=order.created_at,
+        booklets=[{"id": i, "number": n} for i, n in rows],  # type: ignore[misc]
+        pdf_url=f"/api/v1/orders/{order.id}/pdf",
+    )
+
+
+_IN_STOCK = text("""
+SELECT count(*), CAST(coalesce(sum(value_cents), 0) AS bigint) FROM cheque
+WHERE booklet_id = :booklet_id AND status = 'in_stock'
+""")
+
+_ACTIVATE_CHEQUES = text("""
+UPDATE cheque SET status = 'active', activated_at = :now, status_changed_at = :now
+WHERE booklet_id = :booklet_id AND status = 'in_stock'
+""")
+
+
+async def hand_out(
+    session: AsyncSession,
+    *,
+    actor: Actor,
+    ref: str | int,
+    beneficiary_id: int,
+    now: datetime,
+) -> BookletRead:
+    """An agent hands an in-stock booklet (found by id or printed number) to a beneficiary:
+    it becomes `active`, counted against capacity and quota, its value moved to outstanding."""
+    require_role(actor, Role.issuer_agent)
+    issuer_id = actor.organisation_id
+    booklet = await _own_booklet(session, issuer_id=issuer_id, ref=ref, for_update=True)
+    if booklet.status != BookletStatus.in_stock.value:
+        raise BookletNotInStock(booklet_id=booklet.id, status=booklet.status)
+    beneficiary = await get_beneficiary(session, issuer_id=issuer_id, beneficiary_id=beneficiary_id)
+    programme = await get_programme(session, booklet.programme_id)
+    _check_open(programme, paris_day(now))
+    # The booklet row is locked: its in-stock cheques cannot change under us.
+    count, value = (await session.execute(_IN_STOCK, {"booklet_id": booklet.id})).one()
+    if count == 0:
+        raise BookletNotInStock(booklet_id=booklet.id, status=booklet.status)
+    await _take_capacity_and_quota(
+        session,
+        programme_id=programme.id,  # type: ignore[arg-type]
+        issuer_id=issuer_id,
+        value=value,
+        cheques=count,
+    )
+    await session.execute(_ACTIVATE_CHEQUES, {"booklet_id": booklet.id, "now": now})
+    booklet.status = BookletStatus.active.value
+    booklet.beneficiary_id = beneficiary.id
+    booklet.handed_out_at = now
+    booklet.handed_out_by = actor.user_id
+    beneficiary.last_booklet_at = now
+    await session.flush()
+    await _post_activation(
+        session,
+        programme_id=programme.id,  # type: ignore[arg-type]
+        booklet_id=booklet.id,  # type: ignore[arg-type]
+        value=value,
+        cheques=count,
+    )
+    return await get_booklet(session, actor=actor, ref=booklet.id)  # type: ignore[arg-type]
+
+
+# The cheques still usable become `cancelled`; the subquery locks them first, so a redemption
+# committed meanwhile is seen (its cheque is then `redeemed` and left alone).
+_CANCEL_CHEQUES = text("""
+UPDATE cheque c SET status = 'cancelled', status_changed_at = :now
+FROM (
+    SELECT id, status FROM cheque
+    WHERE booklet_id = :booklet_id AND status IN ('active', 'in_stock')
+    ORDER BY id FOR UPDATE
+) old
+WHERE c.id = old.id
+RETURNING old.status, c.value_cents
+""")
+
+
+async def cancel_booklet(
+    session: AsyncSession, *, actor: Actor, ref: str | int, reason: str, now: datetime
+) -> BookletRead:
+    """A lost or stolen booklet, cancelled by an agent of its issuer: its active and in-stock
+    cheques become `cancelled` (redeemed ones stay), the active ones' value goes back to the
+    programme's available credit, capacity and quota are freed."""
+    require_role(actor, Role.issuer_agent)
+    booklet = await _own_booklet(session, issuer_id=actor.organisation_id, ref=ref, for_update=True)
+    if booklet.status == BookletStatus.cancelled.value:
+        raise BookletAlreadyCancelled(booklet_id=booklet.id, cancelled_at=booklet.cancelled_at)
+    rows = (await session.execute(_CANCEL_CHEQUES, {"booklet_id": booklet.id, "now": now})).all()
+    active_values = [value for status, value in rows if status == ChequeStatus.active.value]
+    value = sum(active_values)
+    booklet.status = BookletStatus.cancelled.value
+    booklet.cancelled_at = now
+    booklet.cancel_reason = " ".join(reason.split())[:300]
+    await session.flush()
+    if active_values:
+        await session.execute(
+            _GIVE_BACK,
+            {
+                "programme_id": booklet.programme_id,
+                "issuer_id": booklet.issuer_id,
+                "value": value,
+                "cheques": len(active_values),
+            },
+        )
+        await ledger.post(
+            session,
+            key=f"cancel:{booklet.id}",
+            kind="cancellation",
+            postings=[
+                (f"programme:{booklet.programme_id}:outstanding", -value),
+                (f"programme:{booklet.programme_id}:available", value),
+            ],
+            memo={
+                "programme_id": booklet.programme_id,
+                "booklet_id": booklet.id,
+                "cheques": len(active_values),
+            },
+        )
+    return await get_booklet(session, actor=actor, ref=booklet.id)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- printing
+
+
+def _site_print(site: Organisation) -> pdf.SitePrint:
+    # Organisations carry a commune code, not its name; addresses are written
+    # "street, town", so the town is read from there when it is.
+    address = site.address or ""
+    street, _, town = address.rpartition(",")
+    if street and town.strip():
+        return pdf.SitePrint(site.name, town.strip(), street.strip())
+    return pdf.SitePrint(site.name, f"commune {site.commune_insee}", address)
+
+
+async def qualified_sites(session: AsyncSession, territory: Sequence[str]) -> list[Organisation]:
+    """The qualified mediation sites of a territory (département or commune codes)."""
+    candidates = (
+        await session.scalars(
+            select(Organisation)
+            .where(
+                Organisation.kind == OrganisationKind.site.value,
+                Organisation.qualification == Qualification.qualified.value,
+                or_(*(Organisation.commune_insee.startswith(code) for code in territory)),  # type: ignore[attr-defined]
+            )
+            .order_by(Organisation.commune_insee, Organisation.name)
+        )
+    ).all()
+    return [s for s in candidates if in_territory(s.commune_insee, list(territory))]
+
+
+def territory_label(territory: Sequence[str]) -> str:
+    parts = [f"département {code}" if len(code) <= 3 else f"commune {code}" for code in territory]
+    return ", ".join(parts)
+
+
+async def _prints(session: AsyncSession, booklets: Sequence[Booklet]) -> list[pdf.BookletPrint]:
+    """What the PDF renderer needs for booklets of one programme and issuer."""
+    if not booklets:
+        return []
+    programme = await get_programme(session, booklets[0].programme_id)
+    issuer = await session.get(Organisation, booklets[0].issuer_id)
+    sites = [_site_print(s) for s in await qualified_sites(session, programme.territory)]
+    by_booklet: dict[int, list[pdf.ChequePrint]] = {}
+    rows = await session.execute(
+        select(
+            Cheque.booklet_id,
+            Cheque.serial,
+            Cheque.token,
+            Cheque.value_cents,
+            Cheque.valid_from,
+            Cheque.valid_until,
+            Cheque.redeem_until,
+        )
+        .where(Cheque.booklet_id.in_([b.id for b in booklets]))  # type: ignore[attr-defined]
+        .order_by(Cheque.booklet_id, Cheque.position)
+    )
+    for booklet_id, *fields in rows.all():
+        by_booklet.setdefault(booklet_id, []).append(pdf.ChequePrint(*fields))
+    label = territory_label(programme.territory)
+    issuer_name = issuer.name if issuer else ""
+    return [
+        pdf.BookletPrint(
+            number=b.number,
+            programme_name=programme.name,
+            issuer_name=issuer_name,
+            territory_label=label,
+            cheques=by_booklet.get(b.id, []),  # type: ignore[arg-type]
+            sites=sites,
+        )
+        for b in booklets
+    ]
+
+
+async def booklet_pdf(session: AsyncSession, *, actor: Actor, ref: str | int) -> bytes:
+    """The printable booklet (cover with the territory's qualified sites, then the cheques);
+    for its issuer only."""
+    require_role(actor, Role.issuer_agent)
+    booklet = await _own_booklet(session, issuer_id=actor.organisation_id, ref=ref)
+    [booklet_print] = await _prints(session, [booklet])
+    return await asyncio.to_thread(pdf.render_booklet, booklet_print)
+
+
+async def order_prints(
+    session: AsyncSession, *, actor: Actor, order_id: int
+) -> list[pdf.BookletPrint]:
+    await _visible_order(session, actor=actor, order_id=order_id)
+    booklets = (
+        await session.scalars(
+            select(Booklet).where(Booklet.order_id == order_id).order_by(Booklet.id)
+        )
+    ).all()
+    return await _prints(session, booklets)
+
+
+async def order_pdf(
+    session: AsyncSession, *, actor: Actor, order_id: int, workers: int = 2
+) -> bytes:
+    """The order's print-ready PDF, every booklet after its cover (QR codes computed on
+    `workers` processes)."""
+    prints = await order_prints(session, actor=actor, order_id=order_id)
+    return await asyncio.to_thread(pdf.render_booklets_parallel, prints, workers)
