@@ -45,3 +45,50 @@ def blank_to_none(form: FormData, *names: str) -> dict[str, Any]:
             value = value.strip()
         out[name] = value or None
     return out
+
+
+def dotted_field_errors(exc: ValidationError) -> dict[str, str]:
+    """Like `field_errors`, keyed by the full path (`financers.0.commitment_cents`)."""
+    out: dict[str, str] = {}
+    for err in exc.errors():
+        single = ValidationError.from_exception_data(exc.title, [err])  # type: ignore[list-item]
+        message = next(iter(field_errors(single).values()), "Valeur invalide.")
+        key = ".".join(str(p) for p in err.get("loc", ())) or "_form"
+        out.setdefault(key, message)
+    return out
+
+
+class ParseError(ValueError):
+    """A form value that cannot be read as a number; its message is French."""
+
+
+def parse_euros(text: str | None) -> int | None:
+    """« 1 234,50 » or « 1234.5 » euros → cents; None when blank."""
+    raw = (text or "").replace("\u202f", "").replace("\u00a0", "").replace(" ", "")
+    raw = raw.replace("€", "").replace(",", ".")
+    if not raw:
+        return None
+    whole, _, frac = raw.partition(".")
+    if not whole.isdigit() and whole != "" or (frac and not frac.isdigit()) or len(frac) > 2:
+        raise ParseError("Montant invalide : écrivez par exemple 1500 ou 1 500,50.")
+    return int(whole or 0) * 100 + int((frac + "00")[:2])
+
+
+def parse_percent_bp(text: str | None) -> int | None:
+    """« 50 » or « 12,5 » percent → basis points; None when blank."""
+    raw = (text or "").replace("%", "").replace(" ", "").replace(",", ".")
+    if not raw:
+        return None
+    whole, _, frac = raw.partition(".")
+    if not whole.isdigit() or (frac and not frac.isdigit()) or len(frac) > 2:
+        raise ParseError("Pourcentage invalide : écrivez par exemple 50 ou 12,5.")
+    return int(whole) * 100 + int((frac + "00")[:2])
+
+
+def parse_int(text: str | None) -> int | None:
+    raw = (text or "").replace(" ", "").replace("\u202f", "")
+    if not raw:
+        return None
+    if not raw.isdigit():
+        raise ParseError("Un nombre entier est attendu.")
+    return int(raw)

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from api.deps import SessionDep
 from api.web import csrf
 from api.web.forms import blank_to_none, domain_error_fields, field_errors
+from api.web.operator_programmes import home_figures
 from api.web.session import OperatorPage, redirect
 from api.web.templating import render
 from kit.clock import utcnow
@@ -64,7 +65,12 @@ async def home(request: Request, principal: OperatorPage, session: SessionDep) -
     return render(
         request,
         "operator/home.html",
-        {"title": "Accueil opérateur", "counts": counts, "pending": pending},
+        {
+            "title": "Accueil opérateur",
+            "counts": counts,
+            "pending": pending,
+            **await home_figures(session, principal),
+        },
     )
 
 

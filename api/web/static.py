@@ -68,9 +68,10 @@ async def static_file(relative: str, request: Request) -> Response:
 
 @router.get("/mediateur/sw.js")
 async def service_worker(request: Request) -> Response:
-    """The scan page's service worker, served under /mediateur/ so that is its scope."""
+    """The scan page's service worker; its scope is the mediator's pages (/mediateur…)."""
     response = _serve(request, _resolve(STATIC_DIR, "js/sw.js"), "no-cache")
     response.headers["Content-Type"] = "text/javascript; charset=utf-8"
+    response.headers["Service-Worker-Allowed"] = "/mediateur"
     return response
 
 
