@@ -1,0 +1,158 @@
+"""Independent checks of the journal from its rows alone: balance of every entry, fingerprints,
+seal hashes and chain links. Domains add their own checks and report with the same Difference.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ledger.canonical import GENESIS_HASH, content_hash, seal_hash
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One thing the audit found wrong: a stable `kind`, a French `message`, and where."""
+
+    kind: str
+    message: str
+    entry_id: int | None = None
+    account: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_ENTRIES = text("""
+SELECT e.id, e.idempotency_key, e.kind, CAST(e.memo AS text), e.created_at, e.content_hash,
+       e.sealed_seq, e.hash, e.prev_hash,
+       array_agg(p.id ORDER BY p.id) FILTER (WHERE p.id IS NOT NULL),
+       array_agg(a.code ORDER BY p.id) FILTER (WHERE p.id IS NOT NULL),
+       array_agg(p.amount_cents ORDER BY p.id) FILTER (WHERE p.id IS NOT NULL)
+FROM (SELECT * FROM ledger_entry WHERE id > :after ORDER BY id LIMIT :chunk) AS e
+LEFT JOIN ledger_posting p ON p.entry_id = e.id
+LEFT JOIN ledger_account a ON a.id = p.account_id
+GROUP BY e.id, e.idempotency_key, e.kind, CAST(e.memo AS text), e.created_at, e.content_hash,
+         e.sealed_seq, e.hash, e.prev_hash
+ORDER BY e.id
+""")
+
+# A link is broken when prev_hash is not the hash of the entry sealed just before; a missing
+# predecessor (deleted row, gap in sealed_seq) breaks it too.
+_BROKEN_LINKS = text("""
+SELECT e.id, e.sealed_seq, e.prev_hash, prev.id, prev.hash
+FROM ledger_entry e
+LEFT JOIN ledger_entry prev ON prev.sealed_seq = e.sealed_seq - 1
+WHERE e.sealed_seq IS NOT NULL
+  AND CASE WHEN e.sealed_seq = 1 THEN e.prev_hash IS DISTINCT FROM :genesis
+           ELSE prev.id IS NULL OR prev.hash IS DISTINCT FROM e.prev_hash END
+ORDER BY e.sealed_seq
+""")
+
+_ORPHAN_POSTINGS = text("""
+SELECT p.id, p.entry_id, p.amount_cents FROM ledger_posting p
+LEFT JOIN ledger_entry e ON e.id = p.entry_id
+WHERE e.id IS NULL
+ORDER BY p.id
+""")
+
+
+async def _entries(session: AsyncSession, chunk: int) -> AsyncIterator[tuple[Any, ...]]:
+    """Every entry with its postings, in id order, a chunk at a time (bounded memory)."""
+    after = 0
+    while True:
+        rows = (await session.execute(_ENTRIES, {"after": after, "chunk": chunk})).all()
+        for row in rows:
+            yield tuple(row)
+        if len(rows) < chunk:
+            return
+        after = rows[-1][0]
+
+
+def _check_entry(row: tuple[Any, ...]) -> list[Difference]:
+    (entry_id, key, kind, memo_text, created_at, fingerprint, seq, digest, prev_hash,
+     posting_ids, codes, amounts) = row
+    posting_ids, codes, amounts = posting_ids or [], codes or [], amounts or []
+    found: list[Difference] = []
+    where = {"entry_id": entry_id}
+    for posting_id, code, amount in zip(posting_ids, codes, amounts, strict=True):
+        if code is None:
+            found.append(Difference(
+                "posting_account_missing",
+                f"La ligne {posting_id} de l'écriture {key} vise un compte qui n'existe pas.",
+                **where, details={"posting_id": posting_id}))
+        if amount == 0:
+            found.append(Difference(
+                "zero_posting", f"La ligne {posting_id} de l'écriture {key} a un montant nul.",
+                **where, account=code, details={"posting_id": posting_id}))
+    if len(amounts) < 2:
+        found.append(Difference(
+            "too_few_postings",
+            f"L'écriture {key} a {len(amounts)} ligne(s) ; il en faut au moins deux.",
+            **where, details={"postings": len(amounts)}))
+    total = sum(amounts)
+    if total != 0:
+        found.append(Difference(
+            "unbalanced_entry",
+            f"Les lignes de l'écriture {key} ne s'annulent pas : leur somme est {total} centimes.",
+            **where, details={"total_cents": total}))
+    memo = None if memo_text is None else json.loads(memo_text)
+    postings = [(c or "", a) for c, a in zip(codes, amounts, strict=True)]
+    recomputed = content_hash(kind, postings, memo)
+    if recomputed != fingerprint:
+        found.append(Difference(
+            "content_hash_mismatch",
+            f"Le contenu de l'écriture {key} ne correspond plus à son empreinte d'origine.",
+            **where, details={"stored": fingerprint, "recomputed": recomputed}))
+    if seq is not None:
+        if digest is None or prev_hash is None:
+            found.append(Difference(
+                "seal_incomplete", f"Le scellement de l'écriture {key} est incomplet.",
+                **where, details={"sealed_seq": seq}))
+        else:
+            resealed = seal_hash(prev_hash, seq=seq, entry_id=entry_id, key=key, kind=kind,
+                                 memo=memo, created_at=created_at, postings=postings)
+            if resealed != digest:
+                found.append(Difference(
+                    "seal_hash_mismatch",
+                    f"L'écriture scellée n° {seq} ({key}) ne correspond plus à son sceau : "
+                    "elle ou son sceau a été modifié.",
+                    **where, details={"sealed_seq": seq, "stored": digest,
+                                      "recomputed": resealed}))
+    return found
+
+
+async def audit_ledger(session: AsyncSession, *, chunk: int = 5_000) -> list[Difference]:
+    """Every difference between the journal and its rules; an empty list means all is well.
+
+    Checks each entry (≥ 2 non-zero postings on existing accounts, summing to zero, content
+    matching its fingerprint), each seal (hash recomputed from the entry and its prev_hash)
+    and each link of the chain (prev_hash = hash of the entry sealed just before, no gap).
+    """
+    found: list[Difference] = []
+    async for row in _entries(session, chunk):
+        found.extend(_check_entry(row))
+    for entry_id, seq, prev_hash, before_id, before_hash in (
+            await session.execute(_BROKEN_LINKS, {"genesis": GENESIS_HASH})).all():
+        if seq > 1 and before_id is None:
+            message = (f"La chaîne de scellement est interrompue : l'écriture scellée n° {seq - 1}"
+                       " est absente.")
+        else:
+            message = (f"La chaîne de scellement est rompue à l'écriture scellée n° {seq} : "
+                       "elle ne pointe pas vers le sceau de la précédente.")
+        found.append(Difference(
+            "chain_broken", message, entry_id=entry_id,
+            details={"sealed_seq": seq, "prev_hash": prev_hash, "previous_entry_id": before_id,
+                     "previous_hash": before_hash}))
+    for posting_id, entry_id, amount in (await session.execute(_ORPHAN_POSTINGS)).all():
+        found.append(Difference(
+            "orphan_posting",
+            f"La ligne {posting_id} appartient à une écriture {entry_id} qui n'existe pas.",
+            entry_id=entry_id, details={"posting_id": posting_id, "amount_cents": amount}))
+    return found

@@ -1,0 +1,145 @@
+"""The sealer: chains committed entries with sha256, after the fact, so writers never wait.
+
+Each sealed entry gets `sealed_seq` (1, 2, 3…), `prev_hash` (the hash of entry seq-1, or
+GENESIS_HASH) and `hash = sha256(prev_hash ‖ canonical entry)` (ledger.canonical.seal_hash).
+
+Which order is "commit order", and why this one is sound:
+- ids come from a sequence at INSERT time, not at commit: a transaction may hold id 41 while
+  id 42 commits and gets sealed. Sealing strictly by id would mean waiting for every id below
+  the highest committed one, and nothing says whether a missing id is in progress or rolled back
+  (xmin horizons do not help either: nextval is not tied to the transaction id).
+- So the chain order is the *sealing* order. A run takes, under a transaction-level advisory
+  lock that only sealers take, the unsealed entries its snapshot sees (all committed, or its own
+  transaction's), in id order, and appends them after the last sealed entry. An entry that
+  commits late is appended by a later run: nothing is inserted in the middle of the chain,
+  no sealed link ever changes, and nothing is skipped (the partial index `ix_ledger_entry_unsealed`
+  finds it). Hence: if A committed before a run started and B after, seq(A) < seq(B); inside
+  one run, entries are in id order. An uncommitted entry is invisible, so never sealed early.
+- Writers take no lock the sealer holds: they only INSERT, and the sealer only fills the seal
+  columns of rows already committed. (A retry of an existing key whose row is being sealed at
+  that instant waits for the sealer's short transaction, as with any concurrent UPDATE.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ledger.canonical import GENESIS_HASH, seal_hash
+
+log = structlog.get_logger(__name__)
+
+# pg_advisory_xact_lock key of the sealer ("LEDGSEAL" as 8 bytes); writers never take it.
+SEALER_LOCK_KEY = int.from_bytes(b"LEDGSEAL", "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+_LAST_SEALED = text("""
+SELECT sealed_seq, hash FROM ledger_entry WHERE sealed_seq IS NOT NULL
+ORDER BY sealed_seq DESC LIMIT 1
+""")
+
+_PENDING = text("""
+SELECT e.id, e.idempotency_key, e.kind, CAST(e.memo AS text), e.created_at,
+       array_agg(a.code ORDER BY p.id), array_agg(p.amount_cents ORDER BY p.id)
+FROM (SELECT id, idempotency_key, kind, memo, created_at FROM ledger_entry
+      WHERE sealed_seq IS NULL ORDER BY id LIMIT :limit) AS e
+JOIN ledger_posting p ON p.entry_id = e.id
+JOIN ledger_account a ON a.id = p.account_id
+GROUP BY e.id, e.idempotency_key, e.kind, CAST(e.memo AS text), e.created_at
+ORDER BY e.id
+""")
+
+_SEAL = text("""
+UPDATE ledger_entry AS e
+SET sealed_seq = v.seq, hash = v.hash, prev_hash = v.prev_hash
+FROM unnest(CAST(:ids AS bigint[]), CAST(:seqs AS bigint[]), CAST(:hashes AS text[]),
+            CAST(:prev_hashes AS text[])) AS v(id, seq, hash, prev_hash)
+WHERE e.id = v.id AND e.sealed_seq IS NULL
+""")
+
+
+async def seal_pending(session: AsyncSession, *, limit: int = 10_000, wait: bool = True) -> int:
+    """Seal up to `limit` unsealed entries visible to this transaction; return how many.
+
+    With `wait=False`, return 0 at once if another sealer holds the lock. The caller commits;
+    the lock is released at the end of its transaction.
+    """
+    if wait:
+        await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SEALER_LOCK_KEY})
+    else:
+        got = (await session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"),
+                                     {"k": SEALER_LOCK_KEY})).scalar_one()
+        if not got:
+            return 0
+    # Read after taking the lock: under READ COMMITTED each statement sees the previous
+    # sealer's committed work.
+    last = (await session.execute(_LAST_SEALED)).first()
+    seq, prev = (last[0], last[1]) if last else (0, GENESIS_HASH)
+    rows = (await session.execute(_PENDING, {"limit": limit})).all()
+    if not rows:
+        return 0
+    ids: list[int] = []
+    seqs: list[int] = []
+    hashes: list[str] = []
+    prevs: list[str] = []
+    for entry_id, key, kind, memo_text, created_at, codes, amounts in rows:
+        seq += 1
+        digest = seal_hash(prev, seq=seq, entry_id=entry_id, key=key, kind=kind,
+                           memo=None if memo_text is None else json.loads(memo_text),
+                           created_at=created_at, postings=zip(codes, amounts, strict=True))
+        ids.append(entry_id)
+        seqs.append(seq)
+        hashes.append(digest)
+        prevs.append(prev)
+        prev = digest
+    result = await session.execute(
+        _SEAL, {"ids": ids, "seqs": seqs, "hashes": hashes, "prev_hashes": prevs})
+    if result.rowcount != len(ids):  # type: ignore[attr-defined]
+        raise RuntimeError("ledger sealing raced with another sealer; nothing was sealed")
+    return len(ids)
+
+
+async def seal_once(sessionmaker: async_sessionmaker[AsyncSession], *,
+                    limit: int = 10_000) -> int:
+    """Seal everything committed so far, one committed transaction per batch (CLI, tests)."""
+    total = 0
+    while True:
+        async with sessionmaker() as session, session.begin():
+            sealed = await seal_pending(session, limit=limit)
+        total += sealed
+        if sealed < limit:
+            return total
+
+
+async def run_sealer_loop(sessionmaker: async_sessionmaker[AsyncSession], interval: float, *,
+                          limit: int = 10_000, stop: asyncio.Event | None = None) -> None:
+    """Seal in the background every `interval` seconds (at once again while batches are full)
+    until `stop` is set or the task is cancelled. Errors are logged and retried: the chain
+    only ever lags, it is never wrong."""
+    stop = stop or asyncio.Event()
+    while not stop.is_set():
+        sealed = 0
+        try:
+            async with sessionmaker() as session, session.begin():
+                # Several app workers may each run a loop: the busy ones just skip a turn.
+                sealed = await seal_pending(session, limit=limit, wait=False)
+            if sealed:
+                log.info("ledger_sealed", entries=sealed)
+        except Exception:  # noqa: BLE001 — a database hiccup must not kill the loop
+            log.exception("ledger_sealer_failed")
+        if sealed >= limit:
+            continue
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        except TimeoutError:
+            pass
+
+
+async def chain_head(session: AsyncSession) -> tuple[int, str] | None:
+    """(sealed_seq, hash) of the last sealed entry: publish it (e.g. on statements) so that
+    even a truncated chain tail can be detected against the published value."""
+    row = (await session.execute(_LAST_SEALED)).first()
+    return (row[0], row[1]) if row else None
