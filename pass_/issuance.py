@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kit.clock import paris_day
 from kit.errors import Conflict, Forbidden, InvalidInput, NotFound
 from ledger import service as ledger
+from ledger.audit import Difference
 from pass_ import pdf
 from pass_.beneficiaries import get_beneficiary
 from pass_.codes import ALPHABET, new_serial
@@ -60,6 +61,7 @@ __all__ = [
     "ProgrammeCapacityExceeded",
     "ProgrammeEnded",
     "QuotaExceeded",
+    "audit_issuance",
     "booklet_pdf",
     "cancel_booklet",
     "get_booklet",
@@ -887,3 +889,67 @@ async def order_pdf(
     `workers` processes)."""
     prints = await order_prints(session, actor=actor, order_id=order_id)
     return await asyncio.to_thread(pdf.render_booklets_parallel, prints, workers)
+
+
+# --------------------------------------------------------------------------- audit
+
+_AUDIT_CAPACITY = text("""
+SELECT p.id, p.issued_value_cents,
+       CAST(coalesce(sum(c.value_cents) FILTER (
+           WHERE c.activated_at IS NOT NULL AND c.status <> 'cancelled'), 0) AS bigint),
+       CAST(coalesce(sum(c.value_cents) FILTER (WHERE c.status = 'active'), 0) AS bigint)
+FROM programme p LEFT JOIN cheque c ON c.programme_id = p.id
+GROUP BY p.id ORDER BY p.id
+""")
+
+_AUDIT_QUOTA = text("""
+SELECT i.programme_id, i.organisation_id, i.issued_cheques,
+       (SELECT count(*) FROM cheque c JOIN booklet b ON b.id = c.booklet_id
+        WHERE b.programme_id = i.programme_id AND b.issuer_id = i.organisation_id
+          AND c.activated_at IS NOT NULL AND c.status <> 'cancelled')
+FROM programme_issuer i ORDER BY i.programme_id, i.organisation_id
+""")
+
+
+async def audit_issuance(session: AsyncSession) -> list[Difference]:
+    """Recompute from the cheques what issuance keeps as counters and ledger balances:
+    each programme's issued value (cheques activated and not cancelled), each issuer's quota
+    used, and each programme's outstanding balance (value of its active cheques). Returns
+    differences, empty when everything agrees."""
+    differences: list[Difference] = []
+    rows = (await session.execute(_AUDIT_CAPACITY)).all()
+    outstanding = await ledger.balances(
+        session, [f"programme:{programme_id}:outstanding" for programme_id, *_ in rows]
+    )
+    for programme_id, counter, issued, active in rows:
+        if counter != issued:
+            differences.append(
+                Difference(
+                    kind="programme_issued_value",
+                    message=f"Programme {programme_id} : valeur émise enregistrée {counter} "
+                    f"centimes, valeur des chèques émis {issued} centimes.",
+                    details={"programme_id": programme_id, "recorded": counter, "cheques": issued},
+                )
+            )
+        account = f"programme:{programme_id}:outstanding"
+        if outstanding[account] != active:
+            differences.append(
+                Difference(
+                    kind="programme_outstanding",
+                    message=f"Programme {programme_id} : encours au journal "
+                    f"{outstanding[account]} centimes, chèques actifs {active} centimes.",
+                    account=account,
+                    details={"ledger": outstanding[account], "cheques": active},
+                )
+            )
+    for programme_id, issuer_id, counter, issued in (await session.execute(_AUDIT_QUOTA)).all():
+        if counter != issued:
+            differences.append(
+                Difference(
+                    kind="issuer_quota_used",
+                    message=f"Programme {programme_id}, structure {issuer_id} : quota utilisé "
+                    f"enregistré {counter} chèques, chèques émis {issued}.",
+                    details={"programme_id": programme_id, "issuer_id": issuer_id},
+                )
+            )
+    return differences

@@ -599,3 +599,45 @@ async def test_pseudonymisation_clears_references_past_the_retention_period_only
     assert old_booklet.reference is None
     again = await beneficiaries.pseudonymise_beneficiaries(session, now=now, retention_days=3 * 365)
     assert again == 0
+
+
+# --------------------------------------------------------------------------- audit
+
+
+async def test_the_audit_recomputes_counters_and_outstanding_from_the_cheques(
+    session: AsyncSession, keyring: Keyring
+) -> None:
+    funded = await make_programme(session)
+    booklet = await issue(session, keyring, funded, size=10)
+    await issue(session, keyring, funded, size=5)
+    await issuance.cancel_booklet(
+        session, actor=agent(funded.issuers[0]), ref=booklet.id, reason="Perdu", now=utcnow()
+    )
+
+    async def mine() -> set[str]:
+        return {
+            d.kind
+            for d in await issuance.audit_issuance(session)
+            if d.details.get("programme_id") == funded.id
+            or d.account == f"programme:{funded.id}:outstanding"
+        }
+
+    assert await mine() == set()
+    await session.execute(
+        text("UPDATE programme SET issued_value_cents = issued_value_cents + 1 WHERE id = :p"),
+        {"p": funded.id},
+    )
+    await session.execute(
+        text("UPDATE programme_issuer SET issued_cheques = 0 WHERE programme_id = :p"),
+        {"p": funded.id},
+    )
+    await ledger.post(
+        session,
+        key=f"test-corruption:{funded.id}",
+        kind="test",
+        postings=[
+            (f"programme:{funded.id}:outstanding", 100),
+            (f"programme:{funded.id}:available", -100),
+        ],
+    )
+    assert await mine() == {"programme_issued_value", "issuer_quota_used", "programme_outstanding"}
