@@ -15,12 +15,12 @@ from itertools import count
 
 from markupsafe import Markup
 
-WIDTH = 640
+WIDTH = 400
 LABEL_H = 22
 BAR_H = 18
 BAR_GAP = 4
 ROW_GAP = 14
-VALUE_W = 120  # room kept right of the longest bar for its value
+VALUE_W = 90  # room kept right of the longest bar for its value
 _ids = count(1)
 
 

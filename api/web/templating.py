@@ -97,6 +97,12 @@ env.filters.update(
     percent_bp=percent_bp,
 )
 env.globals["label"] = label
+# A programme financer's role, as the people who sign conventions call it.
+env.globals["financer_role_labels"] = {
+    "state": "État",
+    "local": "Collectivité ou organisme",
+    "operator": "Organisme « pollueur-payeur »",
+}
 
 # The menu of each role: (path, text). The first entry is the role's home.
 NAV: dict[Role, list[tuple[str, str]]] = {

@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from pass_.enums import Role
+
 os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
 
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright  # noqa: E402
@@ -149,4 +151,82 @@ async def screenshot(page: Page, name: str) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
     await page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+DEMO_SITE_MEDIATOR = "mediatrice@mediatheque-admiville.fr"
+
+
+@pytest.fixture
+def issue_cheques(db, settings):  # type: ignore[no-untyped-def]
+    """Issue a booklet of the demo programme to a new beneficiary; returns its cheques."""
+    import uuid
+
+    from sqlalchemy import select
+
+    from api.seed import seed_demo
+    from kit.clock import utcnow
+    from pass_ import beneficiaries, issuance
+    from pass_.models import AppUser, Programme
+    from pass_.programmes import DEMO_PROGRAMME_NAME, Actor
+    from pass_.schemas import BeneficiaryCreate
+    from pass_.tokens import Keyring
+
+    async def issue(size: int = 5) -> list[Any]:
+        await db(seed_demo)
+
+        async def work(session: AsyncSession) -> list[Any]:
+            agent = await session.scalar(
+                select(AppUser).where(AppUser.email == "agent@ccas-admiville.fr")
+            )
+            programme = await session.scalar(
+                select(Programme).where(Programme.name == DEMO_PROGRAMME_NAME)
+            )
+            assert agent is not None and programme is not None
+            person = await beneficiaries.create_beneficiary(
+                session,
+                issuer_id=agent.organisation_id,
+                data=BeneficiaryCreate(reference=f"E2E-{uuid.uuid4().hex[:8]}", need_level=2),
+            )
+            booklet = await issuance.issue_booklet(
+                session,
+                keyring=Keyring.load_or_create(settings.keys_dir),
+                actor=Actor(agent.id, agent.organisation_id, Role(agent.role)),
+                programme_id=programme.id,  # type: ignore[arg-type]
+                beneficiary_id=person.id,  # type: ignore[arg-type]
+                size=size,
+                now=utcnow(),
+            )
+            return list(booklet.cheques)
+
+        return await db(work)
+
+    return issue
+
+
+def qr_video(text: str, path: Path, frames: int = 10) -> Path:
+    """A YUV4MPEG2 video of `text` as a big QR code (quiet zone included) on a 640×480 gray
+    frame, for Chromium's fake camera (`--use-file-for-fake-video-capture`)."""
+    import segno
+
+    width, height = 640, 480
+    qr = segno.make(text, error="m", micro=False)
+    matrix = [[bool(v) for v in row] for row in qr.matrix_iter(scale=1, border=4)]
+    modules = len(matrix)
+    scale = (height - 40) // modules
+    side = modules * scale
+    left, top = (width - side) // 2, (height - side) // 2
+    luma = bytearray([200]) * (width * height)  # light gray around the code
+    for y in range(side):
+        row = matrix[y // scale]
+        offset = (top + y) * width + left
+        luma[offset : offset + side] = bytes(16 if row[x // scale] else 235 for x in range(side))
+    chroma = bytes([128]) * (width // 2 * height // 2)
+    with path.open("wb") as out:
+        out.write(f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(frames):
+            out.write(b"FRAME\n")
+            out.write(luma)
+            out.write(chroma)
+            out.write(chroma)
     return path
