@@ -12,7 +12,7 @@ from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSON
 from sqlmodel import Field, SQLModel
 
 from kit.db import metadata  # noqa: F401  (naming convention set before tables are declared)
@@ -396,7 +396,10 @@ class Redemption(SQLModel, table=True):
 
 
 class IdempotencyRecord(SQLModel, table=True):
-    """The first answer given to a client's `Idempotency-Key`, replayed on retry."""
+    """The first answer given to a client's `Idempotency-Key`, replayed on retry.
+
+    See api/idempotency.py. `status_code` 0 marks a key reserved by a transaction still
+    running: never committed."""
 
     __tablename__ = "idempotency_record"
     __table_args__ = (sa.UniqueConstraint("user_id", "key", name="uq_idempotency_record_user_id"),)
@@ -408,5 +411,6 @@ class IdempotencyRecord(SQLModel, table=True):
     key: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
     request_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
     status_code: int = Field(sa_column=sa.Column(sa.SmallInteger, nullable=False))
-    response: dict[str, Any] = Field(sa_column=sa.Column(JSONB, nullable=False))
+    # json, not jsonb: the body is replayed byte for byte (jsonb would reorder its keys).
+    response: dict[str, Any] = Field(sa_column=sa.Column(JSON, nullable=False))
     created_at: datetime | None = Field(default=None, sa_column=_ts(default_now=True))

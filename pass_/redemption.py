@@ -1,0 +1,766 @@
+"""Redemption: a qualified site cashes a cheque exactly once, online or from an offline batch.
+
+Exactly once, whatever the concurrency (GNU Taler's pattern): one conditional statement claims
+the cheque — `UPDATE cheque SET status = 'redeemed' … WHERE serial = … AND status = 'active'
+AND <every rule of DESIGN.md §5>` — and inserts the redemption in the same statement. PostgreSQL
+locks the row, and a concurrent claim waiting on that lock re-evaluates the condition once the
+first commits, finds `status = 'redeemed'` and claims nothing. The partial unique index
+`uq_redemption_live_cheque` (one unreversed redemption per cheque) backs it. Zero rows claimed
+→ read the cheque to say why: already redeemed is answered with *when*, never *where*.
+
+The ledger entry (`programme:<pid>:outstanding` → `site:<sid>:payable`, key
+`redeem:<redemption_id>`) is written in the same transaction; "A → B" posts −v on A and +v on
+B, so both accounts hold positive value. Nothing here updates a row shared by all redemptions
+of a programme: only the cheque row and appended rows.
+
+Offline batches (`redeem_offline`) judge each scan on the Paris day of its `scanned_at`, which
+must lie within [now − OFFLINE_MAX_AGE, now + CLOCK_SKEW]: a scanner may stay offline a week
+(a bus touring villages) and its clock may be a few minutes off; anything else is refused with
+`invalid_scanned_at`. The redemption's `redeemed_at` is when the server recorded it (so the
+24 h reversal window and clearing cutoffs follow the server's clock); `scanned_at` keeps the
+device's time. Scans are processed in `scanned_at` order: of two scans of one cheque, the
+earlier one is redeemed and the later one reported as a conflict (as is a scan of a cheque the
+same site already redeemed). The batch is set-based and still exactly once: one statement locks
+the candidate cheques in id order (no deadlock between batches), re-checks `status = 'active'`
+under the lock and inserts the redemptions.
+
+Functions take `now` (UTC) as an argument; the Paris day is derived from it, so tests need no
+clock patching.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import select, text, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kit.clock import paris_day, paris_midnight
+from kit.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from ledger import service as ledger
+from pass_.codes import InvalidSerial, is_serial_like, normalise_serial
+from pass_.enums import ChequeStatus, DemarcheFamily, Service
+from pass_.models import Cheque, Redemption
+from pass_.redemption_schemas import (
+    ChequeCheck,
+    RedemptionListItem,
+    RedemptionPage,
+    RedemptionRead,
+    ReversalRead,
+)
+from pass_.tokens import ChequeClaims, InvalidToken, Keyring
+from pass_.validation import in_territory
+
+__all__ = [
+    "CLOCK_SKEW",
+    "OFFLINE_MAX_AGE",
+    "REVERSAL_WINDOW",
+    "ChequeAlreadyRedeemed",
+    "ChequeCancelled",
+    "ChequeExpired",
+    "ChequeNotActive",
+    "ChequeNotFound",
+    "ChequeNotYetValid",
+    "InvalidCursor",
+    "OfflineOutcome",
+    "OfflineScanIn",
+    "ParsedCode",
+    "RedemptionAlreadyReversed",
+    "RedemptionInBatch",
+    "RedemptionNotFound",
+    "ReversalWindowClosed",
+    "ScanOutOfRange",
+    "SiteNotEligible",
+    "SiteNotQualified",
+    "check_cheque",
+    "ledger_postings",
+    "list_redemptions",
+    "parse_code",
+    "redeem_cheque",
+    "redeem_offline",
+    "reverse_redemption",
+]
+
+REVERSAL_WINDOW = timedelta(hours=24)
+OFFLINE_MAX_AGE = timedelta(days=7)
+CLOCK_SKEW = timedelta(minutes=5)
+ENTRY_KIND = "redemption"
+REVERSAL_KIND = "redemption_reversal"
+
+
+# --------------------------------------------------------------------------------- errors
+
+
+class ChequeNotFound(NotFound):
+    code = "cheque_not_found"
+    message = "Aucun chèque ne correspond à ce code : vérifiez-le."
+
+
+class ChequeAlreadyRedeemed(Conflict):
+    code = "cheque_already_redeemed"
+    message = "Ce chèque a déjà été encaissé."
+
+
+class ChequeExpired(DomainError):
+    code = "cheque_expired"
+    message = "Ce chèque a expiré : sa date limite d'encaissement est passée."
+
+
+class ChequeCancelled(DomainError):
+    code = "cheque_cancelled"
+    message = "Ce chèque a été annulé (carnet perdu ou volé) : il ne peut pas être encaissé."
+
+
+class ChequeNotActive(DomainError):
+    code = "cheque_not_active"
+    message = "Ce chèque n'a pas été remis à un bénéficiaire : il ne peut pas être encaissé."
+
+
+class ChequeNotYetValid(InvalidInput):
+    code = "cheque_not_yet_valid"
+    message = "Ce chèque n'est pas encore valable : il ne peut pas encore être encaissé."
+
+
+class SiteNotQualified(Forbidden):
+    code = "site_not_qualified"
+    message = "Votre lieu n'est pas qualifié : il ne peut pas encaisser de chèques."
+
+
+class SiteNotEligible(Forbidden):
+    code = "site_not_eligible"
+    message = "Ce chèque n'est pas valable sur le territoire de votre lieu."
+
+
+class ScanOutOfRange(InvalidInput):
+    code = "invalid_scanned_at"
+    message = (
+        "La date du scan n'est pas acceptable : elle est dans le futur ou date de plus de "
+        "7 jours. Vérifiez l'heure de l'appareil."
+    )
+
+
+class RedemptionNotFound(NotFound):
+    message = "Encaissement introuvable."
+
+
+class ReversalWindowClosed(Conflict):
+    code = "reversal_window_closed"
+    message = "Un encaissement ne peut être annulé que dans les 24 heures."
+
+
+class RedemptionInBatch(Conflict):
+    code = "redemption_in_batch"
+    message = "Cet encaissement est déjà dans un lot de compensation : il ne peut plus être annulé."
+
+
+class RedemptionAlreadyReversed(Conflict):
+    code = "redemption_already_reversed"
+    message = "Cet encaissement a déjà été annulé."
+
+
+class InvalidCursor(InvalidInput):
+    code = "invalid_cursor"
+    message = "Le curseur de pagination est invalide : repartez de la première page."
+
+
+# --------------------------------------------------------------------------------- codes
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedCode:
+    """A typed serial (claims None) or a verified QR token (its claims)."""
+
+    serial: str
+    claims: ChequeClaims | None = None
+
+
+def parse_code(code: str, keyring: Keyring) -> ParsedCode:
+    """Read what a mediator typed or scanned: a serial in any case, with or without dashes or
+    spaces (`invalid_serial`, `serial_check_failed` on a typo), or a signed token
+    (`invalid_token` if forged, truncated or junk). Never touches the database."""
+    if not isinstance(code, str) or not code.strip():
+        raise InvalidSerial()
+    if is_serial_like(code):
+        return ParsedCode(normalise_serial(code))
+    claims = keyring.verify(code)
+    return ParsedCode(claims.serial, claims)
+
+
+# --------------------------------------------------------------------------------- rules
+
+
+@dataclass(frozen=True, slots=True)
+class _Site:
+    qualified: bool
+    commune_insee: str
+
+
+@dataclass(frozen=True, slots=True)
+class _ChequeState:
+    id: int
+    serial: str
+    programme_id: int
+    value_cents: int
+    status: str
+    valid_from: date
+    redeem_until: date
+    status_changed_at: datetime | None
+    territory: list[str]
+    redemption_id: int | None  # the live (unreversed) redemption, if any
+    redeemed_at: datetime | None
+    redeemed_by: int | None  # its site: never shown to another site
+
+
+def _refusal(
+    site: _Site, cheque: _ChequeState, claims: ChequeClaims | None, day: date
+) -> DomainError | None:
+    """Why `site` may not redeem `cheque` on the Paris day `day`, or None if it may.
+
+    The rules in the order a mediator needs them: the code itself, the territory, the
+    cheque's state, then its dates. The claim statement `_CLAIM` checks the same rules."""
+    if not site.qualified:
+        return SiteNotQualified()
+    if claims is not None and (
+        claims.programme_id != cheque.programme_id or claims.value_cents != cheque.value_cents
+    ):
+        # Signed by us but not matching the cheque: never redeem on the token's word.
+        return InvalidToken()
+    if not in_territory(site.commune_insee, cheque.territory):
+        return SiteNotEligible()
+    if cheque.status == ChequeStatus.redeemed:
+        return ChequeAlreadyRedeemed(redeemed_at=cheque.redeemed_at or cheque.status_changed_at)
+    if cheque.status == ChequeStatus.cancelled:
+        return ChequeCancelled()
+    if cheque.status == ChequeStatus.expired:
+        return ChequeExpired(redeem_until=cheque.redeem_until)
+    if cheque.status != ChequeStatus.active:
+        return ChequeNotActive()
+    if day < cheque.valid_from:
+        return ChequeNotYetValid(
+            f"Ce chèque n'est pas encore valable : il pourra être encaissé à partir du "
+            f"{cheque.valid_from:%d/%m/%Y}.",
+            valid_from=cheque.valid_from,
+        )
+    if day > cheque.redeem_until:
+        return ChequeExpired(redeem_until=cheque.redeem_until)
+    return None
+
+
+_SITE = text("""
+SELECT kind = 'site' AND qualification = 'qualified', commune_insee
+FROM organisation WHERE id = :site_id
+""")
+
+_CHEQUES = text("""
+SELECT c.id, c.serial, c.programme_id, c.value_cents, c.status, c.valid_from, c.redeem_until,
+       c.status_changed_at, p.territory, r.id, r.redeemed_at, r.site_id
+FROM cheque c
+JOIN programme p ON p.id = c.programme_id
+LEFT JOIN redemption r ON r.cheque_id = c.id AND r.reversed_at IS NULL
+WHERE c.serial = ANY(CAST(:serials AS text[]))
+""")
+
+
+async def _site(session: AsyncSession, site_id: int) -> _Site:
+    row = (await session.execute(_SITE, {"site_id": site_id})).first()
+    return _Site(bool(row[0]), row[1]) if row else _Site(False, "")
+
+
+async def _cheques(session: AsyncSession, serials: Sequence[str]) -> dict[str, _ChequeState]:
+    if not serials:
+        return {}
+    rows = (await session.execute(_CHEQUES, {"serials": list(set(serials))})).all()
+    return {row[1]: _ChequeState(*row) for row in rows}
+
+
+def _not_found(parsed: ParsedCode) -> DomainError:
+    # A token that verifies (parse_code checked it) but names no cheque of ours.
+    return ChequeNotFound(serial=parsed.serial)
+
+
+async def check_cheque(
+    session: AsyncSession, *, keyring: Keyring, site_id: int, code: str, now: datetime
+) -> ChequeCheck:
+    """What a site learns by checking a code without redeeming it (DESIGN.md §7).
+
+    Refusals tied to the code or the site raise (`invalid_*`, `cheque_not_found`,
+    `site_not_qualified`); the others answer `redeemable: false` with the reason."""
+    parsed = parse_code(code, keyring)
+    site = await _site(session, site_id)
+    if not site.qualified:
+        raise SiteNotQualified()
+    cheque = (await _cheques(session, [parsed.serial])).get(parsed.serial)
+    if cheque is None:
+        raise _not_found(parsed)
+    refusal = _refusal(site, cheque, parsed.claims, paris_day(now))
+    if isinstance(refusal, InvalidToken):
+        raise refusal
+    return ChequeCheck(
+        serial=cheque.serial,
+        status=ChequeStatus(cheque.status),
+        value_cents=cheque.value_cents,
+        redeemable=refusal is None,
+        reason=refusal.code if refusal else None,
+        message=refusal.message if refusal else None,
+        valid_from=cheque.valid_from,
+        redeem_until=cheque.redeem_until,
+        redeemed_at=cheque.redeemed_at if cheque.status == ChequeStatus.redeemed else None,
+    )
+
+
+# --------------------------------------------------------------------------------- online
+
+
+def ledger_postings(programme_id: int, site_id: int, value_cents: int) -> list[tuple[str, int]]:
+    """The redemption entry: the cheque's value moves from the programme's outstanding
+    account to the site's payable account."""
+    return [
+        (f"programme:{programme_id}:outstanding", -value_cents),
+        (f"site:{site_id}:payable", value_cents),
+    ]
+
+
+# The rules of `_refusal`, in SQL, in the claim itself: the territory test is
+# `pass_.validation.in_territory` (a 5-character code is a commune, shorter ones a prefix).
+_CLAIM = text("""
+WITH claimed AS (
+    UPDATE cheque c SET status = 'redeemed', status_changed_at = :now
+    WHERE c.serial = :serial
+      AND c.status = 'active'
+      AND CAST(:today AS date) BETWEEN c.valid_from AND c.redeem_until
+      AND (CAST(:programme_id AS bigint) IS NULL
+           OR (c.programme_id = :programme_id AND c.value_cents = :value_cents))
+      AND EXISTS (
+          SELECT 1 FROM organisation s JOIN programme p ON p.id = c.programme_id
+          WHERE s.id = :site_id AND s.kind = 'site' AND s.qualification = 'qualified'
+            AND EXISTS (SELECT 1 FROM unnest(p.territory) AS t(code)
+                        WHERE t.code = s.commune_insee
+                           OR (length(t.code) < 5 AND starts_with(s.commune_insee, t.code))))
+    RETURNING c.id, c.programme_id, c.value_cents, c.serial
+), inserted AS (
+    INSERT INTO redemption (cheque_id, programme_id, site_id, user_id, value_cents, service,
+                            demarche_family, redeemed_at)
+    SELECT id, programme_id, :site_id, :user_id, value_cents, :service, :demarche_family, :now
+    FROM claimed
+    RETURNING id, cheque_id
+)
+SELECT inserted.id, claimed.id, claimed.programme_id, claimed.value_cents, claimed.serial
+FROM inserted JOIN claimed ON claimed.id = inserted.cheque_id
+""")
+
+
+async def redeem_cheque(
+    session: AsyncSession,
+    *,
+    keyring: Keyring,
+    site_id: int,
+    user_id: int | None,
+    code: str,
+    service: Service,
+    demarche_family: DemarcheFamily | None,
+    now: datetime,
+) -> RedemptionRead:
+    """Redeem the cheque `code` (serial or token) at `site_id`, now; raise why not.
+
+    Two statements on success: the claim (with the redemption) and the ledger entry."""
+    parsed = parse_code(code, keyring)
+    params = {
+        "now": now,
+        "today": paris_day(now),
+        "serial": parsed.serial,
+        "programme_id": parsed.claims.programme_id if parsed.claims else None,
+        "value_cents": parsed.claims.value_cents if parsed.claims else None,
+        "site_id": site_id,
+        "user_id": user_id,
+        "service": Service(service).value,
+        "demarche_family": DemarcheFamily(demarche_family).value if demarche_family else None,
+    }
+    # A claim fails only for a reason `_refusal` reads back; if the cheque turns out claimable
+    # (a reversal made it active between the two statements), claim again.
+    for _attempt in range(3):
+        row = (await session.execute(_CLAIM, params)).first()
+        if row is not None:
+            break
+        await _raise_refusal(session, site_id, parsed, params["today"])
+    else:
+        raise ChequeAlreadyRedeemed(serial=parsed.serial)
+    redemption_id, cheque_id, programme_id, value_cents, serial = row
+    await ledger.post(
+        session,
+        key=f"redeem:{redemption_id}",
+        kind=ENTRY_KIND,
+        postings=ledger_postings(programme_id, site_id, value_cents),
+        memo={"cheque_id": cheque_id},
+        at=now,
+    )
+    return RedemptionRead(
+        id=redemption_id,
+        cheque_serial=serial,
+        value_cents=value_cents,
+        redeemed_at=now,
+        site_id=site_id,
+    )
+
+
+async def _raise_refusal(
+    session: AsyncSession, site_id: int, parsed: ParsedCode, day: date
+) -> None:
+    site = await _site(session, site_id)
+    if not site.qualified:
+        raise SiteNotQualified()
+    cheque = (await _cheques(session, [parsed.serial])).get(parsed.serial)
+    if cheque is None:
+        raise _not_found(parsed)
+    refusal = _refusal(site, cheque, parsed.claims, day)
+    if refusal is not None:
+        raise refusal
+
+
+# --------------------------------------------------------------------------------- offline
+
+
+@dataclass(frozen=True, slots=True)
+class OfflineScanIn:
+    code: str
+    service: Service
+    demarche_family: DemarcheFamily | None
+    scanned_at: datetime
+
+
+@dataclass(slots=True)
+class OfflineOutcome:
+    status: Literal["accepted", "refused", "conflict"]
+    redemption: RedemptionRead | None = None
+    error: DomainError | None = None
+
+
+_CLAIM_MANY = text("""
+WITH input AS (
+    SELECT * FROM unnest(CAST(:cheque_ids AS bigint[]), CAST(:services AS text[]),
+                         CAST(:demarches AS text[]), CAST(:scanned AS timestamptz[]))
+         AS x(cheque_id, service, demarche_family, scanned_at)
+), locked AS MATERIALIZED (
+    SELECT c.id FROM cheque c
+    WHERE c.id = ANY(CAST(:cheque_ids AS bigint[])) AND c.status = 'active'
+    ORDER BY c.id
+    FOR UPDATE
+), claimed AS (
+    UPDATE cheque c SET status = 'redeemed', status_changed_at = :now
+    FROM locked WHERE c.id = locked.id AND c.status = 'active'
+    RETURNING c.id, c.programme_id, c.value_cents
+)
+INSERT INTO redemption (cheque_id, programme_id, site_id, user_id, value_cents, service,
+                        demarche_family, redeemed_at, scanned_at)
+SELECT claimed.id, claimed.programme_id, :site_id, :user_id, claimed.value_cents,
+       input.service, input.demarche_family, :now, input.scanned_at
+FROM claimed JOIN input ON input.cheque_id = claimed.id
+ORDER BY claimed.id
+RETURNING id, cheque_id, programme_id, value_cents
+""")
+
+
+def _duplicate(redemption_id: int | None, redeemed_at: datetime | None) -> DomainError:
+    return ChequeAlreadyRedeemed(
+        "Ce chèque a déjà été encaissé par votre lieu (scan en double) : il n'est compté "
+        "qu'une fois.",
+        redeemed_at=redeemed_at,
+        duplicate_of=redemption_id,
+    )
+
+
+async def redeem_offline(
+    session: AsyncSession,
+    *,
+    keyring: Keyring,
+    site_id: int,
+    user_id: int | None,
+    scans: Sequence[OfflineScanIn],
+    now: datetime,
+) -> list[OfflineOutcome]:
+    """Redeem the scans a scanner stored while offline; one outcome per scan, in order.
+
+    Each scan is accepted or refused on its own with the codes of the online path; a second
+    scan of a cheque (in this batch, or already redeemed by this site) is a `conflict`. A few
+    statements whatever the number of scans: read the site and the cheques, claim the
+    candidates in one statement, post their ledger entries together."""
+    outcomes: list[OfflineOutcome | None] = [None] * len(scans)
+    parsed: dict[int, ParsedCode] = {}
+    for i, scan in enumerate(scans):
+        try:
+            if not now - OFFLINE_MAX_AGE <= scan.scanned_at <= now + CLOCK_SKEW:
+                raise ScanOutOfRange(scanned_at=scan.scanned_at)
+            parsed[i] = parse_code(scan.code, keyring)
+        except DomainError as exc:
+            outcomes[i] = OfflineOutcome("refused", error=exc)
+    site = await _site(session, site_id)
+    if not site.qualified:
+        for i in parsed:
+            outcomes[i] = OfflineOutcome("refused", error=SiteNotQualified())
+        parsed = {}
+
+    entries: list[ledger.NewEntry] = []
+    redeemed_here: dict[int, RedemptionRead] = {}  # cheque id → its redemption in this batch
+    # Scan order, as if the earlier scans had been redeemed one by one.
+    pending = sorted(parsed, key=lambda i: (scans[i].scanned_at, i))
+    snapshot = await _cheques(session, [parsed[i].serial for i in pending])
+    # A candidate another transaction claims after our read is read again and decided in the
+    # next round (it is almost always refused then: someone redeemed or cancelled it).
+    for _round in range(3):
+        candidates: dict[int, int] = {}  # cheque id → the scan that claims it
+        waiting: list[int] = []  # later scans of a candidate's cheque
+        for i in pending:
+            cheque = snapshot.get(parsed[i].serial)
+            if cheque is None:
+                outcomes[i] = OfflineOutcome("refused", error=_not_found(parsed[i]))
+            elif cheque.id in redeemed_here:
+                mine = redeemed_here[cheque.id]
+                outcomes[i] = OfflineOutcome("conflict", error=_duplicate(mine.id, now))
+            elif cheque.id in candidates:
+                waiting.append(i)
+            else:
+                refusal = _refusal(site, cheque, parsed[i].claims, paris_day(scans[i].scanned_at))
+                if refusal is None:
+                    candidates[cheque.id] = i
+                elif isinstance(refusal, ChequeAlreadyRedeemed) and cheque.redeemed_by == site_id:
+                    error = _duplicate(cheque.redemption_id, cheque.redeemed_at)
+                    outcomes[i] = OfflineOutcome("conflict", error=error)
+                else:
+                    outcomes[i] = OfflineOutcome("refused", error=refusal)
+        if not candidates:
+            break
+        for rid, cheque_id, programme_id, value_cents in await _claim_many(
+            session, candidates, scans, site_id=site_id, user_id=user_id, now=now
+        ):
+            i = candidates[cheque_id]
+            redeemed_here[cheque_id] = RedemptionRead(
+                id=rid,
+                cheque_serial=parsed[i].serial,
+                value_cents=value_cents,
+                redeemed_at=now,
+                site_id=site_id,
+            )
+            outcomes[i] = OfflineOutcome("accepted", redemption=redeemed_here[cheque_id])
+            entries.append(
+                ledger.NewEntry(
+                    key=f"redeem:{rid}",
+                    kind=ENTRY_KIND,
+                    postings=ledger_postings(programme_id, site_id, value_cents),
+                    memo={"cheque_id": cheque_id},
+                    at=now,
+                )
+            )
+        pending = sorted(
+            (i for i in [*candidates.values(), *waiting] if outcomes[i] is None),
+            key=lambda i: (scans[i].scanned_at, i),
+        )
+        lost = [i for i in pending if snapshot[parsed[i].serial].id not in redeemed_here]
+        if lost:
+            snapshot.update(await _cheques(session, [parsed[i].serial for i in lost]))
+    for i in pending:
+        if outcomes[i] is not None:
+            continue
+        mine = redeemed_here.get(snapshot[parsed[i].serial].id)
+        outcomes[i] = (
+            OfflineOutcome("conflict", error=_duplicate(mine.id, now))
+            if mine
+            # Still contended after three rounds (cheques reversed and redeemed again meanwhile).
+            else OfflineOutcome("refused", error=ChequeAlreadyRedeemed())
+        )
+    if entries:
+        await ledger.post_many(session, entries)
+    return [o if o is not None else _unreachable(i) for i, o in enumerate(outcomes)]
+
+
+async def _claim_many(
+    session: AsyncSession,
+    candidates: dict[int, int],
+    scans: Sequence[OfflineScanIn],
+    *,
+    site_id: int,
+    user_id: int | None,
+    now: datetime,
+) -> list[tuple[int, int, int, int]]:
+    """Claim the candidate cheques and insert their redemptions in one statement; returns
+    (redemption id, cheque id, programme id, value) of those claimed."""
+    ids = sorted(candidates)
+    rows = await session.execute(
+        _CLAIM_MANY,
+        {
+            "cheque_ids": ids,
+            "services": [Service(scans[candidates[c]].service).value for c in ids],
+            "demarches": [_demarche(scans[candidates[c]].demarche_family) for c in ids],
+            "scanned": [scans[candidates[c]].scanned_at for c in ids],
+            "now": now,
+            "site_id": site_id,
+            "user_id": user_id,
+        },
+    )
+    return [tuple(row) for row in rows.all()]  # type: ignore[misc]
+
+
+def _unreachable(index: int) -> OfflineOutcome:
+    raise RuntimeError(f"offline scan {index} was left undecided")
+
+
+def _demarche(value: DemarcheFamily | str | None) -> str | None:
+    return DemarcheFamily(value).value if value else None
+
+
+# --------------------------------------------------------------------------------- reversal
+
+_REVERSE = text("""
+UPDATE redemption SET reversed_at = :now
+WHERE id = :id AND site_id = :site_id AND reversed_at IS NULL AND batch_id IS NULL
+  AND redeemed_at > CAST(:now AS timestamptz) - CAST(:window AS interval)
+RETURNING cheque_id, value_cents, redeemed_at
+""")
+
+_REDEMPTION_STATE = text("""
+SELECT site_id, reversed_at, batch_id FROM redemption WHERE id = :id
+""")
+
+_REACTIVATE = text("""
+UPDATE cheque SET status = 'active', status_changed_at = :now
+WHERE id = :cheque_id AND status = 'redeemed'
+RETURNING serial
+""")
+
+
+async def reverse_redemption(
+    session: AsyncSession, *, site_id: int, redemption_id: int, now: datetime
+) -> ReversalRead:
+    """Cancel a redemption of `site_id` within 24 h and before clearing: the cheque is active
+    again and a reversing ledger entry (`reverse:<redemption_id>`) is posted.
+
+    One conditional UPDATE decides, as for redeeming: clearing sets `batch_id` on the same row,
+    so whichever commits first wins and the other sees it."""
+    row = (
+        await session.execute(
+            _REVERSE,
+            {"now": now, "id": redemption_id, "site_id": site_id, "window": REVERSAL_WINDOW},
+        )
+    ).first()
+    if row is None:
+        state = (await session.execute(_REDEMPTION_STATE, {"id": redemption_id})).first()
+        if state is None or state[0] != site_id:
+            raise RedemptionNotFound(redemption_id=redemption_id)
+        if state[1] is not None:
+            raise RedemptionAlreadyReversed(reversed_at=state[1])
+        if state[2] is not None:
+            raise RedemptionInBatch()
+        raise ReversalWindowClosed()
+    cheque_id, value_cents, redeemed_at = row
+    serial = (await session.execute(_REACTIVATE, {"now": now, "cheque_id": cheque_id})).scalar()
+    if serial is None:  # a live redemption always has a redeemed cheque
+        raise RuntimeError(f"cheque {cheque_id} of redemption {redemption_id} is not redeemed")
+    await ledger.reverse(
+        session,
+        key=f"reverse:{redemption_id}",
+        original_key=f"redeem:{redemption_id}",
+        kind=REVERSAL_KIND,
+        memo={"cheque_id": cheque_id},
+        at=now,
+    )
+    return ReversalRead(
+        id=redemption_id,
+        cheque_serial=serial,
+        value_cents=value_cents,
+        redeemed_at=redeemed_at,
+        reversed_at=now,
+        site_id=site_id,
+    )
+
+
+# --------------------------------------------------------------------------------- listing
+
+
+def _encode_cursor(redeemed_at: datetime, redemption_id: int) -> str:
+    raw = f"{redeemed_at.astimezone(UTC).isoformat()}|{redemption_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at_text, id_text = raw.split("|")
+        at = datetime.fromisoformat(at_text)
+        if at.tzinfo is None:
+            raise ValueError("naive")
+        return at, int(id_text)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidCursor() from None
+
+
+async def list_redemptions(
+    session: AsyncSession,
+    *,
+    site_id: int | None,
+    now: datetime,
+    from_day: date | None = None,
+    to_day: date | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+    page: int | None = None,
+    viewer_site_id: int | None = None,
+) -> RedemptionPage:
+    """Redemptions, newest first: of one site (`site_id`) or all (`None`), between the Paris
+    days `from_day` and `to_day` included; paged by `cursor` (keyset) or `page` (offset).
+
+    `reversible` says whether the redeeming site could still reverse it now."""
+    r = Redemption.__table__
+    c = Cheque.__table__
+    query = select(
+        r.c.id,
+        c.c.serial,
+        r.c.value_cents,
+        r.c.service,
+        r.c.demarche_family,
+        r.c.redeemed_at,
+        r.c.scanned_at,
+        r.c.site_id,
+        r.c.reversed_at,
+        r.c.batch_id,
+    ).join(c, c.c.id == r.c.cheque_id)
+    if site_id is not None:
+        query = query.where(r.c.site_id == site_id)
+    if from_day is not None:
+        query = query.where(r.c.redeemed_at >= paris_midnight(from_day))
+    if to_day is not None:
+        query = query.where(r.c.redeemed_at < paris_midnight(to_day + timedelta(days=1)))
+    if cursor:
+        at, last_id = _decode_cursor(cursor)
+        query = query.where(tuple_(r.c.redeemed_at, r.c.id) < tuple_(at, last_id))
+    elif page and page > 1:
+        query = query.offset((page - 1) * limit)
+    query = query.order_by(r.c.redeemed_at.desc(), r.c.id.desc()).limit(limit + 1)
+    rows = (await session.execute(query)).all()
+    items = [
+        RedemptionListItem(
+            id=row.id,
+            cheque_serial=row.serial,
+            value_cents=row.value_cents,
+            service=row.service,
+            demarche_family=row.demarche_family,
+            redeemed_at=row.redeemed_at,
+            scanned_at=row.scanned_at,
+            site_id=row.site_id,
+            reversed_at=row.reversed_at,
+            in_batch=row.batch_id is not None,
+            reversible=(
+                row.reversed_at is None
+                and row.batch_id is None
+                and now - row.redeemed_at < REVERSAL_WINDOW
+                and (viewer_site_id is None or viewer_site_id == row.site_id)
+            ),
+        )
+        for row in rows[:limit]
+    ]
+    next_cursor = _encode_cursor(items[-1].redeemed_at, items[-1].id) if len(rows) > limit else None
+    return RedemptionPage(
+        items=items, limit=limit, next_cursor=next_cursor, page=None if cursor else (page or 1)
+    )
