@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from kit.errors import Conflict, NotFound
 from pass_.models import Beneficiary
@@ -72,13 +73,13 @@ async def find_beneficiaries(
     stmt = (
         select(Beneficiary)
         .where(
-            Beneficiary.issuer_id == issuer_id,
-            func.lower(Beneficiary.reference).like(_like_prefix(wanted), escape="\\"),
+            col(Beneficiary.issuer_id) == issuer_id,
+            func.lower(col(Beneficiary.reference)).like(_like_prefix(wanted), escape="\\"),
         )
         .order_by(
-            (func.lower(Beneficiary.reference) != wanted.lower()),
-            Beneficiary.reference,
-            Beneficiary.id,
+            (func.lower(col(Beneficiary.reference)) != wanted.lower()),
+            col(Beneficiary.reference),
+            col(Beneficiary.id),
         )
         .limit(MAX_SEARCH_RESULTS)
     )
@@ -97,8 +98,8 @@ async def pseudonymise_beneficiaries(
     stmt = (
         update(Beneficiary)
         .where(
-            Beneficiary.reference.is_not(None),  # type: ignore[union-attr]
-            func.coalesce(Beneficiary.last_booklet_at, Beneficiary.created_at) < cutoff,
+            col(Beneficiary.reference).is_not(None),
+            func.coalesce(col(Beneficiary.last_booklet_at), col(Beneficiary.created_at)) < cutoff,
         )
         .values(reference=None, pseudonymised_at=now)
         # "fetch": beneficiaries already loaded in this session lose their reference too.

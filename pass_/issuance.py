@@ -31,6 +31,7 @@ from datetime import date, datetime
 
 from sqlalchemy import func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from kit.clock import paris_day
 from kit.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -229,9 +230,9 @@ async def _take_capacity_and_quota(
 
 async def _issuer_of(session: AsyncSession, programme_id: int, issuer_id: int) -> bool:
     found = await session.scalar(
-        select(ProgrammeIssuer.id).where(
-            ProgrammeIssuer.programme_id == programme_id,
-            ProgrammeIssuer.organisation_id == issuer_id,
+        select(col(ProgrammeIssuer.id)).where(
+            col(ProgrammeIssuer.programme_id) == programme_id,
+            col(ProgrammeIssuer.organisation_id) == issuer_id,
         )
     )
     return found is not None
@@ -424,8 +425,8 @@ async def _cheques_of(session: AsyncSession, booklet_ids: Sequence[int]) -> list
         (
             await session.scalars(
                 select(Cheque)
-                .where(Cheque.booklet_id.in_(booklet_ids))  # type: ignore[attr-defined]
-                .order_by(Cheque.booklet_id, Cheque.position)
+                .where(col(Cheque.booklet_id).in_(booklet_ids))
+                .order_by(col(Cheque.booklet_id), col(Cheque.position))
                 .execution_options(populate_existing=True)
             )
         ).all()
@@ -444,10 +445,10 @@ async def _own_booklet(
 ) -> Booklet:
     """The issuer's booklet by id or printed number; another issuer's answers NotFound."""
     key = parse_booklet_ref(ref)
-    column = Booklet.id if isinstance(key, int) else Booklet.number
+    column = col(Booklet.id) if isinstance(key, int) else col(Booklet.number)
     stmt = (
         select(Booklet)
-        .where(column == key, Booklet.issuer_id == issuer_id)
+        .where(column == key, col(Booklet.issuer_id) == issuer_id)
         .execution_options(populate_existing=True)
     )
     if for_update:
@@ -479,24 +480,24 @@ async def list_booklets(
     """The issuer's booklets, newest first, a page at a time."""
     require_role(actor, Role.issuer_agent)
     page, per_page = max(page, 1), min(max(per_page, 1), 200)
-    conditions = [Booklet.issuer_id == actor.organisation_id]
+    conditions = [col(Booklet.issuer_id) == actor.organisation_id]
     if number is not None:
         canonical = normalise_booklet_number(number)
         if canonical is None:
             return BookletPage(items=[], total=0, page=page, per_page=per_page)
-        conditions.append(Booklet.number == canonical)
+        conditions.append(col(Booklet.number) == canonical)
     if status is not None:
-        conditions.append(Booklet.status == status.value)
+        conditions.append(col(Booklet.status) == status.value)
     if programme_id is not None:
-        conditions.append(Booklet.programme_id == programme_id)
+        conditions.append(col(Booklet.programme_id) == programme_id)
     if beneficiary_id is not None:
-        conditions.append(Booklet.beneficiary_id == beneficiary_id)
+        conditions.append(col(Booklet.beneficiary_id) == beneficiary_id)
     total = await session.scalar(select(func.count()).select_from(Booklet).where(*conditions))
     rows = (
         await session.scalars(
             select(Booklet)
             .where(*conditions)
-            .order_by(Booklet.created_at.desc(), Booklet.id.desc())  # type: ignore[union-attr]
+            .order_by(col(Booklet.created_at).desc(), col(Booklet.id).desc())
             .offset((page - 1) * per_page)
             .limit(per_page)
             .execution_options(populate_existing=True)
@@ -656,9 +657,9 @@ async def get_order(session: AsyncSession, *, actor: Actor, order_id: int) -> Or
     order = await _visible_order(session, actor=actor, order_id=order_id)
     rows = (
         await session.execute(
-            select(Booklet.id, Booklet.number)
-            .where(Booklet.order_id == order_id)
-            .order_by(Booklet.id)
+            select(col(Booklet.id), col(Booklet.number))
+            .where(col(Booklet.order_id) == order_id)
+            .order_by(col(Booklet.id))
         )
     ).all()
     return OrderRead(
@@ -808,11 +809,11 @@ async def qualified_sites(session: AsyncSession, territory: Sequence[str]) -> li
         await session.scalars(
             select(Organisation)
             .where(
-                Organisation.kind == OrganisationKind.site.value,
-                Organisation.qualification == Qualification.qualified.value,
-                or_(*(Organisation.commune_insee.startswith(code) for code in territory)),  # type: ignore[attr-defined]
+                col(Organisation.kind) == OrganisationKind.site.value,
+                col(Organisation.qualification) == Qualification.qualified.value,
+                or_(*(col(Organisation.commune_insee).startswith(code) for code in territory)),
             )
-            .order_by(Organisation.commune_insee, Organisation.name)
+            .order_by(col(Organisation.commune_insee), col(Organisation.name))
         )
     ).all()
     return [s for s in candidates if in_territory(s.commune_insee, list(territory))]
@@ -833,16 +834,16 @@ async def _prints(session: AsyncSession, booklets: Sequence[Booklet]) -> list[pd
     by_booklet: dict[int, list[pdf.ChequePrint]] = {}
     rows = await session.execute(
         select(
-            Cheque.booklet_id,
-            Cheque.serial,
-            Cheque.token,
-            Cheque.value_cents,
-            Cheque.valid_from,
-            Cheque.valid_until,
-            Cheque.redeem_until,
+            col(Cheque.booklet_id),
+            col(Cheque.serial),
+            col(Cheque.token),
+            col(Cheque.value_cents),
+            col(Cheque.valid_from),
+            col(Cheque.valid_until),
+            col(Cheque.redeem_until),
         )
-        .where(Cheque.booklet_id.in_([b.id for b in booklets]))  # type: ignore[attr-defined]
-        .order_by(Cheque.booklet_id, Cheque.position)
+        .where(col(Cheque.booklet_id).in_([b.id for b in booklets]))
+        .order_by(col(Cheque.booklet_id), col(Cheque.position))
     )
     for booklet_id, *fields in rows.all():
         by_booklet.setdefault(booklet_id, []).append(pdf.ChequePrint(*fields))
@@ -876,7 +877,7 @@ async def order_prints(
     await _visible_order(session, actor=actor, order_id=order_id)
     booklets = (
         await session.scalars(
-            select(Booklet).where(Booklet.order_id == order_id).order_by(Booklet.id)
+            select(Booklet).where(col(Booklet.order_id) == order_id).order_by(col(Booklet.id))
         )
     ).all()
     return await _prints(session, booklets)

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import or_, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from kit.clock import end_of_january_next, end_of_year, paris_today
 from kit.errors import Forbidden, InvalidInput, NotFound
@@ -294,7 +295,7 @@ async def _check_organisations(
     found = {
         o.id: o
         for o in (
-            await session.scalars(select(Organisation).where(Organisation.id.in_(ids)))  # type: ignore[union-attr]
+            await session.scalars(select(Organisation).where(col(Organisation.id).in_(ids)))
         ).all()
     }
     for organisation_id in ids:
@@ -394,7 +395,7 @@ async def get_programme(session: AsyncSession, programme_id: int) -> Programme:
     # populate_existing: the capacity columns move by SQL UPDATEs the identity map cannot see.
     programme = await session.scalar(
         select(Programme)
-        .where(Programme.id == programme_id)
+        .where(col(Programme.id) == programme_id)
         .execution_options(populate_existing=True)
     )
     if programme is None:
@@ -414,9 +415,9 @@ async def _is_party(session: AsyncSession, programme: Programme, viewer: Actor) 
         org = await session.get(Organisation, viewer.organisation_id)
         return org is not None and in_territory(org.commune_insee, programme.territory)
     found = await session.scalar(
-        select(table.id).where(
-            table.programme_id == programme.id,
-            table.organisation_id == viewer.organisation_id,
+        select(col(table.id)).where(
+            col(table.programme_id) == programme.id,
+            col(table.organisation_id) == viewer.organisation_id,
         )
     )
     return found is not None
@@ -433,20 +434,20 @@ async def visible_programme(session: AsyncSession, programme_id: int, viewer: Ac
 async def list_programmes(session: AsyncSession, viewer: Actor) -> list[Programme]:
     """The programmes `viewer` takes part in: all for the operator, their own for issuers and
     financers, those whose territory holds their commune for sites."""
-    stmt = select(Programme).order_by(Programme.valid_from.desc(), Programme.id.desc())  # type: ignore[attr-defined]
+    stmt = select(Programme).order_by(col(Programme.valid_from).desc(), col(Programme.id).desc())
     if viewer.role == Role.issuer_agent:
         stmt = stmt.where(
-            Programme.id.in_(  # type: ignore[union-attr]
-                select(ProgrammeIssuer.programme_id).where(
-                    ProgrammeIssuer.organisation_id == viewer.organisation_id
+            col(Programme.id).in_(
+                select(col(ProgrammeIssuer.programme_id)).where(
+                    col(ProgrammeIssuer.organisation_id) == viewer.organisation_id
                 )
             )
         )
     elif viewer.role == Role.financer:
         stmt = stmt.where(
-            Programme.id.in_(  # type: ignore[union-attr]
-                select(ProgrammeFinancer.programme_id).where(
-                    ProgrammeFinancer.organisation_id == viewer.organisation_id
+            col(Programme.id).in_(
+                select(col(ProgrammeFinancer.programme_id)).where(
+                    col(ProgrammeFinancer.organisation_id) == viewer.organisation_id
                 )
             )
         )
@@ -455,13 +456,9 @@ async def list_programmes(session: AsyncSession, viewer: Actor) -> list[Programm
         if org is None:
             return []
         # Coarse filter in SQL (département or commune), exact rule in Python.
-        stmt = stmt.where(
-            or_(
-                Programme.territory.any(org.commune_insee),  # type: ignore[attr-defined]
-                Programme.territory.any(org.commune_insee[:2]),  # type: ignore[attr-defined]
-                Programme.territory.any(org.commune_insee[:3]),  # type: ignore[attr-defined]
-            )
-        )
+        commune = org.commune_insee
+        territory = col(Programme.territory)
+        stmt = stmt.where(territory.overlap([commune, commune[:2], commune[:3]]))  # type: ignore[attr-defined]
         programmes = (await session.scalars(stmt.execution_options(populate_existing=True))).all()
         return [p for p in programmes if in_territory(org.commune_insee, p.territory)]
     return list((await session.scalars(stmt.execution_options(populate_existing=True))).all())
@@ -499,18 +496,18 @@ async def programme_detail(session: AsyncSession, programme: Programme) -> Progr
     """The programme with its financers, issuers (quota used) and live figures."""
     financers = (
         await session.execute(
-            select(ProgrammeFinancer, Organisation.name)
-            .join(Organisation, Organisation.id == ProgrammeFinancer.organisation_id)
-            .where(ProgrammeFinancer.programme_id == programme.id)
-            .order_by(ProgrammeFinancer.position)
+            select(ProgrammeFinancer, col(Organisation.name))
+            .join(Organisation, col(Organisation.id) == col(ProgrammeFinancer.organisation_id))
+            .where(col(ProgrammeFinancer.programme_id) == programme.id)
+            .order_by(col(ProgrammeFinancer.position))
         )
     ).all()
     issuers = (
         await session.execute(
-            select(ProgrammeIssuer, Organisation.name)
-            .join(Organisation, Organisation.id == ProgrammeIssuer.organisation_id)
-            .where(ProgrammeIssuer.programme_id == programme.id)
-            .order_by(Organisation.name)
+            select(ProgrammeIssuer, col(Organisation.name))
+            .join(Organisation, col(Organisation.id) == col(ProgrammeIssuer.organisation_id))
+            .where(col(ProgrammeIssuer.programme_id) == programme.id)
+            .order_by(col(Organisation.name))
             .execution_options(populate_existing=True)
         )
     ).all()
@@ -563,7 +560,9 @@ async def ensure_demo_programme(
     year (Europe/Paris) and redeemable until 31 January of the next; the État finances 50 %.
     """
     existing = await session.scalar(
-        select(Programme).where(Programme.name == DEMO_PROGRAMME_NAME).order_by(Programme.id)
+        select(Programme)
+        .where(col(Programme.name) == DEMO_PROGRAMME_NAME)
+        .order_by(col(Programme.id))
     )
     if existing is not None:
         return existing

@@ -43,6 +43,7 @@ def order(
 ) -> None:
     """Commande des carnets imprimés à l'avance et écrit le PDF prêt à imprimer."""
     from sqlalchemy import select
+    from sqlmodel import col
 
     from api.cli import run_with_sessionmaker
     from kit.db import transaction
@@ -59,9 +60,9 @@ def order(
         # The order is committed first; the PDF is rendered afterwards from what was stored.
         async with transaction(sessionmaker) as session:
             operator_id = await session.scalar(
-                select(Organisation.id)
-                .where(Organisation.kind == OrganisationKind.operator.value)
-                .order_by(Organisation.id)
+                select(col(Organisation.id))
+                .where(col(Organisation.kind) == OrganisationKind.operator.value)
+                .order_by(col(Organisation.id))
             )
             actor = Actor(user_id=None, organisation_id=operator_id or 0, role=Role.operator_admin)
             placed = await issuance.order_booklets(
