@@ -230,3 +230,9 @@ def qr_video(text: str, path: Path, frames: int = 10) -> Path:
             out.write(chroma)
             out.write(chroma)
     return path
+
+
+async def assert_accessible(page: Page) -> None:
+    """No serious or critical axe-core violation on the page as it is now."""
+    violations = await axe_violations(page)
+    assert not violations, f"{page.url}: {violations}"
