@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Result, TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.canonical import canonical_memo, content_hash
@@ -130,6 +130,14 @@ WHERE p.entry_id = :entry_id
 """)
 
 
+async def _run(session: AsyncSession, statement: TextClause,
+               params: dict[str, Any]) -> Result[Any]:
+    """Execute on the session's connection (its transaction): Session.execute would add only
+    ORM bookkeeping, and text() statements do not autoflush anyway."""
+    connection = await session.connection()
+    return await connection.execute(statement, params)
+
+
 class _Checked:
     """An entry validated in Python, with its fingerprint."""
 
@@ -214,7 +222,7 @@ async def post(session: AsyncSession, *, key: str, kind: str, postings: Postings
     Accounts are created on first use. The caller owns the transaction.
     """
     entry = _Checked(key, kind, postings, memo, at)
-    row = (await session.execute(_POST, {
+    row = (await _run(session, _POST, {
         "codes": [p.account for p in entry.postings],
         "amounts": [p.amount_cents for p in entry.postings],
         "key": entry.key,
@@ -232,7 +240,7 @@ async def post(session: AsyncSession, *, key: str, kind: str, postings: Postings
 
 
 async def _existing(session: AsyncSession, entry: _Checked) -> Entry:
-    row = (await session.execute(_EXISTING, {"keys": [entry.key]})).first()
+    row = (await _run(session, _EXISTING, {"keys": [entry.key]})).first()
     if row is None:
         # ON CONFLICT saw a row our snapshot cannot: only under REPEATABLE READ or stricter,
         # where PostgreSQL normally raises a serialization failure first.
@@ -248,7 +256,7 @@ async def _complete_postings(session: AsyncSession, entry_id: int,
                              postings: Sequence[Posting]) -> None:
     """Write the postings the main statement skipped (account committed concurrently)."""
     present = Counter(tuple(r) for r in
-                      (await session.execute(_POSTINGS_OF, {"entry_id": entry_id})).all())
+                      (await _run(session, _POSTINGS_OF, {"entry_id": entry_id})).all())
     missing: list[Posting] = []
     for p in postings:
         if present[p] > 0:
@@ -256,7 +264,7 @@ async def _complete_postings(session: AsyncSession, entry_id: int,
         else:
             missing.append(p)
     ids = await _resolve_accounts(session, [p.account for p in missing])
-    await session.execute(_INSERT_POSTINGS, {
+    await _run(session, _INSERT_POSTINGS, {
         "entry_ids": [entry_id] * len(missing),
         "account_ids": [ids[p.account] for p in missing],
         "amounts": [p.amount_cents for p in missing],
@@ -272,7 +280,7 @@ async def _resolve_accounts(session: AsyncSession, codes: Sequence[str]) -> dict
         rest = sorted(wanted - ids.keys())
         if not rest:
             break
-        rows = (await session.execute(_RESOLVE_ACCOUNTS, {"codes": rest})).all()
+        rows = (await _run(session, _RESOLVE_ACCOUNTS, {"codes": rest})).all()
         ids.update({code: account_id for account_id, code in rows})
     if wanted - ids.keys():
         raise RuntimeError(f"accounts could not be resolved: {sorted(wanted - ids.keys())}")
@@ -300,7 +308,7 @@ async def post_many(session: AsyncSession, entries: Sequence[NewEntry]) -> list[
     account_ids = await _resolve_accounts(
         session, [p.account for one in batch for p in one.postings])
     created = {key: (entry_id, created_at) for entry_id, key, created_at in (
-        await session.execute(_INSERT_ENTRIES, {
+        await _run(session, _INSERT_ENTRIES, {
             "keys": [one.key for one in batch],
             "kinds": [one.kind for one in batch],
             "memos": [one.memo_text for one in batch],
@@ -311,7 +319,7 @@ async def post_many(session: AsyncSession, entries: Sequence[NewEntry]) -> list[
     existing_keys = [one.key for one in batch if one.key not in created]
     if existing_keys:
         found = {r[0]: r for r in
-                 (await session.execute(_EXISTING, {"keys": existing_keys})).all()}
+                 (await _run(session, _EXISTING, {"keys": existing_keys})).all()}
         for key in existing_keys:
             row = found.get(key)
             if row is None or row[3] != checked[key].content_hash:
@@ -330,14 +338,14 @@ async def post_many(session: AsyncSession, entries: Sequence[NewEntry]) -> list[
             posting_accounts.append(account_ids[p.account])
             amounts.append(p.amount_cents)
     if entry_ids:
-        await session.execute(_INSERT_POSTINGS, {
+        await _run(session, _INSERT_POSTINGS, {
             "entry_ids": entry_ids, "account_ids": posting_accounts, "amounts": amounts})
     return [result[new.key] for new in entries]
 
 
 async def get_entry(session: AsyncSession, key: str) -> Entry | None:
     """The entry posted under `key`, with its postings, or None."""
-    row = (await session.execute(_ENTRY_BY_KEY, {"key": key})).first()
+    row = (await _run(session, _ENTRY_BY_KEY, {"key": key})).first()
     if row is None:
         return None
     entry_id, kind, memo_text, created_at, fingerprint, codes, amounts = row
@@ -377,11 +385,11 @@ async def balances(session: AsyncSession, prefix_or_codes: str | Sequence[str]) 
     """Balances (sum of postings, cents) of the accounts whose code starts with a prefix, or
     of the given codes (an unknown code has balance 0)."""
     if isinstance(prefix_or_codes, str):
-        rows = (await session.execute(_BALANCES_BY_PREFIX, {"prefix": prefix_or_codes})).all()
+        rows = (await _run(session, _BALANCES_BY_PREFIX, {"prefix": prefix_or_codes})).all()
         return {code: amount for code, amount in rows}
     codes = list(prefix_or_codes)
     result = dict.fromkeys(codes, 0)
-    rows = (await session.execute(_BALANCES_BY_CODES, {"codes": codes})).all()
+    rows = (await _run(session, _BALANCES_BY_CODES, {"codes": codes})).all()
     result.update({code: amount for code, amount in rows})
     return result
 
