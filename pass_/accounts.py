@@ -63,9 +63,10 @@ async def create_organisation(session: AsyncSession, data: OrganisationCreate) -
         qualification=Qualification.pending.value if data.kind == OrganisationKind.site else None,
         services=[s.value for s in data.services],
     )
-    session.add(org)
     try:
+        # add() inside the savepoint: a refused row must not stay pending in the session.
         async with session.begin_nested():
+            session.add(org)
             await session.flush()
     except IntegrityError:
         raise OrganisationExists(siret=data.siret, kind=data.kind.value) from None
@@ -156,9 +157,9 @@ async def create_user(session: AsyncSession, data: UserCreate) -> AppUser:
         organisation_id=org.id,
         role=data.role.value,
     )
-    session.add(user)
     try:
         async with session.begin_nested():
+            session.add(user)
             await session.flush()
     except IntegrityError:
         raise EmailTaken() from None
