@@ -109,6 +109,9 @@ async def test_every_page_is_accessible_and_homes_fit_a_phone(
     ):
         await visit(page, path)
     await screenshot(page, "prescripteur-carnet")
+    await page.goto("/prescripteur/beneficiaires")  # results come as one types (htmx)
+    await page.get_by_role("searchbox", name="Référence du bénéficiaire").fill(known["reference"])
+    await expect(page.get_by_role("link", name=known["reference"])).to_be_visible()
     await logout(page)
 
     await login(page, "financeur@caf35.fr", DEMO_PASSWORD)
