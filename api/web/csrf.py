@@ -77,11 +77,9 @@ def set_cookie_if_needed(request: Request, response: Response) -> None:
 
 def _matches_cookie(request: Request, submitted: str | None) -> bool:
     cookie = request.cookies.get(COOKIE)
-    return (
-        _is_valid(request, cookie)
-        and submitted is not None
-        and hmac.compare_digest(submitted, cookie)  # type: ignore[arg-type]
-    )
+    if cookie is None or submitted is None or not _is_valid(request, cookie):
+        return False
+    return hmac.compare_digest(submitted, cookie)
 
 
 def check_json_request(request: Request) -> None:

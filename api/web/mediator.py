@@ -174,13 +174,15 @@ async def redeem(request: Request, principal: MediatorPage, session: SessionDep)
     key = chosen["idempotency_key"] if _KEY.match(chosen["idempotency_key"] or "") else None
     try:
         enforce(request, principal)
-        data = RedemptionCreate(
-            code=chosen["code"] or "",
-            service=chosen["service"] or "",
-            demarche_family=chosen["demarche_family"],
+        data = RedemptionCreate.model_validate(
+            {
+                "code": chosen["code"] or "",
+                "service": chosen["service"] or "",
+                "demarche_family": chosen["demarche_family"],
+            }
         )
     except HTTPException as exc:  # rate limited
-        detail = exc.detail if isinstance(exc.detail, dict) else {}
+        detail: dict[str, Any] = exc.detail if isinstance(exc.detail, dict) else {}
         answer = idempotency.answer_of_error(
             DomainError(detail.get("message"), code=detail.get("code", "rate_limited"))
         )

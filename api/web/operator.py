@@ -78,7 +78,7 @@ async def home(request: Request, principal: OperatorPage, session: SessionDep) -
 async def organisations(
     request: Request, principal: OperatorPage, session: SessionDep, type: str | None = None
 ) -> Response:
-    kind = OrganisationKind(type) if type in OrganisationKind.__members__ else None
+    kind = OrganisationKind(type) if type and type in OrganisationKind.__members__ else None
     orgs = await accounts.list_organisations(session, kind=kind)
     return render(
         request,
