@@ -24,7 +24,8 @@ class LedgerAccount(SQLModel, table=True):
 
     __tablename__ = "ledger_account"
     __table_args__ = (
-        sa.CheckConstraint("length(code) BETWEEN 1 AND 200", name="code_length"),
+        # Printable ASCII without spaces: codes sort the same everywhere, prefixes are exact.
+        sa.CheckConstraint("code ~ '^[!-~]{1,200}$'", name="code_format"),
     )
 
     id: int | None = Field(

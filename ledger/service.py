@@ -9,6 +9,7 @@ of postings. The database re-checks what matters at commit (see migration 0002_l
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
@@ -27,6 +28,7 @@ __all__ = [
     "Posting",
     "balance",
     "balances",
+    "ensure_accounts",
     "get_entry",
     "post",
     "post_many",
@@ -36,6 +38,8 @@ __all__ = [
 MAX_TEXT = 200
 MAX_KIND = 64
 MAX_CENTS = 2**63 - 1
+# As the database's CHECK: printable ASCII, no spaces (`programme:12:available`).
+ACCOUNT_CODE = re.compile(r"[!-~]{1,200}")
 
 # One round trip: accounts created on first use, the entry, its postings.
 # - An account committed by another transaction after this statement's snapshot is skipped by
@@ -202,9 +206,9 @@ def _check_posting(posting: tuple[str, int] | Posting) -> Posting:
         code, amount = posting
     except (TypeError, ValueError) as exc:
         raise InvalidEntry("Une ligne d'écriture est un couple (compte, montant).") from exc
-    if not isinstance(code, str) or not 1 <= len(code) <= MAX_TEXT:
-        raise InvalidEntry(f"Le code d'un compte est un texte de 1 à {MAX_TEXT} caractères.",
-                           account=str(code)[:MAX_TEXT])
+    if not isinstance(code, str) or not ACCOUNT_CODE.fullmatch(code):
+        raise InvalidEntry(f"Le code d'un compte a de 1 à {MAX_TEXT} caractères ASCII "
+                           "imprimables, sans espace.", account=str(code)[:MAX_TEXT])
     if not isinstance(amount, int) or isinstance(amount, bool):
         raise InvalidEntry("Un montant est un nombre entier de centimes.", account=code)
     if amount == 0 or abs(amount) > MAX_CENTS:
@@ -219,7 +223,9 @@ async def post(session: AsyncSession, *, key: str, kind: str, postings: Postings
 
     Same key and same content (kind, memo, postings in any order) returns the existing entry
     with `created=False`; same key and other content raises IdempotencyConflict.
-    Accounts are created on first use. The caller owns the transaction.
+    Accounts are created on first use; until the transaction that created an account commits,
+    other posts to that account wait for it, so create hot accounts ahead (`ensure_accounts`,
+    e.g. with the programme). The caller owns the transaction.
     """
     entry = _Checked(key, kind, postings, memo, at)
     row = (await _run(session, _POST, {
@@ -269,6 +275,14 @@ async def _complete_postings(session: AsyncSession, entry_id: int,
         "account_ids": [ids[p.account] for p in missing],
         "amounts": [p.amount_cents for p in missing],
     })
+
+
+async def ensure_accounts(session: AsyncSession, codes: Sequence[str]) -> dict[str, int]:
+    """Create the accounts that do not exist yet; return every account's id by code."""
+    for code in codes:
+        if not isinstance(code, str) or not ACCOUNT_CODE.fullmatch(code):
+            raise InvalidEntry("Code de compte invalide.", account=str(code)[:MAX_TEXT])
+    return await _resolve_accounts(session, codes)
 
 
 async def _resolve_accounts(session: AsyncSession, codes: Sequence[str]) -> dict[str, int]:
@@ -372,11 +386,12 @@ WHERE a.code = ANY(CAST(:codes AS text[]))
 GROUP BY a.code
 """)
 
-# The range lets the unique index on code find the prefix; starts_with makes it exact.
+# Codes are printable ASCII ("C" collation) and '~' is the greatest such character, so this
+# range is exactly the codes starting with the prefix, and the unique index on code serves it.
 _BALANCES_BY_PREFIX = text("""
 SELECT a.code, CAST(coalesce(sum(p.amount_cents), 0) AS bigint)
 FROM ledger_account a LEFT JOIN ledger_posting p ON p.account_id = a.id
-WHERE a.code >= :prefix AND a.code < :prefix || chr(1114111) AND starts_with(a.code, :prefix)
+WHERE a.code >= :prefix AND a.code < :prefix || chr(127)
 GROUP BY a.code
 """)
 

@@ -109,8 +109,7 @@ def upgrade() -> None:
         sa.Column("code", sa.Text(collation="C"), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(),
                   nullable=False),
-        sa.CheckConstraint("length(code) BETWEEN 1 AND 200",
-                           name=op.f("ck_ledger_account_code_length")),
+        sa.CheckConstraint("code ~ '^[!-~]{1,200}$'", name=op.f("ck_ledger_account_code_format")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_ledger_account")),
         sa.UniqueConstraint("code", name=op.f("uq_ledger_account_code")),
     )

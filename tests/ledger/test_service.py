@@ -89,6 +89,9 @@ async def test_the_same_key_with_other_content_is_an_idempotency_conflict(
     ([("x:a", 100)], InvalidEntry),
     ([], InvalidEntry),
     ([("", 100), ("x:b", -100)], InvalidEntry),
+    ([("x: a", 100), ("x:b", -100)], InvalidEntry),
+    ([("x:é", 100), ("x:b", -100)], InvalidEntry),
+    ([("x:" + "a" * 199, 100), ("x:b", -100)], InvalidEntry),
     ([("x:a", 1.5), ("x:b", -1.5)], InvalidEntry),
     ([("x:a", True), ("x:b", -1)], InvalidEntry),
     ([("x:a", 2**63), ("x:b", -(2**63))], InvalidEntry),
@@ -153,6 +156,17 @@ async def test_balances_by_prefix_cover_exactly_the_accounts_under_it(
     assert await ledger.balances(session, [f"{ns}:q:x", f"{ns}:unknown"]) == {
         f"{ns}:q:x": -300, f"{ns}:unknown": 0}
     assert sum((await ledger.balances(session, f"{ns}:")).values()) == 0
+
+
+async def test_accounts_can_be_created_ahead_once(session: AsyncSession) -> None:
+    ns = fresh()
+    first = await ledger.ensure_accounts(session, [f"{ns}:a", f"{ns}:b", f"{ns}:a"])
+    again = await ledger.ensure_accounts(session, [f"{ns}:b", f"{ns}:c"])
+    assert set(first) == {f"{ns}:a", f"{ns}:b"} and again[f"{ns}:b"] == first[f"{ns}:b"]
+    assert await ledger.balances(session, f"{ns}:") == {f"{ns}:a": 0, f"{ns}:b": 0,
+                                                        f"{ns}:c": 0}
+    with pytest.raises(InvalidEntry):
+        await ledger.ensure_accounts(session, ["bad code"])
 
 
 async def test_a_reversal_posts_the_opposite_postings_once(session: AsyncSession) -> None:
