@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import pytest
@@ -35,7 +35,7 @@ def in_thread(fn: Callable[[], object]) -> None:
 
 
 @pytest.fixture
-async def scratch_url(server_url: str) -> Iterator[str]:
+async def scratch_url(server_url: str) -> AsyncIterator[str]:
     name = f"passnum_ledger_mig_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(libpq_url(with_database(server_url, "postgres")))
     try:
