@@ -44,6 +44,9 @@ class RequestContext:
             return
         request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex[:16]
         structlog.contextvars.bind_contextvars(request_id=request_id)
+        # Also in the request's state: the handler of unexpected errors runs outside this
+        # middleware (in Starlette's ServerErrorMiddleware) and still names the request.
+        scope.setdefault("state", {})["request_id"] = request_id
         start = time.perf_counter()
         status = 500
 

@@ -12,6 +12,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kit.errors import DomainError
@@ -85,9 +86,10 @@ def error_response(
     details: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    return JSONResponse(
-        error_body(code, message, details), status_code=status_for(code), headers=headers
-    )
+    status = status_for(code)
+    if status == 401:  # RFC 6750: say how to authenticate
+        headers = {"WWW-Authenticate": "Bearer", **(headers or {})}
+    return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
 
 
 _FR_TYPES = {
@@ -129,14 +131,18 @@ def _french_validation(exc: RequestValidationError) -> tuple[str, str, dict[str,
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
         ctx = err.get("ctx") or {}
         inner = ctx.get("error")
+        field_code = "validation_error"
         if isinstance(inner, DomainError):  # our validators (SIRET, IBAN, INSEE…)
             message = inner.message
+            field_code = inner.code
             code = inner.code if len(exc.errors()) == 1 else code
         else:
             message = _FR_TYPES.get(err.get("type", ""), "Valeur invalide.")
             if err.get("type") == "value_error" and "email" in str(err.get("msg", "")).lower():
                 message = "Adresse e-mail invalide."
-        fields.append({"field": ".".join(loc) or "body", "message": message})
+        if err.get("type") == "json_invalid":
+            loc = []  # pydantic puts the character position there, not a field name
+        fields.append({"field": ".".join(loc) or "body", "message": message, "code": field_code})
     summary = "; ".join(f"{f['field']} : {f['message']}" for f in fields[:5])
     return code, f"Données invalides — {summary}", {"fields": fields}
 
@@ -171,15 +177,47 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected_error", path=request.url.path)
+        request_id = getattr(request.state, "request_id", None)
+        log.exception("unexpected_error", path=request.url.path, request_id=request_id)
         return JSONResponse(
             error_body(
                 "internal_error",
                 "Une erreur inattendue est survenue. Réessayez ; si elle "
                 "persiste, contactez l'opérateur.",
+                {"request_id": request_id} if request_id else None,
             ),
             status_code=500,
+            headers={"x-request-id": request_id} if request_id else None,
         )
+
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        # What the database refuses because of the request's values (a NUL character, an id
+        # beyond bigint, a constraint a service did not check first) is bad input, not a crash.
+        sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+        if sqlstate.startswith("22"):
+            log.info("database_refused_value", sqlstate=sqlstate, path=request.url.path)
+            return error_response(
+                "validation_error",
+                "Une valeur envoyée est invalide ou hors des limites acceptées.",
+                {"sqlstate": sqlstate},
+            )
+        if sqlstate.startswith("23"):
+            log.warning("database_constraint", sqlstate=sqlstate, path=request.url.path)
+            return error_response(
+                "conflict",
+                "Cette action est en conflit avec l'état actuel des données.",
+                {"sqlstate": sqlstate},
+            )
+        if sqlstate in ("40001", "40P01"):  # serialization failure, deadlock: transient
+            log.warning("database_retry", sqlstate=sqlstate, path=request.url.path)
+            return error_response(
+                "service_unavailable",
+                "Le service est momentanément occupé : réessayez dans un instant.",
+                {"sqlstate": sqlstate},
+                headers={"Retry-After": "1"},
+            )
+        return await _unexpected(request, exc)
 
 
 def _jsonable(details: dict[str, Any]) -> dict[str, Any]:

@@ -83,6 +83,9 @@ def make_engine(
         max_overflow=max_overflow,
         pool_pre_ping=False,
         echo=echo,
+        # Errors carry the SQL but not the values: a traceback in the logs must never show an
+        # e-mail address or a beneficiary's reference.
+        hide_parameters=True,
     )
 
 

@@ -32,7 +32,10 @@ class Forbidden(DomainError):
     message = "Vous n'avez pas le droit de faire cette action."
 
 
-class InvalidInput(DomainError):
+class InvalidInput(DomainError, ValueError):
+    # Also a ValueError so that validators raising it inside a pydantic model become a
+    # ValidationError (every bad field reported at once, the domain error kept in `ctx`)
+    # instead of escaping half-way through parsing the request.
     code = "validation_error"
     message = "Les données envoyées sont invalides."
 

@@ -98,12 +98,12 @@ async def get_organisation(
 async def update_bank_details(
     organisation_id: int, data: BankDetailsUpdate, principal: CurrentUser, session: SessionDep
 ) -> OrganisationRead:
-    own = principal.organisation_id == organisation_id and principal.role in (
-        Role.site_mediator,
-        Role.financer,
-    )
-    if not own and principal.role != Role.operator_admin:
-        raise Forbidden()
+    if principal.role != Role.operator_admin:
+        # Another organisation's record does not exist for this user (as on GET).
+        if principal.organisation_id != organisation_id:
+            raise accounts.NotFound("Organisation introuvable.", organisation_id=organisation_id)
+        if principal.role not in (Role.site_mediator, Role.financer):
+            raise Forbidden()
     org = await accounts.update_bank_details(session, organisation_id=organisation_id, data=data)
     return OrganisationRead.model_validate(org)
 
