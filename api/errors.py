@@ -166,6 +166,18 @@ def install(app: FastAPI) -> None:
             403: ("forbidden", "Accès refusé."),
             413: ("payload_too_large", "La requête est trop volumineuse."),
         }
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            # FastAPI could not read the body at all (bytes that are not UTF-8, a number of
+            # thousands of digits, nesting too deep, a broken multipart): bad input like any
+            # other malformed JSON.
+            readable = "n'est pas du JSON valide" if _is_json(request) else "est illisible"
+            field_message = f"Le corps de la requête {readable}."
+            return error_response(
+                "validation_error",
+                f"Données invalides — body : {field_message}",
+                {"fields": [{"field": "body", "message": field_message,
+                             "code": "validation_error"}]},
+            )
         code, message = mapping.get(exc.status_code, ("bad_request", "Requête invalide."))
         if isinstance(exc.detail, dict) and "code" in exc.detail:
             code, message = exc.detail["code"], exc.detail.get("message", message)
@@ -218,6 +230,11 @@ def install(app: FastAPI) -> None:
                 headers={"Retry-After": "1"},
             )
         return await _unexpected(request, exc)
+
+
+def _is_json(request: Request) -> bool:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return content_type == "application/json" or content_type.endswith("+json")
 
 
 def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
