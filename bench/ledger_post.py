@@ -1,17 +1,22 @@
 """Benchmark: two-posting entries through ledger.post() from concurrent connections, beside
 pgbench running the same INSERTs in plain SQL against the same tables in the same run.
 
-    .venv/bin/python bench/ledger_post.py [--n 20000] [--clients 16]
+    .venv/bin/python bench/ledger_post.py [--n 20000] [--clients 16] [--jobs CPUs] [--rounds 4]
 
 Runs against DATABASE_URL's server, or the embedded one (./.passnum), in a scratch database it
-creates, migrates and drops. Each entry is its own committed transaction in both runs; the
-triggers of migration 0002_ledger are present for both. Prints entries/s and the ratio.
+creates, migrates and drops. Each entry is its own committed transaction on both sides; the
+triggers of migration 0002_ledger are present for both. The two sides run in alternating
+rounds (pgbench first, then Python first…) so that both meet the same machine load; each
+rate is entries over the summed time of its rounds. The connections are driven by `--jobs`
+client threads on pgbench's side (-j) and as many client processes on Python's (the GIL rules
+out threads; the app likewise runs several workers). Prints entries/s and the ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import re
 import shutil
@@ -19,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import asyncpg
@@ -79,7 +85,7 @@ END;
 """
 
 
-def run_pgbench(url: str, n: int, clients: int, hot: int, first_site: int) -> float:
+def run_pgbench(url: str, n: int, clients: int, jobs: int, hot: int, first_site: int) -> float:
     pgbench = shutil.which("pgbench") or "/usr/bin/pgbench"
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "ledger_post.sql"
@@ -88,7 +94,7 @@ def run_pgbench(url: str, n: int, clients: int, hot: int, first_site: int) -> fl
             content_hash="0" * 64))
         out = subprocess.run(
             [pgbench, "-n", "-M", "prepared", "-c", str(clients),
-             "-j", str(min(clients, os.cpu_count() or 1)), "-t", str(n // clients),
+             "-j", str(jobs), "-t", str(n // clients),
              "-f", str(script), libpq_url(url)],
             capture_output=True, text=True, check=False)
     if out.returncode != 0:
@@ -102,40 +108,97 @@ def run_pgbench(url: str, n: int, clients: int, hot: int, first_site: int) -> fl
     return float(tps.group(1))
 
 
-async def run_python(url: str, n: int, clients: int, tag: str) -> tuple[float, float]:
-    """ledger.post() from `clients` connections; returns (entries/s, sealed entries/s)."""
-    engine = make_engine(url, pool_size=clients, max_overflow=0)
-    sessionmaker = make_sessionmaker(engine)
-    per = n // clients
+class PythonSide:
+    """ledger.post() from `clients` pooled connections, kept open (and warm) across rounds."""
 
-    async def worker(w: int) -> None:
-        for i in range(per):
-            async with sessionmaker() as s, s.begin():
+    def __init__(self, url: str, clients: int) -> None:
+        self.clients = clients
+        self.engine = make_engine(url, pool_size=clients, max_overflow=0)
+        self.sessionmaker = make_sessionmaker(self.engine)
+        self.posted = 0
+
+    async def _worker(self, tag: str, w: int, count: int) -> None:
+        for i in range(count):
+            async with self.sessionmaker() as s, s.begin():
                 await ledger.post(s, key=f"{tag}:{w}:{i}", kind="bench", postings=[
-                    (HOT, AMOUNT), (site((w * per + i) % SITES), -AMOUNT)])
+                    (HOT, AMOUNT), (site((w * count + i) % SITES), -AMOUNT)])
 
+    async def warm_up(self, tag: str) -> None:
+        # Opens every connection and fills its statement cache outside the timing.
+        await asyncio.gather(*(self._worker(f"{tag}:warm", w, 20) for w in range(self.clients)))
+
+    async def run(self, tag: str, n: int) -> float:
+        """Post n entries; return the seconds it took."""
+        per = n // self.clients
+        started = time.perf_counter()
+        await asyncio.gather(*(self._worker(tag, w, per) for w in range(self.clients)))
+        self.posted += per * self.clients
+        return time.perf_counter() - started
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def _python_process(pipe: Connection, url: str, clients: int, tag: str, loop: str) -> None:
+    """One client process (like one app worker): runs rounds on command, reports its times."""
+    loop_factory = None
+    if loop == "uvloop":
+        import uvloop  # installed with uvicorn[standard]
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        side = PythonSide(url, clients)
+        runner.run(side.warm_up(tag))
+        pipe.send("ready")
+        while (command := pipe.recv())[0] == "run":
+            started = time.monotonic()  # CLOCK_MONOTONIC: comparable across processes
+            runner.run(side.run(f"{tag}:{command[1]}", command[2]))
+            pipe.send((started, time.monotonic()))
+        runner.run(side.close())
+
+
+class PythonClients:
+    """`jobs` client processes sharing `clients` connections, as pgbench's -j threads do."""
+
+    def __init__(self, url: str, clients: int, jobs: int, loop: str) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.pipes: list[Connection] = []
+        self.processes = []
+        share = clients // jobs
+        for j in range(jobs):
+            parent, child = context.Pipe()
+            process = context.Process(target=_python_process,
+                                      args=(child, url, share, f"py{j}", loop), daemon=True)
+            process.start()
+            self.pipes.append(parent)
+            self.processes.append(process)
+        for pipe in self.pipes:
+            if pipe.recv() != "ready":
+                raise SystemExit("a client process failed to start")
+
+    def run(self, round_name: str, n: int) -> float:
+        """Post n entries over all processes; return the wall seconds, first start to last end."""
+        for pipe in self.pipes:
+            pipe.send(("run", round_name, n // len(self.pipes)))
+        times = [pipe.recv() for pipe in self.pipes]
+        return max(end for _s, end in times) - min(start for start, _e in times)
+
+    def close(self) -> None:
+        for pipe in self.pipes:
+            pipe.send(("stop",))
+        for process in self.processes:
+            process.join(timeout=60)
+
+
+async def seal_all(url: str) -> float:
+    """Seal everything; return entries sealed per second."""
+    engine = make_engine(url, pool_size=2)
     try:
-        # Open every connection (and warm its statement cache) outside the timing.
-        await asyncio.gather(*(worker_warmup(sessionmaker, tag, w) for w in range(clients)))
         started = time.perf_counter()
-        await asyncio.gather(*(worker(w) for w in range(clients)))
-        rate = per * clients / (time.perf_counter() - started)
-        started = time.perf_counter()
-        sealed = await seal_once(sessionmaker)
-        seal_rate = sealed / (time.perf_counter() - started)
-        async with sessionmaker() as s:
-            written = (await ledger.balances(s, [HOT]))[HOT]
-        assert written % AMOUNT == 0
-        return rate, seal_rate
+        sealed = await seal_once(make_sessionmaker(engine))
+        return sealed / (time.perf_counter() - started)
     finally:
         await engine.dispose()
-
-
-async def worker_warmup(sessionmaker, tag: str, w: int) -> None:  # type: ignore[no-untyped-def]
-    for i in range(20):
-        async with sessionmaker() as s, s.begin():
-            await ledger.post(s, key=f"{tag}:warm:{w}:{i}", kind="bench",
-                              postings=[(HOT, AMOUNT), (site(i % SITES), -AMOUNT)])
 
 
 async def count_entries(url: str) -> tuple[int, int]:
@@ -154,6 +217,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20_000, help="entries per run (default 20000)")
     parser.add_argument("--clients", type=int, default=16, help="connections (default 16)")
+    parser.add_argument("--jobs", type=int, default=min(16, os.cpu_count() or 1),
+                        help="client threads of pgbench (-j) and client processes of the "
+                             "Python side, sharing the connections (default: CPUs)")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="alternating pgbench/Python rounds sharing the n entries")
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
                         help="event loop of the Python side (uvicorn uses uvloop when present)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
@@ -166,21 +234,38 @@ def main() -> None:
     try:
         registry.upgrade(url)
         hot, first_site = asyncio.run(setup_accounts(url))
-        n = args.n - args.n % args.clients
-        # pgbench first, then Python: each meets the same tables, only slightly larger.
-        pg_rate = run_pgbench(url, n, args.clients, hot, first_site)
-        loop_factory = None
-        if args.loop == "uvloop":
-            import uvloop  # installed with uvicorn[standard]
-
-            loop_factory = uvloop.new_event_loop
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            py_rate, seal_rate = runner.run(run_python(url, n, args.clients, "py"))
+        rounds = max(1, args.rounds)
+        jobs = max(1, min(args.jobs, args.clients))
+        step = args.clients * jobs
+        chunk = max(step, args.n // rounds // step * step)
+        n = chunk * rounds
+        pg_seconds = py_seconds = 0.0
+        lines = []
+        python = PythonClients(url, args.clients, jobs, args.loop)
+        try:
+            # Alternate which side goes first: both meet the same load and table sizes.
+            for r in range(rounds):
+                for side in (("pg", "py") if r % 2 == 0 else ("py", "pg")):
+                    if side == "pg":
+                        seconds = chunk / run_pgbench(url, chunk, args.clients, jobs, hot,
+                                                      first_site)
+                        pg_seconds += seconds
+                    else:
+                        seconds = python.run(f"r{r}", chunk)
+                        py_seconds += seconds
+                    lines.append(f"round {r + 1} {side}: {chunk / seconds:.0f}/s")
+        finally:
+            python.close()
+        seal_rate = asyncio.run(seal_all(url))
         entries, unbalanced = asyncio.run(count_entries(url))
         assert unbalanced == 0, f"{unbalanced} unbalanced entries"
-        where = os.environ.get("DATABASE_URL") and "DATABASE_URL" or "embedded server"
-        print(f"ledger.post() benchmark — {n} two-posting entries, {args.clients} connections, "
-              f"one committed transaction per entry ({where}, {entries} entries in the end)")
+        pg_rate, py_rate = n / pg_seconds, n / py_seconds
+        where = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded server"
+        print(f"ledger.post() benchmark — {n} two-posting entries per side, {args.clients} "
+              f"connections driven by {jobs} client thread(s)/process(es) per side, one "
+              f"committed transaction per entry, {rounds} alternating rounds ({where}, "
+              f"{entries} entries in the end, {os.cpu_count()} CPUs)")
+        print("  " + "; ".join(lines))
         print(f"  pgbench, same INSERTs in SQL : {pg_rate:9.0f} entries/s   (baseline)")
         print(f"  ledger.post() ({args.loop:7})      : {py_rate:9.0f} entries/s")
         print(f"  ratio                        : {100 * py_rate / pg_rate:9.0f} % of pgbench")
