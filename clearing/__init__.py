@@ -1,0 +1,45 @@
+"""Money settlement: batches, pollueur-payeur allocation, statements, expiry and credit notes,
+payments (Stripe collection from financers, SEPA credit transfers to sites) and the audit.
+
+Modules: `batches` (closing a batch), `statements` (reading them), `export` (CSV, PDF),
+`payments` (Stripe, webhooks, bank transfers, SEPA files), `expiry` (expired cheques, credit
+notes), `journal` (the ledger entries clearing writes), `audit`; the pure parts are
+`allocation`, `sepa` and `stripe_gateway`.
+
+How the money moves through the journal
+=======================================
+
+The journal keeps pass_'s convention: an entry "A → B" of v cents posts −v on A and +v on B,
+so the scheme's funds and what is owed to sites or earned by the operator carry positive
+balances, while what others owe us (commitments not yet called, receivables) and the cash
+we hold (`bank`) carry negative ones. Every entry sums to zero.
+
+=====================  ==============================================  =====================
+key                    postings                                        written by
+=====================  ==============================================  =====================
+commit:<p>:<f>         financer:<f>:commitment −C, programme:<p>:available +C   pass_ (programme)
+activate:<booklet>     programme:<p>:available −v, programme:<p>:outstanding +v pass_ (issuance)
+redeem:<r>             programme:<p>:outstanding −v, site:<s>:payable +v        pass_ (redemption)
+batch:<b>:site:<s>     site:<s>:payable −gross, site:<s>:payout +net,           clearing
+                       operator:fees +commission
+batch:<b>:financer:<f> financer:<f>:commitment +allocated,                      clearing
+                       financer:<f>:receivable −(allocated + fee),
+                       operator:fees +fee
+paid:<statement>       financer:  financer:<f>:receivable +x, bank −x           clearing
+                       site:      site:<s>:payout −x, bank +x                   clearing
+expire:<p>:<day>       programme:<p>:outstanding −v, programme:<p>:available +v clearing
+credit:<p>:<f>         programme:<p>:available −u, financer:<f>:commitment +u   clearing
+=====================  ==============================================  =====================
+
+What this guarantees, and what the audit re-checks:
+
+- per closed batch, Σ site gross (−Σ of the `site:*:payable` postings of its `batch:` entries)
+  = Σ values of its redemptions = Σ financer allocations (Σ of the `financer:*:commitment`
+  postings), because the same redemptions feed both sides;
+- a site's `payable` balance is the value of its live redemptions not yet in a batch, its
+  `payout` balance what it has been cleared and not yet paid;
+- a financer's `commitment` balance is −(commitment − allocated − credited): its remaining
+  commitment; when a programme ends, the credit note brings it (and the programme's
+  `available`) to zero;
+- `operator:fees` = Σ site commissions + Σ financer fees; `bank` = −(cash received − cash paid).
+"""

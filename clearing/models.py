@@ -2,7 +2,7 @@
 Stripe payments and the webhook events received.
 
 Vocabularies are text with CHECK constraints, as in pass_/models.py. `allocation` is the one
-large table (a few rows per redemption): it has no foreign keys, so a batch of a million
+large table (a row per cleared redemption): it has no foreign keys, so a batch of a million
 redemptions is written with COPY without a trigger per row; the audit checks it instead.
 """
 
@@ -65,17 +65,31 @@ class Batch(SQLModel, table=True):
     )
 
 
-class Allocation(SQLModel, table=True):
-    """One financer's part of one redemption (DESIGN.md §6); the parts of a redemption sum to
-    its value. Written once, by COPY, when the batch closes."""
+class AllocationPattern(SQLModel, table=True):
+    """One way a batch charged a redemption: the financers' parts of a given value, family and
+    programme under given remaining commitments (DESIGN.md §6). A batch has a few hundred."""
 
-    __tablename__ = "allocation"
+    __tablename__ = "allocation_pattern"
     __table_args__ = (sa.CheckConstraint("amount_cents > 0", name="amount_positive"),)
 
     batch_id: int = Field(sa_column=sa.Column(sa.BigInteger, primary_key=True))
-    redemption_id: int = Field(sa_column=sa.Column(sa.BigInteger, primary_key=True))
+    pattern: int = Field(sa_column=sa.Column(sa.Integer, primary_key=True))
     financer_id: int = Field(sa_column=sa.Column(sa.BigInteger, primary_key=True))
+    programme_id: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
     amount_cents: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+
+
+class Allocation(SQLModel, table=True):
+    """How one redemption of a batch was charged: its pattern's parts, which sum to its value.
+
+    One narrow row per redemption (a pattern number, not the parts), written by COPY when the
+    batch closes: a million redemptions cost a million small rows, not three million."""
+
+    __tablename__ = "allocation"
+
+    redemption_id: int = Field(sa_column=sa.Column(sa.BigInteger, primary_key=True))
+    batch_id: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    pattern: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
 
 
 class Statement(SQLModel, table=True):

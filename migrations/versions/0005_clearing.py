@@ -38,15 +38,23 @@ def upgrade() -> None:
         sa.UniqueConstraint("cutoff", name=op.f("uq_batch_cutoff")),
     )
     op.create_table(
-        "allocation",
+        "allocation_pattern",
         sa.Column("batch_id", sa.BigInteger(), nullable=False),
-        sa.Column("redemption_id", sa.BigInteger(), nullable=False),
+        sa.Column("pattern", sa.Integer(), nullable=False),
         sa.Column("financer_id", sa.BigInteger(), nullable=False),
+        sa.Column("programme_id", sa.BigInteger(), nullable=False),
         sa.Column("amount_cents", sa.BigInteger(), nullable=False),
-        sa.CheckConstraint("amount_cents > 0", name=op.f("ck_allocation_amount_positive")),
+        sa.CheckConstraint("amount_cents > 0", name=op.f("ck_allocation_pattern_amount_positive")),
         sa.PrimaryKeyConstraint(
-            "batch_id", "redemption_id", "financer_id", name=op.f("pk_allocation")
+            "batch_id", "pattern", "financer_id", name=op.f("pk_allocation_pattern")
         ),
+    )
+    op.create_table(
+        "allocation",
+        sa.Column("redemption_id", sa.BigInteger(), nullable=False),
+        sa.Column("batch_id", sa.BigInteger(), nullable=False),
+        sa.Column("pattern", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("redemption_id", name=op.f("pk_allocation")),
     )
     op.create_table(
         "statement",
@@ -213,4 +221,5 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_statement_organisation_id"), table_name="statement")
     op.drop_table("statement")
     op.drop_table("allocation")
+    op.drop_table("allocation_pattern")
     op.drop_table("batch")

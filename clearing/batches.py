@@ -1,0 +1,478 @@
+"""Closing a clearing batch: claim the redemptions before a cutoff, allocate them to financers
+(DESIGN.md §6), write allocations, statements and ledger entries — once per cutoff.
+
+Speed (a national batch is a million redemptions): one UPDATE … RETURNING claims the batch's
+redemptions and hands them back in clearing order (`redeemed_at`, id); the allocation runs in a
+tight Python loop (the `Allocator` memoises the common cases); per-redemption allocations go to
+PostgreSQL by COPY on the session's own connection; statements, their lines and the ledger
+entries are a few multi-row statements. Nothing is read or written row by row.
+
+Concurrency: closes serialise on a transaction-level advisory lock, then look for a batch with
+the same cutoff (unique) and return it untouched if there is one. A reversal racing with the
+close is decided by the row lock on the redemption: the claim re-checks `reversed_at IS NULL`.
+"""
+
+from __future__ import annotations
+
+import array
+import hashlib
+import json
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from itertools import repeat
+from time import perf_counter
+from typing import Any
+
+import asyncpg
+import structlog
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clearing import journal
+from clearing.allocation import Allocation as AllocationResult
+from clearing.allocation import Allocator, FinancerShare
+from clearing.errors import CutoffInFuture
+from clearing.models import Batch
+from clearing.sepa import BankAccountInvalid, Party, check_account
+from kit.clock import PARIS, UTC
+from kit.errors import InvalidInput
+from kit.money import half_up_bp
+from ledger import service as ledger
+
+log = structlog.get_logger()
+
+# pg_advisory_xact_lock key of batch closing ("PN-BATCH" as a number).
+BATCH_LOCK_KEY = 0x504E_2D42_4154_4348
+
+_CLAIM = """
+WITH claimed AS (
+    UPDATE redemption SET batch_id = $1
+    WHERE batch_id IS NULL AND reversed_at IS NULL AND redeemed_at < $2
+    RETURNING id, programme_id, site_id, value_cents, demarche_family, redeemed_at
+)
+SELECT id, programme_id, site_id, value_cents, demarche_family
+FROM claimed ORDER BY redeemed_at, id
+"""
+
+_PROGRAMMES = """
+SELECT p.id, p.state_share_bp, p.financer_fee_bp, p.site_commission_bp,
+       f.organisation_id, f.role, f.weight, f.demarche_families, f.commitment_cents
+FROM programme p JOIN programme_financer f ON f.programme_id = p.id
+WHERE p.id = ANY($1::bigint[])
+ORDER BY p.id, f.position
+"""
+
+# What earlier batches allocated, per programme and financer: the financer statement lines.
+_ALLOCATED_BEFORE = """
+SELECT l.programme_id, s.organisation_id, sum(l.amount_cents)::bigint
+FROM statement_line l JOIN statement s ON s.id = l.statement_id
+WHERE s.kind = 'financer' AND l.programme_id = ANY($1::bigint[])
+GROUP BY l.programme_id, s.organisation_id
+"""
+
+_ORGANISATIONS = """
+SELECT id, name, commune_insee, iban, bic, stripe_customer_id, stripe_payment_method_id
+FROM organisation WHERE id = ANY($1::bigint[])
+"""
+
+_INSERT_STATEMENTS = """
+INSERT INTO statement (kind, organisation_id, batch_id, gross_cents, fee_cents, net_cents,
+                       cheque_count, status, payment_method, hold_code, hold_reason,
+                       content_hash)
+SELECT x.kind, x.organisation_id, $1, x.gross, x.fee, x.net, x.cheques, x.status, x.method,
+       x.hold_code, x.hold_reason, x.content_hash
+FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[],
+            $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])
+     AS x(kind, organisation_id, gross, fee, net, cheques, status, method, hold_code,
+          hold_reason, content_hash)
+RETURNING id, organisation_id
+"""
+
+_INSERT_LINES = """
+INSERT INTO statement_line (statement_id, programme_id, demarche_family, commune_insee,
+                            cheque_count, amount_cents)
+SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[],
+                     $6::bigint[])
+"""
+
+
+# ------------------------------------------------------------------------ pure helpers
+
+
+def cutoff_instant(value: datetime | date) -> datetime:
+    """A cutoff as an aware UTC instant: a date means 00:00 in Paris that day, a naive
+    datetime is read as Paris time (the scheme's clock)."""
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=PARIS)
+        return aware.astimezone(UTC)
+    if isinstance(value, date):
+        return datetime.combine(value, time(0, 0), tzinfo=PARIS).astimezone(UTC)
+    raise InvalidInput("La date d'arrêté est invalide.")
+
+
+def half_up_mixed(amounts_and_rates: Iterable[tuple[int, int]]) -> int:
+    """Σ amount × rate / 10000 over a statement's programmes, rounded half up once.
+
+    A statement may cover programmes with different rates; rounding the exact sum once (not
+    each programme) keeps "rounded half up per statement". `half_up_bp(n, 1)` is n / 10000
+    rounded half up."""
+    return half_up_bp(sum(amount * rate for amount, rate in amounts_and_rates), 1)
+
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+
+
+def site_lines_digest(redemption_ids: Iterable[int]) -> str:
+    """sha256 of a site statement's lines: its redemption ids in clearing order, as
+    little-endian signed 64-bit integers (the values are in the statement's totals)."""
+    data = array.array("q", redemption_ids)
+    if sys.byteorder == "big":
+        data.byteswap()
+    return hashlib.sha256(data.tobytes()).hexdigest()
+
+
+def financer_lines_digest(lines: Iterable[Sequence[Any]]) -> str:
+    """sha256 of stored lines (programme, family, commune, cheques, cents), in sorted order."""
+    rows = sorted(
+        [int(p), f or "", c or "", int(n), int(cents)] for p, f, c, n, cents in lines
+    )
+    return hashlib.sha256(_canonical(rows)).hexdigest()
+
+
+def statement_hash(*, kind: str, organisation_id: int, batch_id: int | None,
+                   programme_id: int | None, gross_cents: int, fee_cents: int, net_cents: int,
+                   cheque_count: int, lines_digest: str) -> str:
+    """The statement's fingerprint, printed on it and re-computed by the audit."""
+    return hashlib.sha256(_canonical({
+        "kind": kind, "organisation_id": organisation_id, "batch_id": batch_id,
+        "programme_id": programme_id, "gross_cents": gross_cents, "fee_cents": fee_cents,
+        "net_cents": net_cents, "cheque_count": cheque_count, "lines": lines_digest,
+    })).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ProgrammeTerms:
+    """What the allocation and the statements need of a programme."""
+
+    id: int
+    state_share_bp: int
+    financer_fee_bp: int
+    site_commission_bp: int
+    financers: tuple[FinancerShare, ...]
+    commitments: dict[int, int]
+
+
+async def raw_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under the session, in the session's transaction (for COPY)."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection  # type: ignore[return-value]
+
+
+async def load_terms(raw: asyncpg.Connection,
+                     programme_ids: Sequence[int]) -> dict[int, ProgrammeTerms]:
+    """Each programme's rates and financers in declared order (`position`)."""
+    grouped: dict[int, list[asyncpg.Record]] = defaultdict(list)
+    for row in await raw.fetch(_PROGRAMMES, list(programme_ids)):
+        grouped[row[0]].append(row)
+    terms = {}
+    for pid, rows in grouped.items():
+        first = rows[0]
+        terms[pid] = ProgrammeTerms(
+            id=pid, state_share_bp=first[1], financer_fee_bp=first[2],
+            site_commission_bp=first[3],
+            financers=tuple(FinancerShare(r[4], r[5], r[6], frozenset(r[7] or ()))
+                            for r in rows),
+            commitments={r[4]: r[8] for r in rows},
+        )
+    return terms
+
+
+def allocator_for(terms: ProgrammeTerms, allocated_before: dict[int, int]) -> Allocator:
+    """An allocator whose remaining commitments are commitment − allocated in earlier batches
+    (never below zero: an overrun of an earlier batch leaves nothing)."""
+    remaining = {fid: max(0, c - allocated_before.get(fid, 0))
+                 for fid, c in terms.commitments.items()}
+    return Allocator(state_share_bp=terms.state_share_bp, financers=terms.financers,
+                     remaining_cents=remaining)
+
+
+# ------------------------------------------------------------------------ the use case
+
+
+async def close_batch(session: AsyncSession, *, cutoff: datetime | date, now: datetime,
+                      closed_by: int | None = None) -> tuple[Batch, bool]:
+    """Close the batch of every live redemption before `cutoff` not yet in a batch.
+
+    Returns (batch, created). The same cutoff again returns the existing batch, created=False,
+    and changes nothing. Raises CutoffInFuture."""
+    instant = cutoff_instant(cutoff)
+    if instant > now:
+        raise CutoffInFuture(cutoff=instant.isoformat())
+    await session.execute(select(func.pg_advisory_xact_lock(BATCH_LOCK_KEY)))
+    existing = await session.scalar(select(Batch).where(Batch.cutoff == instant))
+    if existing is not None:
+        return existing, False
+    # An earlier cutoff than the last batch's is allowed: it can only find redemptions recorded
+    # late, and each redemption is still cleared exactly once.
+    last = await session.scalar(select(func.max(Batch.cutoff)).where(Batch.cutoff < instant))
+    batch = Batch(cutoff=instant, period_start=last, closed_at=now, closed_by=closed_by)
+    session.add(batch)
+    await session.flush()
+    assert batch.id is not None
+    count, gross = await _clear(session, batch.id, instant, now)
+    batch.redemption_count = count
+    batch.gross_cents = gross
+    await session.flush()
+    return batch, True
+
+
+async def _clear(session: AsyncSession, batch_id: int, cutoff: datetime,
+                 now: datetime) -> tuple[int, int]:
+    steps = _Steps()
+    raw = await raw_connection(session)
+    # The claim sorts a batch's rows; enough memory keeps a national batch's sort off disk.
+    await raw.execute("SET LOCAL work_mem = '256MB'")
+    rows = await raw.fetch(_CLAIM, batch_id, cutoff)
+    steps.done("claim")
+    if not rows:
+        return 0, 0
+    programme_ids = sorted({r[1] for r in rows})
+    terms = await load_terms(raw, programme_ids)
+    before: dict[int, dict[int, int]] = defaultdict(dict)
+    for pid, fid, cents in await raw.fetch(_ALLOCATED_BEFORE, programme_ids):
+        before[pid][fid] = cents
+    allocators = {pid: allocator_for(t, before[pid]) for pid, t in terms.items()}
+    steps.done("terms")
+
+    run = _allocate(rows, allocators)
+    steps.done("allocate")
+
+    await raw.copy_records_to_table(
+        "allocation_pattern", columns=["batch_id", "pattern", "financer_id", "programme_id",
+                                       "amount_cents"],
+        records=[(batch_id, p, fid, pid, cents)
+                 for p, (pid, _family, _value, result) in enumerate(run.patterns)
+                 for fid, cents in result.parts.items()])
+    await raw.copy_records_to_table(
+        "allocation", columns=["redemption_id", "batch_id", "pattern"],
+        records=zip(run.redemption_ids, repeat(batch_id), run.redemption_patterns,
+                    strict=False))
+    steps.done("copy")
+
+    organisations = {r[0]: r for r in await raw.fetch(_ORGANISATIONS, run.site_ids)}
+    communes = [organisations[sid][2] for sid in run.site_ids]
+    sites = _site_figures(run)
+    financers = _financer_figures(run, communes)
+    organisations.update(
+        {r[0]: r for r in await raw.fetch(_ORGANISATIONS, sorted(financers))})
+    statements = [_site_statement(batch_id, sid, *sites[i], organisations[sid], terms)
+                  for i, sid in enumerate(run.site_ids)]
+    statements += [_financer_statement(batch_id, fid, lines, organisations[fid], terms)
+                   for fid, lines in sorted(financers.items())]
+    steps.done("statements")
+
+    columns = list(zip(*[s.row() for s in statements], strict=True))
+    inserted = await raw.fetch(_INSERT_STATEMENTS, batch_id, *[list(c) for c in columns])
+    statement_id = {org: sid for sid, org in inserted}
+    await raw.copy_records_to_table(
+        "statement_line", columns=["statement_id", "programme_id", "demarche_family",
+                                   "commune_insee", "cheque_count", "amount_cents"],
+        records=[(statement_id[fid], *line) for fid, lines in sorted(financers.items())
+                 for line in lines])
+    steps.done("insert_statements")
+
+    await ledger.post_many(session, [s.entry(batch_id, statement_id[s.organisation_id], now)
+                                     for s in statements])
+    steps.done("ledger")
+    log.info("batch_closed", batch_id=batch_id, redemptions=len(rows), gross_cents=run.gross,
+             statements=len(statements), patterns=len(run.patterns), **steps.ms)
+    return len(rows), run.gross
+
+
+@dataclass(slots=True)
+class _Run:
+    """What the allocation loop leaves behind, in compact form.
+
+    `patterns[p]` = (programme, family, value, result); each redemption is one pattern
+    (`redemption_patterns`, aligned with `redemption_ids`); `groups[p * _SPAN + site index]`
+    counts the redemptions of a pattern at a site; `site_ids[i]` is that site and
+    `site_redemptions[i]` its redemption ids in clearing order."""
+
+    patterns: list[tuple[int, str | None, int, AllocationResult]]
+    redemption_ids: list[int]
+    redemption_patterns: array.array
+    groups: dict[int, int]
+    site_ids: list[int]
+    site_redemptions: list[array.array]
+    gross: int
+
+
+_SPAN = 1 << 32  # groups key: pattern × _SPAN + site index (a batch has far fewer sites)
+
+
+def _allocate(rows: Sequence[Sequence[Any]], allocators: dict[int, Allocator]) -> _Run:
+    """The hot loop: each redemption, in clearing order, through its programme's allocator.
+
+    Memoised allocator results are shared objects, so a result's identity names its pattern
+    (and with it the programme, family and value: each result belongs to one memo entry)."""
+    allocate = {pid: a.allocate for pid, a in allocators.items()}
+    pattern_of: dict[int, int] = {}
+    patterns: list[tuple[int, str | None, int, AllocationResult]] = []
+    redemption_patterns = array.array("l")
+    groups: dict[int, int] = defaultdict(int)
+    site_index: dict[int, int] = {}
+    site_redemptions: list[array.array] = []
+    add_pattern = redemption_patterns.append
+    gross = 0
+    for rid, pid, sid, value, family in rows:
+        result = allocate[pid](value, family)
+        p = pattern_of.get(id(result))
+        if p is None:
+            p = pattern_of[id(result)] = len(patterns)
+            patterns.append((pid, family, value, result))  # keeps it alive: ids stay unique
+        s = site_index.get(sid)
+        if s is None:
+            s = site_index[sid] = len(site_redemptions)
+            site_redemptions.append(array.array("q"))
+        groups[p * _SPAN + s] += 1
+        add_pattern(p)
+        site_redemptions[s].append(rid)
+        gross += value
+    return _Run(patterns=patterns, redemption_ids=[r[0] for r in rows],
+                redemption_patterns=redemption_patterns, groups=groups,
+                site_ids=list(site_index), site_redemptions=site_redemptions, gross=gross)
+
+
+def _site_figures(run: _Run) -> list[tuple[dict[int, int], int, array.array]]:
+    """Per site index: (gross by programme, cheques, redemption ids in clearing order)."""
+    by_programme: list[dict[int, int]] = [defaultdict(int) for _ in run.site_ids]
+    counts = [0] * len(run.site_ids)
+    for key, n in run.groups.items():
+        p, s = divmod(key, _SPAN)
+        pid, _family, value, _result = run.patterns[p]
+        by_programme[s][pid] += n * value
+        counts[s] += n
+    return [(by_programme[s], counts[s], run.site_redemptions[s])
+            for s in range(len(run.site_ids))]
+
+
+Line = tuple[int, str | None, str | None, int, int]  # programme, family, commune, cheques, cents
+
+
+def _financer_figures(run: _Run, communes: Sequence[str]) -> dict[int, list[Line]]:
+    """Per financer: its lines (programme, family, site commune, cheques, cents), sorted."""
+    by_commune: dict[tuple[int, str], int] = defaultdict(int)
+    for key, n in run.groups.items():
+        p, s = divmod(key, _SPAN)
+        by_commune[(p, communes[s])] += n
+    lines: dict[tuple[int, int, str | None, str], list[int]] = defaultdict(lambda: [0, 0])
+    for (p, commune), n in by_commune.items():
+        pid, family, _value, result = run.patterns[p]
+        for fid, cents in result.parts.items():
+            line = lines[(fid, pid, family, commune)]
+            line[0] += n
+            line[1] += n * cents
+    out: dict[int, list[Line]] = defaultdict(list)
+    for (fid, pid, family, commune), (n, cents) in lines.items():
+        out[fid].append((pid, family, commune, n, cents))
+    for fid_lines in out.values():
+        fid_lines.sort(key=lambda line: (line[0], line[1] or "", line[2] or ""))
+    return out
+
+
+class _Steps:
+    """Milliseconds spent in each step of a close, for the log line."""
+
+    def __init__(self) -> None:
+        self.ms: dict[str, int] = {}
+        self._last = perf_counter()
+
+    def done(self, step: str) -> None:
+        now = perf_counter()
+        self.ms[f"{step}_ms"] = round((now - self._last) * 1000)
+        self._last = now
+
+
+@dataclass(slots=True)
+class _NewStatement:
+    kind: str
+    organisation_id: int
+    gross: int
+    fee: int
+    net: int
+    cheques: int
+    status: str
+    method: str
+    hold_code: str | None
+    hold_reason: str | None
+    content_hash: str
+
+    def row(self) -> tuple[Any, ...]:
+        return (self.kind, self.organisation_id, self.gross, self.fee, self.net, self.cheques,
+                self.status, self.method, self.hold_code, self.hold_reason, self.content_hash)
+
+    def entry(self, batch_id: int, statement_id: int, now: datetime) -> ledger.NewEntry:
+        memo = {"batch_id": batch_id, "statement_id": statement_id}
+        if self.kind == "site":
+            return ledger.NewEntry(
+                key=journal.batch_site_key(batch_id, self.organisation_id),
+                kind=journal.BATCH_SITE_KIND, memo=memo, at=now,
+                postings=journal.batch_site(self.organisation_id, gross_cents=self.gross,
+                                            commission_cents=self.fee))
+        return ledger.NewEntry(
+            key=journal.batch_financer_key(batch_id, self.organisation_id),
+            kind=journal.BATCH_FINANCER_KIND, memo=memo, at=now,
+            postings=journal.batch_financer(self.organisation_id, allocated_cents=self.gross,
+                                            fee_cents=self.fee))
+
+
+def site_hold(row: Sequence[Any]) -> tuple[str | None, str | None]:
+    """(code, French reason) when a site's transfer must be held, else (None, None)."""
+    try:
+        check_account(Party(row[1], row[3], row[4]))
+    except BankAccountInvalid as held:
+        return held.code, held.message
+    return None, None
+
+
+def _site_statement(batch_id: int, site_id: int, by_programme: dict[int, int], cheques: int,
+                    redemption_ids: array.array, organisation: Sequence[Any],
+                    terms: dict[int, ProgrammeTerms]) -> _NewStatement:
+    gross = sum(by_programme.values())
+    fee = half_up_mixed((cents, terms[pid].site_commission_bp)
+                        for pid, cents in by_programme.items())
+    hold_code, hold_reason = site_hold(organisation)
+    return _NewStatement(
+        kind="site", organisation_id=site_id, gross=gross, fee=fee, net=gross - fee,
+        cheques=cheques, status="held" if hold_code else "open", method="sepa_transfer",
+        hold_code=hold_code, hold_reason=hold_reason,
+        content_hash=statement_hash(
+            kind="site", organisation_id=site_id, batch_id=batch_id, programme_id=None,
+            gross_cents=gross, fee_cents=fee, net_cents=gross - fee, cheque_count=cheques,
+            lines_digest=site_lines_digest(redemption_ids)))
+
+
+def _financer_statement(batch_id: int, financer_id: int, lines: Sequence[Line],
+                        organisation: Sequence[Any],
+                        terms: dict[int, ProgrammeTerms]) -> _NewStatement:
+    by_programme: dict[int, int] = defaultdict(int)
+    for pid, _family, _commune, _n, cents in lines:
+        by_programme[pid] += cents
+    gross = sum(by_programme.values())
+    fee = half_up_mixed((cents, terms[pid].financer_fee_bp)
+                        for pid, cents in by_programme.items())
+    # Collected by Stripe when the financer has a customer and a SEPA mandate; else by transfer.
+    method = "stripe" if organisation[5] and organisation[6] else "transfer"
+    cheques = sum(line[3] for line in lines)
+    return _NewStatement(
+        kind="financer", organisation_id=financer_id, gross=gross, fee=fee, net=gross + fee,
+        cheques=cheques, status="open", method=method, hold_code=None, hold_reason=None,
+        content_hash=statement_hash(
+            kind="financer", organisation_id=financer_id, batch_id=batch_id, programme_id=None,
+            gross_cents=gross, fee_cents=fee, net_cents=gross + fee, cheque_count=cheques,
+            lines_digest=financer_lines_digest(lines)))

@@ -1,0 +1,58 @@
+"""Clearing's domain errors, each with a stable code and a French message."""
+
+from __future__ import annotations
+
+from kit.errors import Conflict, DomainError, InvalidInput, NotFound
+
+
+class CutoffInFuture(InvalidInput):
+    code = "cutoff_in_future"
+    message = "La date d'arrêté ne peut pas être dans le futur."
+
+
+class BatchNotFound(NotFound):
+    code = "not_found"
+    message = "Lot de compensation introuvable."
+
+
+class StatementNotFound(NotFound):
+    code = "not_found"
+    message = "Relevé introuvable."
+
+
+class StatementNotPayable(Conflict):
+    code = "statement_not_payable"
+    message = "Ce relevé ne donne lieu à aucun paiement."
+
+
+class PaymentAlreadyRecorded(Conflict):
+    code = "payment_already_recorded"
+    message = "Le paiement de ce relevé est déjà enregistré."
+
+
+class PaymentInProgress(Conflict):
+    code = "payment_in_progress"
+    message = ("Un prélèvement est en cours pour ce relevé : attendez son résultat avant "
+               "d'enregistrer un virement.")
+
+
+class TransferAmountMismatch(InvalidInput):
+    code = "transfer_amount_mismatch"
+    message = "Le montant du virement ne correspond pas au montant net du relevé."
+
+
+class ProgrammeNotEnded(Conflict):
+    code = "programme_not_ended"
+    message = ("Le programme n'est pas terminé : sa date limite d'encaissement n'est pas "
+               "passée.")
+
+
+class ProgrammeNotCleared(Conflict):
+    code = "programme_not_cleared"
+    message = ("Des encaissements de ce programme ne sont pas encore compensés, ou des chèques "
+               "sont encore actifs : arrêtez un lot et lancez l'expiration d'abord.")
+
+
+class PaymentsNotConfigured(DomainError):
+    code = "payments_not_configured"
+    message = "Les prélèvements ne sont pas configurés (clé Stripe absente)."
