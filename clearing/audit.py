@@ -1,17 +1,44 @@
 """The audit of DESIGN.md §8: everything recomputed from the journal, each difference listed.
 
-`run_audit` gathers the ledger's own checks (balance of every entry, hash chain) and the checks
-of the domains above it (cheques, statements), so `passnum audit` and `GET /api/v1/audit` see one
-report.
+`run_audit` gathers the ledger's own checks (balance of every entry, hash chain), issuance's
+(cheque statuses against each programme's `outstanding` balance) and clearing's, so
+`passnum audit` and `GET /api/v1/audit` see one report. Clearing's checks trust neither the
+statements nor the stored allocations: they replay the allocation rule (DESIGN.md §6) over
+every batch's redemptions, in batch order and clearing order, and rebuild every statement from
+the redemptions, then compare with what is stored and with the journal:
+
+- per closed batch: Σ site gross = Σ redemptions = Σ financer allocations, and the batch row;
+- per redemption: its stored allocation = the replayed one (parts summing to its value);
+- per statement: totals, commission or fee, net, lines and fingerprint as recomputed, and its
+  ledger entry (`batch:<b>:site:<s>`, `batch:<b>:financer:<f>`, `credit:<p>:<f>`);
+- per payment: a paid statement has its `paid:<statement>` entry for the amount, and only it;
+- per account: a site's `payable` = its live redemptions not yet cleared, its `payout` = its
+  cleared statements not yet paid; a financer's `receivable` = −its statements not yet paid.
 """
 
 from __future__ import annotations
 
+import array
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.audit import audit_ledger
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from clearing import journal
+from clearing.batches import (
+    allocator_for,
+    financer_lines_digest,
+    half_up_mixed,
+    load_terms,
+    raw_connection,
+    site_lines_digest,
+    statement_hash,
+)
+from ledger.audit import Difference, audit_ledger
+from pass_.issuance import audit_issuance
 
 
 @dataclass
@@ -23,8 +50,389 @@ class AuditResult:
 
 async def run_audit(session: AsyncSession) -> AuditResult:
     differences = list(await audit_ledger(session))
+    differences += await audit_issuance(session)
+    differences += await audit_clearing(session)
     ok = not differences
     summary = (
-        "journal équilibré, chaîne de hachage intègre" if ok else f"{len(differences)} écart(s)"
+        "journal équilibré, chaîne de hachage intègre, relevés conformes"
+        if ok else f"{len(differences)} écart(s)"
     )
     return AuditResult(ok=ok, differences=differences, summary=summary)
+
+
+# ------------------------------------------------------------------------------ clearing
+
+MAX_IDS = 20  # redemption ids quoted in one difference
+
+
+@dataclass(slots=True)
+class _Recomputed:
+    """A statement as the audit rebuilds it."""
+
+    kind: str
+    organisation_id: int
+    batch_id: int | None
+    programme_id: int | None
+    gross: int
+    fee: int
+    net: int
+    cheques: int
+    lines_digest: str
+
+    def fingerprint(self) -> str:
+        return statement_hash(
+            kind=self.kind, organisation_id=self.organisation_id, batch_id=self.batch_id,
+            programme_id=self.programme_id, gross_cents=self.gross, fee_cents=self.fee,
+            net_cents=self.net, cheque_count=self.cheques, lines_digest=self.lines_digest)
+
+    def postings(self) -> list[tuple[str, int]]:
+        if self.kind == "site":
+            return journal.batch_site(self.organisation_id, gross_cents=self.gross,
+                                      commission_cents=self.fee)
+        if self.kind == "financer":
+            return journal.batch_financer(self.organisation_id, allocated_cents=self.gross,
+                                          fee_cents=self.fee)
+        return journal.credit(self.programme_id or 0, self.organisation_id, self.gross)
+
+    def key(self) -> str:
+        if self.kind == "site":
+            return journal.batch_site_key(self.batch_id or 0, self.organisation_id)
+        if self.kind == "financer":
+            return journal.batch_financer_key(self.batch_id or 0, self.organisation_id)
+        return journal.credit_key(self.programme_id or 0, self.organisation_id)
+
+
+async def audit_clearing(session: AsyncSession) -> list[Difference]:
+    """Clearing's checks (see the module docstring); an empty list means all agrees."""
+    found: list[Difference] = []
+    recomputed, allocated = await _replay_batches(session, found)
+    recomputed += await _recompute_credit_notes(session, allocated)
+    stored = {(r["kind"], r["batch_id"], r["programme_id"], r["organisation_id"]): r
+              for r in await _stored_statements(session)}
+    entries = await _entries(session, ("batch:", "credit:", "paid:"))
+    for statement in recomputed:
+        where = (statement.kind, statement.batch_id, statement.programme_id,
+                 statement.organisation_id)
+        row = stored.pop(where, None)
+        if row is None:
+            found.append(Difference(
+                "statement_missing",
+                f"Aucun relevé {_kind(statement.kind)} pour l'organisation "
+                f"{statement.organisation_id}{_of(statement)} alors que le recalcul en donne un "
+                f"de {statement.gross} centimes.",
+                details={"organisation_id": statement.organisation_id,
+                         "batch_id": statement.batch_id, "programme_id": statement.programme_id,
+                         "recomputed_gross_cents": statement.gross}))
+            continue
+        found += _compare_statement(row, statement)
+        found += _compare_entry(entries.pop(statement.key(), None), statement.key(),
+                                statement.postings(), row["id"])
+    for row in stored.values():
+        found.append(Difference(
+            "statement_unexpected",
+            f"Le relevé {row['id']} ne correspond à aucun encaissement ni engagement recalculé.",
+            details={"statement_id": row["id"], "gross_cents": row["gross_cents"]}))
+    found += await _check_payments(session, entries)
+    for key in sorted(k for k in entries if not k.startswith("paid:")):
+        found.append(Difference(
+            "entry_without_statement",
+            f"L'écriture {key} ne correspond à aucun relevé recalculé.", details={"key": key}))
+    found += await _check_balances(session)
+    return found
+
+
+def _kind(kind: str) -> str:
+    return {"site": "de lieu", "financer": "de financeur", "credit_note": "d'avoir"}[kind]
+
+
+def _of(statement: _Recomputed) -> str:
+    if statement.batch_id is not None:
+        return f" dans le lot {statement.batch_id}"
+    return f" pour le programme {statement.programme_id}"
+
+
+_BATCHES = text("SELECT id, cutoff, redemption_count, gross_cents FROM batch ORDER BY id")
+
+_BATCH_REDEMPTIONS = """
+SELECT r.id, r.programme_id, r.site_id, r.value_cents, r.demarche_family, a.pattern
+FROM redemption r LEFT JOIN allocation a ON a.redemption_id = r.id AND a.batch_id = r.batch_id
+WHERE r.batch_id = $1
+ORDER BY r.redeemed_at, r.id
+"""
+
+_PATTERNS = """
+SELECT pattern, financer_id, amount_cents FROM allocation_pattern WHERE batch_id = $1
+"""
+
+_ORPHAN_ALLOCATIONS = """
+SELECT a.batch_id, count(*), (array_agg(a.redemption_id ORDER BY a.redemption_id))[1:20]
+FROM allocation a LEFT JOIN redemption r ON r.id = a.redemption_id AND r.batch_id = a.batch_id
+WHERE r.id IS NULL GROUP BY a.batch_id ORDER BY a.batch_id
+"""
+
+_STATEMENT_SUMS = """
+SELECT batch_id, kind, CAST(sum(gross_cents) AS bigint) FROM statement
+WHERE batch_id IS NOT NULL GROUP BY batch_id, kind
+"""
+
+
+async def _replay_batches(
+        session: AsyncSession, found: list[Difference],
+) -> tuple[list[_Recomputed], dict[int, dict[int, int]]]:
+    """Replay the allocation of every batch in order; check allocations and batch totals;
+    return every site and financer statement as recomputed, and what the replay allocated
+    per programme and financer."""
+    raw = await raw_connection(session)
+    batches = (await session.execute(_BATCHES)).all()
+    sums: dict[tuple[int, str], int] = {
+        (b, k): s for b, k, s in await raw.fetch(_STATEMENT_SUMS)}
+    allocated: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    terms_cache: dict[int, Any] = {}
+    communes = {r[0]: r[1] for r in await raw.fetch(
+        "SELECT id, commune_insee FROM organisation WHERE kind = 'site'")}
+    out: list[_Recomputed] = []
+    for batch_id, _cutoff, stored_count, stored_gross in batches:
+        rows = await raw.fetch(_BATCH_REDEMPTIONS, batch_id)
+        parts_of: dict[int, dict[int, int]] = defaultdict(dict)
+        for pattern, fid, cents in await raw.fetch(_PATTERNS, batch_id):
+            parts_of[pattern][fid] = cents
+        missing = [pid for pid in {r[1] for r in rows} if pid not in terms_cache]
+        terms_cache.update(await load_terms(raw, sorted(missing)) if missing else {})
+        allocators = {pid: allocator_for(terms_cache[pid], allocated[pid])
+                      for pid in {r[1] for r in rows}}
+        site_programme: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+        site_ids: dict[int, array.array] = defaultdict(lambda: array.array("q"))
+        lines: dict[int, dict[tuple[int, str | None, str | None], list[int]]] = defaultdict(
+            lambda: defaultdict(lambda: [0, 0]))
+        mismatched: list[int] = []
+        redeemed = 0
+        for rid, pid, sid, value, family, pattern in rows:
+            parts = allocators[pid].allocate(value, family).parts
+            if pattern is None or parts_of.get(pattern) != dict(parts):
+                mismatched.append(rid)
+            redeemed += value
+            site_programme[sid][pid] += value
+            site_ids[sid].append(rid)
+            for fid, cents in parts.items():
+                line = lines[fid][(pid, family, communes.get(sid))]
+                line[0] += 1
+                line[1] += cents
+                allocated[pid][fid] += cents
+        stored_allocated = sum(cents for pattern in [r[5] for r in rows] if pattern is not None
+                               for cents in parts_of.get(pattern, {}).values())
+        if mismatched:
+            found.append(Difference(
+                "allocation_mismatch",
+                f"Lot {batch_id} : la répartition enregistrée de {len(mismatched)} "
+                "encaissement(s) diffère de la règle pollueur-payeur rejouée.",
+                details={"batch_id": batch_id, "count": len(mismatched),
+                         "redemption_ids": mismatched[:MAX_IDS]}))
+        figures = {"redemptions": redeemed, "allocations": stored_allocated,
+                   "sites": sums.get((batch_id, "site"), 0),
+                   "financers": sums.get((batch_id, "financer"), 0),
+                   "batch": stored_gross}
+        if len(set(figures.values())) != 1 or stored_count != len(rows):
+            found.append(Difference(
+                "batch_totals",
+                f"Lot {batch_id} : les totaux ne concordent pas (encaissements {redeemed}, "
+                f"répartitions {stored_allocated}, lieux {figures['sites']}, financeurs "
+                f"{figures['financers']}, lot {stored_gross} centimes ; {len(rows)} "
+                f"encaissements pour {stored_count} annoncés).",
+                details={"batch_id": batch_id, **figures, "count": len(rows),
+                         "stored_count": stored_count}))
+        for sid, by_programme in site_programme.items():
+            gross = sum(by_programme.values())
+            fee = half_up_mixed((c, terms_cache[p].site_commission_bp)
+                                for p, c in by_programme.items())
+            out.append(_Recomputed("site", sid, batch_id, None, gross, fee, gross - fee,
+                                   len(site_ids[sid]), site_lines_digest(site_ids[sid])))
+        for fid, by_line in lines.items():
+            flat = [(p, f, c, n, cents) for (p, f, c), (n, cents) in by_line.items()]
+            by_programme_f: dict[int, int] = defaultdict(int)
+            for p, _f, _c, _n, cents in flat:
+                by_programme_f[p] += cents
+            gross = sum(by_programme_f.values())
+            fee = half_up_mixed((c, terms_cache[p].financer_fee_bp)
+                                for p, c in by_programme_f.items())
+            out.append(_Recomputed("financer", fid, batch_id, None, gross, fee, gross + fee,
+                                   sum(n for *_, n, _c in flat), financer_lines_digest(flat)))
+    for batch_id, count, ids in await raw.fetch(_ORPHAN_ALLOCATIONS):
+        found.append(Difference(
+            "allocation_orphan",
+            f"Lot {batch_id} : {count} répartition(s) visent un encaissement absent du lot.",
+            details={"batch_id": batch_id, "count": count, "redemption_ids": list(ids)}))
+    return out, {p: dict(f) for p, f in allocated.items()}
+
+
+_CLOSED_PROGRAMMES = text("""
+SELECT f.programme_id, f.organisation_id, f.commitment_cents
+FROM programme p JOIN programme_financer f ON f.programme_id = p.id
+WHERE p.closed_at IS NOT NULL ORDER BY f.programme_id, f.position
+""")
+
+
+async def _recompute_credit_notes(session: AsyncSession,
+                                  allocated: dict[int, dict[int, int]]) -> list[_Recomputed]:
+    out = []
+    for pid, fid, commitment in (await session.execute(_CLOSED_PROGRAMMES)).all():
+        unused = commitment - allocated.get(pid, {}).get(fid, 0)
+        if unused > 0:
+            out.append(_Recomputed("credit_note", fid, None, pid, unused, 0, unused, 0,
+                                   financer_lines_digest([(pid, None, None, 0, unused)])))
+    return out
+
+
+async def _stored_statements(session: AsyncSession) -> list[dict[str, Any]]:
+    rows = (await session.execute(text("""
+        SELECT id, kind, batch_id, programme_id, organisation_id, gross_cents, fee_cents,
+               net_cents, cheque_count, status, paid_cents, content_hash
+        FROM statement ORDER BY id"""))).all()
+    lines: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
+    for sid, *line in (await session.execute(text("""
+            SELECT statement_id, programme_id, demarche_family, commune_insee, cheque_count,
+                   amount_cents FROM statement_line"""))).all():
+        lines[sid].append(tuple(line))
+    out = []
+    for row in rows:
+        record = dict(row._mapping)
+        record["lines"] = lines.get(record["id"], [])
+        out.append(record)
+    return out
+
+
+_COMPARED = (("gross_cents", "gross", "montant brut"), ("fee_cents", "fee",
+             "commission ou frais"), ("net_cents", "net", "montant net"),
+             ("cheque_count", "cheques", "nombre de chèques"))
+
+
+def _compare_statement(row: dict[str, Any], recomputed: _Recomputed) -> list[Difference]:
+    found = []
+    fields = {label: {"stored": row[column], "recomputed": getattr(recomputed, attr)}
+              for column, attr, label in _COMPARED
+              if row[column] != getattr(recomputed, attr)}
+    if recomputed.kind != "site":
+        stored_lines = [(p, f, c, n, cents) for p, f, c, n, cents in row["lines"]]
+        if financer_lines_digest(stored_lines) != recomputed.lines_digest:
+            fields["lignes"] = {"stored": len(stored_lines), "recomputed": None}
+    if fields:
+        found.append(Difference(
+            "statement_mismatch",
+            f"Le relevé {row['id']} ({_kind(row['kind'])}) diffère du recalcul : "
+            + ", ".join(f"{label} {v['stored']} au lieu de {v['recomputed']}"
+                        for label, v in fields.items()) + ".",
+            details={"statement_id": row["id"], "fields": fields}))
+    # The fingerprint printed on the statement must still match the stored row: a row edited
+    # after it was issued no longer does (even if the edit was made to look consistent).
+    stored_digest = (recomputed.lines_digest if recomputed.kind == "site" else
+                     financer_lines_digest(row["lines"]))
+    as_stored = statement_hash(
+        kind=row["kind"], organisation_id=row["organisation_id"], batch_id=row["batch_id"],
+        programme_id=row["programme_id"], gross_cents=row["gross_cents"],
+        fee_cents=row["fee_cents"], net_cents=row["net_cents"],
+        cheque_count=row["cheque_count"], lines_digest=stored_digest)
+    if row["content_hash"] != as_stored:
+        found.append(Difference(
+            "statement_hash_mismatch",
+            f"Le relevé {row['id']} a été modifié après son émission : son empreinte ne "
+            "correspond plus à son contenu.",
+            details={"statement_id": row["id"], "stored": row["content_hash"],
+                     "recomputed": as_stored}))
+    return found
+
+
+def _compare_entry(entry: list[tuple[str, int]] | None, key: str,
+                   expected: Iterable[tuple[str, int]], statement_id: int) -> list[Difference]:
+    if entry is None:
+        return [Difference("statement_entry_missing",
+                           f"L'écriture {key} du relevé {statement_id} est absente du journal.",
+                           details={"statement_id": statement_id, "key": key})]
+    if sorted(entry) != sorted(expected):
+        return [Difference(
+            "statement_entry_mismatch",
+            f"L'écriture {key} ne correspond pas au relevé {statement_id} recalculé.",
+            details={"statement_id": statement_id, "key": key,
+                     "journal": sorted(entry), "recomputed": sorted(expected)})]
+    return []
+
+
+async def _entries(session: AsyncSession,
+                   prefixes: Iterable[str]) -> dict[str, list[tuple[str, int]]]:
+    """Postings of the journal's entries whose key starts with one of `prefixes`."""
+    patterns = [p.replace("%", r"\%").replace("_", r"\_") + "%" for p in prefixes]
+    rows = (await session.execute(text("""
+        SELECT e.idempotency_key, a.code, p.amount_cents
+        FROM ledger_entry e JOIN ledger_posting p ON p.entry_id = e.id
+        JOIN ledger_account a ON a.id = p.account_id
+        WHERE e.idempotency_key LIKE ANY(CAST(:patterns AS text[]))"""),
+        {"patterns": patterns})).all()
+    out: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for key, code, amount in rows:
+        out[key].append((code, amount))
+    return out
+
+
+async def _check_payments(session: AsyncSession,
+                          entries: dict[str, list[tuple[str, int]]]) -> list[Difference]:
+    found = []
+    rows = (await session.execute(text("""
+        SELECT id, kind, organisation_id, status, paid_cents FROM statement
+        WHERE kind <> 'credit_note' ORDER BY id"""))).all()
+    for sid, kind, org, status, paid in rows:
+        key = journal.paid_key(sid)
+        entry = entries.pop(key, None)
+        if status != "paid":
+            if entry is not None:
+                found.append(Difference(
+                    "payment_without_paid_statement",
+                    f"Le journal enregistre le paiement du relevé {sid}, qui n'est pas marqué "
+                    "payé.", details={"statement_id": sid, "key": key}))
+            continue
+        expected = (journal.financer_paid(org, paid) if kind == "financer"
+                    else journal.site_paid(org, paid))
+        found += _compare_entry(entry, key, expected, sid)
+    for key in sorted(k for k in entries if k.startswith("paid:")):
+        found.append(Difference("entry_without_statement",
+                                f"L'écriture {key} ne correspond à aucun relevé.",
+                                details={"key": key}))
+        entries.pop(key)
+    return found
+
+
+_EXPECTED_BALANCES = text("""
+SELECT format('site:%s:payable', site_id), CAST(sum(value_cents) AS bigint) FROM redemption
+WHERE batch_id IS NULL AND reversed_at IS NULL GROUP BY site_id
+UNION ALL
+SELECT format('site:%s:payout', organisation_id), CAST(sum(net_cents) AS bigint)
+FROM statement
+WHERE kind = 'site' AND status <> 'paid' GROUP BY organisation_id
+UNION ALL
+SELECT format('financer:%s:receivable', organisation_id), -CAST(sum(net_cents) AS bigint)
+FROM statement WHERE kind = 'financer' AND status <> 'paid' GROUP BY organisation_id
+""")
+
+# (`\:` keeps SQLAlchemy from reading ":payable" as a bind parameter.)
+_ACTUAL_BALANCES = text(r"""
+SELECT a.code, CAST(coalesce(sum(p.amount_cents), 0) AS bigint)
+FROM ledger_account a LEFT JOIN ledger_posting p ON p.account_id = a.id
+WHERE a.code LIKE 'site\:%\:payable' OR a.code LIKE 'site\:%\:payout'
+   OR a.code LIKE 'financer\:%\:receivable'
+GROUP BY a.code
+""")
+
+_ACCOUNT_LABEL = {"payable": "encaissements à compenser", "payout": "montant à verser",
+                  "receivable": "montant à recevoir"}
+
+
+async def _check_balances(session: AsyncSession) -> list[Difference]:
+    expected = {code: cents for code, cents in (await session.execute(_EXPECTED_BALANCES)).all()}
+    actual = {code: cents for code, cents in (await session.execute(_ACTUAL_BALANCES)).all()}
+    found = []
+    for code in sorted(expected.keys() | actual.keys()):
+        want, have = expected.get(code, 0), actual.get(code, 0)
+        if want != have:
+            found.append(Difference(
+                "account_balance_mismatch",
+                f"Le compte {code} ({_ACCOUNT_LABEL[code.rsplit(':', 1)[1]]}) a un solde de "
+                f"{have} centimes au journal ; les encaissements et relevés donnent {want}.",
+                account=code, details={"journal": have, "recomputed": want}))
+    return found
