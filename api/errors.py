@@ -53,6 +53,15 @@ STATUS: dict[str, int] = {
     "invalid_transition": 409,
     "programme_not_ended": 409,
     "cutoff_in_future": 422,
+    # clearing and payments
+    "statement_not_payable": 409,
+    "payment_in_progress": 409,
+    "programme_not_cleared": 409,
+    "nothing_to_transfer": 409,
+    "invalid_payload": 400,
+    "payment_refused": 402,
+    "payment_provider_error": 502,
+    "payments_not_configured": 503,
     # cheque states
     "cheque_expired": 410,
     "cheque_cancelled": 410,

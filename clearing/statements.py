@@ -184,3 +184,11 @@ async def standings(session: AsyncSession, *, financer_id: int,
             remaining_cents=max(0, commitment - cumulative),
             beyond_commitment_cents=max(0, cumulative - commitment)))
     return out
+
+
+async def operator_party(session: AsyncSession) -> Party | None:
+    """The operator's organisation (the first one), who issues the statements."""
+    row = (await session.execute(text(
+        "SELECT id, name, siret, commune_insee, address FROM organisation "
+        "WHERE kind = 'operator' ORDER BY id LIMIT 1"))).first()
+    return Party.model_validate(dict(row._mapping)) if row else None

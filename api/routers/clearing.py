@@ -1,0 +1,122 @@
+"""Clearing for the operator (DESIGN.md §5, §7): batches, SEPA files, collection of financer
+statements, expiry and programme closing. Every route here is the operator's."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from api.deps import OperatorAdmin, SessionDep, SettingsDep
+from clearing import batches, payments, statements
+from clearing.errors import PaymentsNotConfigured
+from clearing.expiry import close_programme, run_expiry
+from clearing.schemas import BatchCreate, BatchRead, BatchSummary, ExpireRequest
+from clearing.sepa import Party
+from clearing.stripe_gateway import StripeGateway
+from kit.clock import first_of_month_cutoff, paris_today, utcnow
+from kit.errors import Conflict
+from kit.settings import Settings
+
+router = APIRouter(prefix="/api/v1", tags=["compensation"])
+
+
+class NothingToTransfer(Conflict):
+    code = "nothing_to_transfer"
+    message = "Aucun virement à émettre pour ce lot (tout est payé ou suspendu)."
+
+
+def stripe_gateway(settings: Settings) -> StripeGateway:
+    """The gateway of the configured Stripe account; a custom API base means localstripe (the
+    only other server that speaks Stripe's API here), which wants its own dialect."""
+    if not settings.stripe_api_key:
+        raise PaymentsNotConfigured()
+    return StripeGateway(settings.stripe_api_key, settings.stripe_api_base,
+                         localstripe=bool(settings.stripe_api_base))
+
+
+def operator_account(settings: Settings) -> Party:
+    return Party(settings.operator_name, settings.operator_iban, settings.operator_bic)
+
+
+@router.post("/clearing/batches", response_model=BatchRead)
+async def create_batch(data: BatchCreate, principal: OperatorAdmin, session: SessionDep,
+                       response: Response) -> BatchRead:
+    """Close the batch at `cutoff` (default: the first of this month, 00:00 Paris): 201 when
+    created, 200 with the same batch when that cutoff was already closed."""
+    now = utcnow()
+    batch, created = await batches.close_batch(
+        session, cutoff=data.cutoff or first_of_month_cutoff(now), now=now,
+        closed_by=principal.user_id)
+    response.status_code = 201 if created else 200
+    return await statements.batch_detail(session, batch.id)  # type: ignore[arg-type]
+
+
+@router.get("/clearing/batches", response_model=list[BatchSummary])
+async def list_batches(_: OperatorAdmin, session: SessionDep) -> list[BatchSummary]:
+    return await statements.list_batches(session)
+
+
+@router.get("/clearing/batches/{batch_id}", response_model=BatchRead)
+async def get_batch(batch_id: int, _: OperatorAdmin, session: SessionDep) -> BatchRead:
+    return await statements.batch_detail(session, batch_id)
+
+
+@router.get("/clearing/batches/{batch_id}/sepa.xml")
+async def batch_sepa(batch_id: int, _: OperatorAdmin, session: SessionDep,
+                     settings: SettingsDep) -> Response:
+    """The pain.001.001.03 file paying the batch's unpaid site statements; sites with missing
+    or invalid bank details are held (see the batch detail)."""
+    now = utcnow()
+    built = await payments.sepa_file(session, batch_id, debtor=operator_account(settings),
+                                     created_at=now,
+                                     execution_date=paris_today() + timedelta(days=1))
+    if built.xml is None:
+        raise NothingToTransfer(batch_id=batch_id, held=len(built.held))
+    return Response(built.xml, media_type="application/xml", headers={
+        "Content-Disposition": f'attachment; filename="passnum-lot-{batch_id}-sepa.xml"',
+        "X-Transfers": str(built.count), "X-Total-Cents": str(built.total_cents),
+        "X-Held": str(len(built.held))})
+
+
+@router.post("/clearing/batches/{batch_id}/collect")
+async def collect_batch(batch_id: int, _: OperatorAdmin, request: Request,
+                        settings: SettingsDep) -> dict[str, Any]:
+    """Create the PaymentIntents of the batch's unpaid financer statements (one per statement,
+    however often this is called). Runs its own transactions: Stripe is called between two."""
+    gateway = stripe_gateway(settings)
+    try:
+        done = await payments.collect(request.app.state.sessionmaker, gateway,
+                                      batch_id=batch_id)
+    finally:
+        await gateway.aclose()
+    return {"payment_intents": [{"statement_id": s, "payment_intent_id": pi} for s, pi in done]}
+
+
+@router.post("/clearing/expire")
+async def expire(data: ExpireRequest, _: OperatorAdmin, session: SessionDep) -> dict[str, Any]:
+    """The daily expiry (also run by `passnum expire`): cheques past their last day expire,
+    ended programmes whose redemptions are cleared get their credit notes."""
+    run = await run_expiry(session, today=data.today or paris_today(), now=utcnow())
+    return {
+        "today": run.today.isoformat(),
+        "expired_cheques": run.cheques,
+        "expired_value_cents": run.value_cents,
+        "programmes": [{"programme_id": e.programme_id, "cheques": e.cheques,
+                        "value_cents": e.value_cents} for e in run.expired],
+        "closed_programmes": [{"programme_id": c.programme_id,
+                               "credit_note_ids": c.credit_note_ids,
+                               "unused_cents": c.unused_cents} for c in run.closed],
+        "waiting_programmes": run.waiting,
+    }
+
+
+@router.post("/programmes/{programme_id}/close")
+async def close(programme_id: int, _: OperatorAdmin, session: SessionDep) -> dict[str, Any]:
+    """End a programme whose last redemption day has passed: credit notes of the unused
+    commitments (the same ones if called again)."""
+    closed = await close_programme(session, programme_id=programme_id, today=paris_today(),
+                                   now=utcnow())
+    return {"programme_id": closed.programme_id, "credit_note_ids": closed.credit_note_ids,
+            "unused_cents": closed.unused_cents}
