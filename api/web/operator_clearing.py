@@ -1,17 +1,248 @@
-"""The operator's money pages: the audit (clearing, expiry and SEPA files join as they land)."""
+"""The operator's money pages: closing a clearing batch, its statements and SEPA file,
+recording bank transfers, the expiry run, and the audit."""
 
 from __future__ import annotations
+
+from datetime import date
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from api.deps import SessionDep
+from api.deps import SessionDep, SettingsDep
 from api.web import csrf
-from api.web.session import OperatorPage
-from api.web.templating import render
+from api.web.forms import ParseError, blank_to_none, parse_euros
+from api.web.session import OperatorPage, redirect
+from api.web.statements import STATUS_BADGE, status_text
+from api.web.templating import datetime_fr, render
+from clearing import payments, statements
 from clearing.audit import run_audit
+from clearing.batches import close_batch
+from clearing.expiry import run_expiry
+from clearing.sepa import Party
+from kit.clock import first_of_month_cutoff, paris_today, utcnow
+from kit.errors import DomainError
+from kit.money import format_eur
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(csrf.protect_form)])
+
+CUTOFF_CHOICES = [
+    ("debut_mois", "Au 1er du mois en cours, 0 h (heure de Paris)"),
+    ("maintenant", "Maintenant : tous les encaissements faits jusqu'à cet instant"),
+    ("date", "À une date précise (0 h, heure de Paris)"),
+]
+
+
+async def _page(
+    request: Request, session: SessionDep, *, values: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None, status: int = 200,
+) -> Response:  # fmt: skip
+    return render(
+        request,
+        "operator/clearing.html",
+        {
+            "title": "Compensation",
+            "batches": await statements.list_batches(session),
+            "choices": CUTOFF_CHOICES,
+            "default_cutoff": datetime_fr(first_of_month_cutoff()),
+            "values": values or {"choix": "debut_mois"},
+            "errors": errors or {},
+        },
+        status_code=status,
+    )
+
+
+@router.get("/operateur/compensation")
+async def clearing(request: Request, principal: OperatorPage, session: SessionDep) -> Response:
+    return await _page(request, session)
+
+
+@router.post("/operateur/compensation")
+async def close(request: Request, principal: OperatorPage, session: SessionDep) -> Response:
+    form = await request.form()
+    values = {k: v for k, v in form.items() if isinstance(v, str)}
+    choice = values.get("choix", "")
+    now = utcnow()
+    cutoff: object
+    if choice == "maintenant":
+        cutoff = now
+    elif choice == "date":
+        try:
+            cutoff = date.fromisoformat(values.get("date", ""))
+        except ValueError:
+            errors = {"date": "Indiquez la date d'arrêté (jour, mois, année)."}
+            return await _page(request, session, values=values, errors=errors, status=400)
+    else:
+        cutoff = first_of_month_cutoff(now)
+    try:
+        batch, created = await close_batch(
+            session,
+            cutoff=cutoff,
+            now=now,
+            closed_by=principal.user_id,  # type: ignore[arg-type]
+        )
+    except DomainError as exc:
+        await session.rollback()
+        errors = {"date" if choice == "date" else "_form": exc.message}
+        return await _page(request, session, values=values, errors=errors, status=400)
+    what = (
+        f"Lot n° {batch.id} clos au {datetime_fr(batch.cutoff)} : "
+        f"{batch.redemption_count} encaissement(s), {format_eur(batch.gross_cents)}."
+        if created
+        else f"Le lot n° {batch.id} arrêté au {datetime_fr(batch.cutoff)} existait déjà : "
+        "rien n'a changé."
+    )
+    return redirect(request, f"/operateur/compensation/lots/{batch.id}", flash=("success", what))
+
+
+@router.get("/operateur/compensation/lots/{batch_id}")
+async def batch(
+    batch_id: int, request: Request, principal: OperatorPage, session: SessionDep
+) -> Response:
+    try:
+        detail = await statements.batch_detail(session, batch_id)
+    except DomainError:
+        return render(request, "not_found.html", {"title": "Page introuvable"}, status_code=404)
+    return render(
+        request,
+        "operator/batch.html",
+        {
+            "title": f"Lot de compensation n° {detail.id}",
+            "b": detail,
+            "status_text": status_text,
+            "status_badge": STATUS_BADGE,
+        },
+    )
+
+
+async def _statement_page(
+    request: Request,
+    session: SessionDep,
+    statement_id: int,
+    *,
+    values: dict[str, Any] | None = None,
+    errors: dict[str, str] | None = None,
+    status: int = 200,
+) -> Response:
+    try:
+        found = await statements.get_statement(session, statement_id, organisation_id=None)
+    except DomainError:
+        return render(request, "not_found.html", {"title": "Page introuvable"}, status_code=404)
+    base = f"/operateur/compensation/lots/{found.batch_id}" if found.batch_id else "/operateur"
+    return render(
+        request,
+        "statements/detail.html",
+        {
+            "title": f"Relevé n° {found.id}",
+            "s": found,
+            "base": base,
+            "status_text": status_text,
+            "status_badge": STATUS_BADGE,
+            "record_transfer": found.kind != "credit_note" and found.status != "paid",
+            "values": values or {"received_on": paris_today().isoformat()},
+            "errors": errors or {},
+        },
+        status_code=status,
+    )
+
+
+@router.get("/operateur/releves/{statement_id}")
+async def statement(
+    statement_id: int, request: Request, principal: OperatorPage, session: SessionDep
+) -> Response:
+    return await _statement_page(request, session, statement_id)
+
+
+@router.post("/operateur/releves/{statement_id}/virement")
+async def transfer(
+    statement_id: int, request: Request, principal: OperatorPage, session: SessionDep
+) -> Response:
+    """A bank transfer received from a financer, or sent to a site, recorded by its reference."""
+    values = blank_to_none(await request.form(), "reference", "amount", "received_on")
+    errors: dict[str, str] = {}
+    if not values["reference"]:
+        errors["reference"] = "Indiquez la référence du virement (relevé bancaire)."
+    try:
+        amount = parse_euros(values["amount"])
+        if amount is None:
+            errors["amount"] = "Indiquez le montant du virement."
+    except ParseError as exc:
+        errors["amount"], amount = str(exc), None
+    try:
+        received_on = date.fromisoformat(values["received_on"] or "")
+    except ValueError:
+        errors["received_on"] = "Indiquez la date du virement."
+    if not errors:
+        try:
+            await payments.record_transfer(
+                session,
+                statement_id=statement_id,
+                reference=values["reference"],
+                amount_cents=amount,  # type: ignore[arg-type]
+                received_on=received_on,
+                now=utcnow(),
+            )
+        except DomainError as exc:
+            await session.rollback()
+            errors = {"amount" if exc.code == "transfer_amount_mismatch" else "_form": exc.message}
+        else:
+            return redirect(
+                request,
+                f"/operateur/releves/{statement_id}",
+                flash=("success", f"Virement {values['reference']} enregistré : relevé payé."),
+            )
+    return await _statement_page(
+        request, session, statement_id, values=values, errors=errors, status=400
+    )
+
+
+@router.post("/operateur/compensation/lots/{batch_id}/sepa")
+async def sepa(
+    batch_id: int,
+    request: Request,
+    principal: OperatorPage,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> Response:
+    """The pain.001 file paying the batch's sites (sites without valid bank details are held)."""
+    try:
+        built = await payments.sepa_file(
+            session,
+            batch_id,
+            debtor=Party(settings.operator_name, settings.operator_iban, settings.operator_bic),
+            created_at=utcnow(),
+            execution_date=paris_today(),
+        )
+    except DomainError as exc:
+        await session.rollback()
+        return redirect(
+            request, f"/operateur/compensation/lots/{batch_id}", flash=("error", exc.message)
+        )
+    if built.xml is None:
+        return redirect(
+            request,
+            f"/operateur/compensation/lots/{batch_id}",
+            flash=("info", "Aucun virement à faire pour ce lot (déjà payés ou suspendus)."),
+        )
+    return Response(
+        built.xml,
+        media_type="application/xml",
+        headers={
+            "Content-Disposition": f'attachment; filename="virements-lot-{batch_id}.xml"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@router.get("/operateur/expiration")
+async def expiry_page(request: Request, principal: OperatorPage) -> Response:
+    return render(request, "operator/expiry.html", {"title": "Expiration", "run": None})
+
+
+@router.post("/operateur/expiration")
+async def expiry_run(request: Request, principal: OperatorPage, session: SessionDep) -> Response:
+    run = await run_expiry(session, today=paris_today(), now=utcnow())
+    return render(request, "operator/expiry.html", {"title": "Expiration", "run": run})
 
 
 @router.get("/operateur/audit")

@@ -112,6 +112,7 @@ NAV: dict[Role, list[tuple[str, str]]] = {
         ("/operateur/qualification", "Qualification des lieux"),
         ("/operateur/programmes", "Programmes"),
         ("/operateur/compensation", "Compensation"),
+        ("/operateur/expiration", "Expiration"),
         ("/operateur/audit", "Audit"),
     ],
     Role.issuer_agent: [

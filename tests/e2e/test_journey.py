@@ -146,3 +146,28 @@ async def test_operator_agent_mediator_and_financer_journey(page: Page, db: Any)
     await expect(undo).to_be_visible()  # within the 24-hour window
     await assert_accessible(page)
     await logout(page)
+
+    # The operator closes a batch now; the site and the financers get their statements.
+    await login(page, admin, PASSWORD)
+    await page.goto("/operateur/compensation")
+    await page.get_by_text("Maintenant", exact=False).click()
+    await page.get_by_role("button", name="Clore le lot").click()
+    await expect(page.get_by_role("heading", name="Lot de compensation n°")).to_be_visible()
+    await expect(page.get_by_role("row").filter(has_text=site)).to_contain_text("10,00")
+    await assert_accessible(page)
+    async with page.expect_download() as download:
+        await page.get_by_role("button", name="Télécharger le fichier de virements SEPA").click()
+    sepa = (await (await download.value).path()).read_text()
+    assert "pain.001.001.03" in sepa and "FR7630006000011234567890189" in sepa
+    await logout(page)
+
+    await login(page, f"dept-{tag}@exemple.fr", PASSWORD)
+    await page.goto("/financeur/releves")
+    await assert_accessible(page)
+    await page.get_by_role("link", name="N°").first.click()
+    await expect(page.get_by_role("heading", name="Relevé n°")).to_be_visible()
+    lines = page.get_by_role("row").filter(has_text=programme)
+    await expect(lines.first).to_contain_text("5,00")  # half of 10 €: the State pays 50 %
+    await expect(page.get_by_text("À régler")).to_be_visible()
+    await assert_accessible(page)
+    await logout(page)

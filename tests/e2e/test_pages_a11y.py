@@ -63,7 +63,7 @@ async def test_every_page_is_accessible_and_homes_fit_a_phone(
     await expect(page.locator("#resultat")).to_contain_text("Chèque déjà encaissé")
     await assert_accessible(page)
     await screenshot(page, "mediateur-refus")
-    for path in ("/mediateur/encaissements", "/mediateur/banque"):
+    for path in ("/mediateur/encaissements", "/mediateur/releves", "/mediateur/banque"):
         await visit(page, path)
     await screenshot(page, "mediateur-banque")
     await logout(page)
@@ -80,6 +80,7 @@ async def test_every_page_is_accessible_and_homes_fit_a_phone(
         "/operateur/programmes",
         "/operateur/programmes/nouveau",
         f"/operateur/programmes/{known['programme']}",
+        "/operateur/compensation",
         "/operateur/audit?lancer=1",
     ):
         await visit(page, path)
@@ -119,4 +120,5 @@ async def test_every_page_is_accessible_and_homes_fit_a_phone(
     await assert_accessible(page)
     await screenshot(page, "financeur-accueil")
     await visit(page, f"/financeur/programmes/{known['programme']}")
+    await visit(page, "/financeur/releves")
     await logout(page)
