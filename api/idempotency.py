@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Response
@@ -69,7 +69,7 @@ class IdempotencyConflict(Conflict):
     )
 
 
-def _idempotency_key(
+async def _idempotency_key(
     key: Annotated[str | None, Header(alias=HEADER, include_in_schema=True)] = None,
 ) -> str:
     try:
@@ -78,6 +78,7 @@ def _idempotency_key(
         raise InvalidIdempotencyKey() from None
 
 
+# async: FastAPI would run a plain function in its thread pool, a thread hop per request.
 IdempotencyKey = Annotated[str, Depends(_idempotency_key)]
 
 
@@ -94,14 +95,16 @@ def fingerprint(method: str, path: str, body: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """An HTTP answer as stored: status and the exact JSON text of the body."""
+    """An HTTP answer as stored: status and the exact JSON text of the body (and the body as
+    data when this process built it, so it need not be parsed back)."""
 
     status: int
     body: str
+    data: Any = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(cls, status: int, body: Any) -> Answer:
-        return cls(status, _dumps(body))
+        return cls(status, _dumps(body), body)
 
     def response(self, headers: Mapping[str, str] | None = None) -> Response:
         return Response(
@@ -109,7 +112,7 @@ class Answer:
         )
 
     def json(self) -> Any:
-        return json.loads(self.body)
+        return self.data if self.data is not None else json.loads(self.body)
 
 
 def answer_of_error(exc: DomainError) -> Answer:
@@ -199,16 +202,21 @@ async def run_once(
     fingerprint: str,
     work: Callable[[], Awaitable[Any]],
     status: int = 201,
+    savepoint: bool = True,
 ) -> tuple[Answer, bool]:
     """Do `work` once per (user, key): returns (answer, replayed).
 
     `work` returns the JSON body of a success (given `status`) or raises a DomainError, whose
     error answer is stored too. It runs in a savepoint, so a refusal undoes whatever it wrote
-    while the key stays reserved for its answer."""
+    while the key stays reserved for its answer. `savepoint=False` saves two round trips for
+    work that raises its DomainErrors before writing anything (and nothing else)."""
     if not await reserve_many(session, user_id=user_id, fingerprints={key: fingerprint}):
         return await _replay(session, user_id=user_id, key=key, fp=fingerprint), True
     try:
-        async with session.begin_nested():
+        if savepoint:
+            async with session.begin_nested():
+                body = await work()
+        else:
             body = await work()
         answer = Answer.of(status, body)
     except DomainError as exc:

@@ -640,3 +640,38 @@ async def test_a_site_lists_its_redemptions_newest_first_by_paris_day_and_page(
     with pytest.raises(DomainError) as caught:
         await svc.list_redemptions(session, site_id=site.id, now=now, cursor="not a cursor!")  # type: ignore[arg-type]
     assert caught.value.code == "invalid_cursor"
+
+
+async def test_an_offline_token_is_trusted_only_if_it_is_the_one_issued_or_verifies(
+    session: AsyncSession, keyring: Keyring, scene: Scene, site: Organisation, tmp_path: object
+) -> None:
+    c = scene.cheques
+    claims = [ChequeClaims(x.serial, scene.programme_id, x.value_cents, x.redeem_until) for x in c]
+    thief = Keyring.load_or_create(tmp_path / "thief")  # type: ignore[operator]
+    keyring.rotate()  # a token signed now differs from the printed one, and still verifies
+    resigned = keyring.sign(claims[1])
+    assert resigned != c[1].token
+    wrong_value = keyring.sign(ChequeClaims(c[3].serial, scene.programme_id, 1, c[3].redeem_until))
+    t = NOW - timedelta(hours=1)
+    out = await svc.redeem_offline(
+        session,
+        keyring=keyring,
+        site_id=site.id,  # type: ignore[arg-type]
+        user_id=None,
+        scans=[
+            scan(c[0].token, t),  # the printed token
+            scan(resigned, t),  # another genuine token of the cheque
+            scan(thief.sign(claims[2]), t),  # right serial, forged signature
+            scan(wrong_value, t),  # genuine signature, claims that do not match the row
+            scan(c[4].token[:-2] + "AA" if c[4].token[-2:] != "AA" else c[4].token[:-2] + "BB", t),
+        ],
+        now=NOW,
+    )
+    assert [(o.status, o.error.code if o.error else None) for o in out] == [
+        ("accepted", None),
+        ("accepted", None),
+        ("refused", "invalid_token"),
+        ("refused", "invalid_token"),
+        ("refused", "invalid_token"),
+    ]
+    assert await status_of(session, c[2].id) == ChequeStatus.active

@@ -1,0 +1,516 @@
+"""Benchmark: redeeming cheques over HTTP against the database's own ceiling, and offline batches.
+
+    .venv/bin/python bench/redemption.py [--cheques 20000] [--concurrency 32] [--workers 2]
+                                         [--batches 100] [--batch-size 500] [--profile DIR]
+
+What it does, in one run, on a scratch database it creates, migrates and drops (on the embedded
+PostgreSQL, or on DATABASE_URL's server):
+1. issues the cheques through the service functions (`pass_.issuance.issue_booklet`, booklets of
+   50), for the HTTP run, the ceiling and the offline batches;
+2. starts the real server as a subprocess (`passnum serve --workers 2`) and redeems N cheques
+   over HTTP — `POST /api/v1/redemptions` with a QR token and a fresh Idempotency-Key — from
+   `--concurrency` keep-alive connections (aiohttp), spread over 8 mediators of 4 sites;
+3. measures the ceiling with `pgbench` (same clients, same database, prepared statements): the
+   equivalent SQL transaction — claim the cheque and insert the redemption, insert the ledger
+   entry and its two postings — with none of the HTTP, authentication, idempotency, rule
+   checking or Python around it;
+4. posts offline batches (`POST /api/v1/redemptions/batch`) from 4 connections.
+It prints redemptions/s, p50/p99 latency, the ratio to the ceiling, and offline cheques/s.
+The load generator runs on the same machine and shares its cores with the server and
+PostgreSQL: the figures are a floor for the server on dedicated hardware.
+
+`--profile DIR` records each server worker with py-spy during the HTTP run (flame graphs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import aiohttp  # noqa: E402
+import asyncpg  # noqa: E402
+
+from kit.clock import paris_today, utcnow  # noqa: E402
+from kit.db import (  # noqa: E402
+    libpq_url,
+    make_engine,
+    make_sessionmaker,
+    resolve_url,
+    transaction,
+    with_database,
+)
+from migrations import registry  # noqa: E402
+from pass_ import accounts, beneficiaries, issuance, programmes  # noqa: E402
+from pass_.enums import FinancerRole, NeedLevel, OrganisationKind, Qualification, Role  # noqa: E402
+from pass_.programmes import Actor  # noqa: E402
+from pass_.schemas import (  # noqa: E402
+    BeneficiaryCreate,
+    FinancerIn,
+    IssuerIn,
+    OrganisationCreate,
+    ProgrammeCreate,
+    UserCreate,
+)
+from pass_.tokens import Keyring  # noqa: E402
+from pass_.validation import luhn_ok  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOKLET = 50
+SITES = 4
+MEDIATORS_PER_SITE = 2
+PASSWORD = "banc-d-essai-redemption"
+
+
+def siret(n: int) -> str:
+    prefix = f"{n:013d}"
+    return next(prefix + d for d in "0123456789" if luhn_ok(prefix + d))
+
+
+async def admin(server_url: str, sql: str) -> None:
+    conn = await asyncpg.connect(libpq_url(with_database(server_url, "postgres")))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def migrate(url: str) -> None:
+    failure: list[BaseException] = []
+
+    def run() -> None:  # Alembic's env runs its own event loop: keep it off ours.
+        try:
+            registry.upgrade(url)
+        except BaseException as exc:  # noqa: BLE001
+            failure.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# ------------------------------------------------------------------------------------ setup
+
+
+async def setup(url: str, keyring: Keyring, groups: dict[str, int]) -> dict[str, Any]:
+    """Organisations, a programme, mediators, and `groups` (name → count) of active cheques."""
+    engine = make_engine(url, pool_size=2, max_overflow=0)
+    sessionmaker = make_sessionmaker(engine)
+    # Whole booklets: a group's last booklet may hold more cheques than the group uses.
+    total = sum(-(-count // BOOKLET) * BOOKLET for count in groups.values())
+    now = utcnow()
+    try:
+        async with transaction(sessionmaker) as session:
+            n = iter(range(1, 10_000))
+
+            async def org(kind: OrganisationKind, **extra: object) -> int:
+                created = await accounts.create_organisation(
+                    session,
+                    OrganisationCreate(
+                        kind=kind,
+                        name=f"{kind.value} {next(n)}",
+                        siret=siret(next(n)),
+                        commune_insee="35238",
+                        **extra,  # type: ignore[arg-type]
+                    ),
+                )
+                return created.id  # type: ignore[return-value]
+
+            state = await org(OrganisationKind.financer)
+            local = await org(OrganisationKind.financer)
+            issuer = await org(OrganisationKind.issuer)
+            sites = []
+            for _ in range(SITES):
+                site = await org(OrganisationKind.site, iban="FR7630006000011234567890189")
+                await accounts.set_qualification(
+                    session, site_id=site, to=Qualification.qualified, now=now
+                )
+                sites.append(site)
+            mediators = []
+            for site in sites:
+                for m in range(MEDIATORS_PER_SITE):
+                    email = f"mediateur{m}.lieu{site}@banc.exemple.fr"
+                    await accounts.create_user(
+                        session,
+                        UserCreate(
+                            email=email,
+                            password=PASSWORD,
+                            organisation_id=site,
+                            role=Role.site_mediator,
+                        ),
+                    )
+                    mediators.append(email)
+            year = paris_today().year
+            cents = total * 1000
+            programme = await programmes.create_programme(
+                session,
+                ProgrammeCreate(
+                    name="Pass numérique — banc d'essai des encaissements",
+                    territory=["35"],
+                    booklet_sizes=[BOOKLET],
+                    state_share_bp=5000,
+                    valid_until=paris_today().replace(month=12, day=31),
+                    redeem_until=paris_today().replace(year=year + 1, month=1, day=31),
+                    financers=[
+                        FinancerIn(organisation_id=state, role=FinancerRole.state,
+                                   commitment_cents=cents),
+                        FinancerIn(organisation_id=local, role=FinancerRole.local,
+                                   commitment_cents=cents),
+                    ],
+                    issuers=[IssuerIn(organisation_id=issuer, quota_cheques=total)],
+                ),
+                today=paris_today(),
+            )
+        agent = Actor(user_id=None, organisation_id=issuer, role=Role.issuer_agent)
+        cheques: dict[str, list[tuple[int, str]]] = {}
+        for name, count in groups.items():
+            cheques[name] = []
+            for _ in range(0, count, BOOKLET):
+                async with transaction(sessionmaker) as session:
+                    person = await beneficiaries.create_beneficiary(
+                        session, issuer_id=issuer,
+                        data=BeneficiaryCreate(reference=f"BANC-{next(n)}",
+                                               need_level=NeedLevel.inclusion),
+                    )
+                    booklet = await issuance.issue_booklet(
+                        session, keyring=keyring, actor=agent,
+                        programme_id=programme.id,  # type: ignore[arg-type]
+                        beneficiary_id=person.id,  # type: ignore[arg-type]
+                        size=BOOKLET, now=now,
+                    )
+                cheques[name] += [(c.id, c.token) for c in booklet.cheques]
+            cheques[name] = cheques[name][:count]
+        return {"programme": programme.id, "sites": sites, "mediators": mediators,
+                "cheques": cheques}
+    finally:
+        await engine.dispose()
+
+
+# ------------------------------------------------------------------------------------ server
+
+
+def start_server(url: str, data_dir: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
+    """`passnum serve` as in production (access log line per request included), its log in
+    `data_dir/server.log` (a pipe nobody reads would block the workers once full)."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "PASSNUM_DATA_DIR": str(data_dir),
+        # The limits are per user; the bench's 8 mediators redeem thousands a second.
+        "PASSNUM_RATE_LIMIT_PER_USER_PER_MINUTE": "100000000",
+        "PASSNUM_RATE_LIMIT_PER_IP_PER_MINUTE": "100000000",
+        "PASSNUM_RATE_LIMIT_BURST": "100000000",
+    }
+    return subprocess.Popen(
+        [str(ROOT / ".venv/bin/passnum"), "serve", "--workers", str(workers),
+         "--port", str(port)],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+        stderr=(data_dir / "server.log").open("wb"), start_new_session=True,
+    )
+
+
+async def wait_ready(base: str, server: subprocess.Popen[bytes], workers: int,
+                     log: Path) -> None:  # noqa: ASYNC240
+    deadline = time.monotonic() + 60
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                raise RuntimeError(f"server exited, see {log}")
+            try:
+                # Each worker answers once it has started; ask a few times to reach both.
+                oks = 0
+                for _ in range(workers * 4):
+                    async with http.get(f"{base}/healthz") as r:
+                        oks += r.status == 200
+                if oks == workers * 4:
+                    return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError("server not ready after 60 s")
+
+
+async def login(base: str, emails: list[str]) -> list[str]:
+    async with aiohttp.ClientSession() as http:
+        tokens = []
+        for email in emails:
+            async with http.post(f"{base}/api/v1/auth/token",
+                                 data={"username": email, "password": PASSWORD}) as r:
+                tokens.append((await r.json())["access_token"])
+        return tokens
+
+
+def start_profilers(
+    server: subprocess.Popen[bytes], out: Path, fmt: str
+) -> list[subprocess.Popen[bytes]]:
+    """py-spy on each worker process of the server (children of the uvicorn supervisor)."""
+    out.mkdir(parents=True, exist_ok=True)
+    pids = subprocess.run(["ps", "-o", "pid=", "--ppid", str(server.pid)],
+                          capture_output=True, text=True, check=False).stdout.split()
+    return [
+        subprocess.Popen(
+            [str(ROOT / ".venv/bin/py-spy"), "record", "--pid", pid, "--rate", "200",
+             "--format", fmt, "--output", str(out / f"worker-{pid}.{fmt}"), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for pid in pids
+    ]
+
+
+# ------------------------------------------------------------------------------------ loads
+
+
+async def redeem_online(base: str, tokens: list[str], codes: list[str],
+                        concurrency: int) -> tuple[float, list[float], dict[int, int]]:
+    """Redeem every code once; returns (seconds, latencies in s, status counts)."""
+    queue = list(reversed(codes))
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    async with aiohttp.ClientSession(connector=connector) as http:
+
+        async def client(n: int) -> None:
+            headers = {"Authorization": f"Bearer {tokens[n % len(tokens)]}"}
+            while queue:
+                code = queue.pop()
+                body = {"code": code, "service": "realiser_demarche", "demarche_family": "caf"}
+                start = time.perf_counter()
+                async with http.post(f"{base}/api/v1/redemptions", json=body, headers={
+                        **headers, "Idempotency-Key": uuid.uuid4().hex}) as r:
+                    await r.read()
+                latencies.append(time.perf_counter() - start)
+                statuses[r.status] = statuses.get(r.status, 0) + 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(client(n) for n in range(concurrency)))
+        return time.perf_counter() - start, latencies, statuses
+
+
+async def redeem_offline(base: str, tokens: list[str], codes: list[str], batch_size: int,
+                         concurrency: int) -> tuple[float, dict[str, int]]:
+    batches = [codes[i:i + batch_size] for i in range(0, len(codes), batch_size)]
+    scanned = (utcnow() - timedelta(hours=2)).isoformat()
+    counts: dict[str, int] = {}
+    async with aiohttp.ClientSession() as http:
+
+        async def client(n: int) -> None:
+            headers = {"Authorization": f"Bearer {tokens[n % len(tokens)]}"}
+            while batches:
+                batch = batches.pop()
+                items = [{"code": c, "service": "naviguer_web", "scanned_at": scanned,
+                          "idempotency_key": uuid.uuid4().hex} for c in batch]
+                async with http.post(f"{base}/api/v1/redemptions/batch",
+                                     json={"items": items}, headers=headers) as r:
+                    body = await r.json()
+                    if r.status != 200:
+                        raise RuntimeError(f"batch refused: {r.status} {body}")
+                for key in ("accepted", "refused", "conflicts"):
+                    counts[key] = counts.get(key, 0) + body[key]
+
+        start = time.perf_counter()
+        await asyncio.gather(*(client(n) for n in range(concurrency)))
+        return time.perf_counter() - start, counts
+
+
+PGBENCH_SCRIPT = """\
+\\set k :k + 1
+\\set cid :lo + (:k - 1) * :clients + :client_id
+BEGIN;
+WITH claimed AS (
+    UPDATE cheque SET status = 'redeemed', status_changed_at = now()
+    WHERE id = :cid AND status = 'active'
+    RETURNING id, programme_id, value_cents
+)
+INSERT INTO redemption (cheque_id, programme_id, site_id, user_id, value_cents, service,
+                        demarche_family, redeemed_at)
+SELECT id, programme_id, :site, NULL, value_cents, 'realiser_demarche', 'caf', now()
+FROM claimed RETURNING id AS rid \\gset
+WITH entry AS (
+    INSERT INTO ledger_entry (idempotency_key, kind, memo, created_at, content_hash)
+    VALUES ('redeem:' || :rid, 'redemption', CAST('{"cheque_id": ' || :cid || '}' AS jsonb),
+            now(), '{hash}')
+    RETURNING id
+)
+INSERT INTO ledger_posting (entry_id, account_id, amount_cents)
+SELECT entry.id, x.account, x.amount FROM entry,
+       (VALUES (CAST(:outstanding AS bigint), -1000), (CAST(:payable AS bigint), 1000))
+       AS x(account, amount);
+END;
+"""
+
+
+def pgbench(url: str, *, first_id: int, count: int, clients: int, site: int,
+            accounts_: tuple[int, int]) -> float:
+    """The ceiling: transactions/s of the equivalent SQL, on `count` cheques from `first_id`."""
+    import pgserver  # its wheel carries PostgreSQL's client programs, pgbench included
+
+    bundled = Path(pgserver.__file__).parent / "pginstall" / "bin" / "pgbench"
+    binary = str(bundled) if bundled.exists() else shutil.which("pgbench") or "pgbench"
+    per_client = count // clients
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
+        script.write(PGBENCH_SCRIPT.replace("{hash}", "0" * 64))
+    try:
+        out = subprocess.run(
+            [binary, "-n", "-M", "prepared", "-c", str(clients), "-j", "2",
+             "-t", str(per_client), "-f", script.name,
+             "-D", "k=0", "-D", f"lo={first_id}", "-D", f"clients={clients}",
+             "-D", f"site={site}", "-D", f"outstanding={accounts_[0]}",
+             "-D", f"payable={accounts_[1]}", libpq_url(url)],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    finally:
+        os.unlink(script.name)
+    failed = re.search(r"number of failed transactions: (\d+)", out)
+    if failed and int(failed.group(1)):
+        raise RuntimeError(f"pgbench transactions failed:\n{out}")
+    match = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out)
+    if not match:
+        raise RuntimeError(f"unexpected pgbench output:\n{out}")
+    return float(match.group(1))
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# ------------------------------------------------------------------------------------ main
+
+
+async def main(args: argparse.Namespace) -> None:
+    server_url = resolve_url(os.environ.get("DATABASE_URL"), ROOT / ".passnum")
+    name = f"passnum_bench_redemption_{os.getpid()}"
+    await admin(server_url, f'CREATE DATABASE "{name}"')
+    url = with_database(server_url, name)
+    data_dir = Path(tempfile.mkdtemp(prefix="passnum-bench-"))
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        migrate(url)
+        keyring = Keyring.load_or_create(data_dir / "keys")
+        t0 = time.perf_counter()
+        # The ceiling gets a whole number of transactions per client.
+        ceiling_count = args.cheques - args.cheques % args.concurrency
+        world = await setup(url, keyring, {
+            "online": args.cheques, "ceiling": ceiling_count,
+            "offline": args.batches * args.batch_size,
+        })
+        issued = sum(len(v) for v in world["cheques"].values())
+        print(f"setup: {issued} cheques issued through issue_booklet in "
+              f"{time.perf_counter() - t0:.1f} s")
+
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        server = start_server(url, data_dir, port, args.workers)
+        await wait_ready(base, server, args.workers, data_dir / "server.log")
+        tokens = await login(base, world["mediators"])
+        codes = [token for _, token in world["cheques"]["online"]]
+
+        # Warm-up (connections, prepared statements, caches): 1 % of the cheques, not counted.
+        warm = max(args.concurrency, len(codes) // 100)
+        await redeem_online(base, tokens, codes[:warm], args.concurrency)
+        profilers = (
+            start_profilers(server, Path(args.profile), args.profile_format)
+            if args.profile else []
+        )
+        seconds, latencies, statuses = await redeem_online(
+            base, tokens, codes[warm:], args.concurrency)
+        for profiler in profilers:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(timeout=60)
+        if set(statuses) != {201}:
+            raise RuntimeError(f"unexpected statuses: {statuses}")
+        done = len(codes) - warm
+        rate = done / seconds
+
+        conn = await asyncpg.connect(libpq_url(url))
+        try:
+            ids = [cid for cid, _ in world["cheques"]["ceiling"]]
+            if max(ids) - min(ids) + 1 != len(ids):
+                raise RuntimeError("the ceiling's cheques are not a contiguous id range")
+            site = world["sites"][0]
+            account_ids = [
+                await conn.fetchval("SELECT id FROM ledger_account WHERE code = $1", code)
+                for code in (f"programme:{world['programme']}:outstanding",
+                             f"site:{site}:payable")
+            ]
+            ceiling = pgbench(url, first_id=min(ids), count=len(ids),
+                              clients=args.concurrency, site=site,
+                              accounts_=(account_ids[0], account_ids[1]))
+            claimed = await conn.fetchval(
+                "SELECT count(*) FROM cheque WHERE id = ANY($1) AND status = 'redeemed'", ids)
+            if claimed != len(ids):
+                raise RuntimeError(f"pgbench claimed {claimed} of {len(ids)} cheques")
+        finally:
+            await conn.close()
+
+        offline_codes = [token for _, token in world["cheques"]["offline"]]
+        off_seconds, counts = await redeem_offline(
+            base, tokens, offline_codes, args.batch_size, args.offline_concurrency)
+        if counts.get("accepted") != len(offline_codes):
+            raise RuntimeError(f"offline outcomes: {counts}")
+
+        cores = os.cpu_count()
+        print(f"machine: {cores} cores shared by PostgreSQL, {args.workers} server workers and "
+              f"the load generator (aiohttp, same machine): figures are a floor")
+        print(f"online  POST /api/v1/redemptions, {args.concurrency} keep-alive connections, "
+              f"{done} cheques (after {warm} of warm-up)")
+        print(f"        {rate:8.0f} redemptions/s   p50 {percentile(latencies, 0.5) * 1000:6.1f} "
+              f"ms   p99 {percentile(latencies, 0.99) * 1000:6.1f} ms   "
+              f"mean {statistics.fmean(latencies) * 1000:6.1f} ms")
+        print(f"ceiling pgbench, same SQL writes as one transaction, {args.concurrency} clients, "
+              f"prepared, {len(ids)} cheques")
+        print(f"        {ceiling:8.0f} transactions/s")
+        print(f"ratio   {rate / ceiling:8.2f}   (aim ≥ 0.5 with p99 < 50 ms)")
+        print(f"offline POST /api/v1/redemptions/batch, {args.batches} batches of "
+              f"{args.batch_size}, {args.offline_concurrency} connections")
+        print(f"        {len(offline_codes) / off_seconds:8.0f} cheques/s   "
+              f"({off_seconds / args.batches * args.offline_concurrency * 1000:.0f} ms a batch; "
+              f"aim ≥ 5,000 cheques/s)")
+        if args.profile:
+            print(f"profiles: {args.profile}/worker-*.{args.profile_format}")
+    finally:
+        if server is not None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+        shutil.rmtree(data_dir, ignore_errors=True)
+        await admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cheques", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batches", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--offline-concurrency", type=int, default=4)
+    parser.add_argument("--profile", metavar="DIR", default=None)
+    parser.add_argument("--profile-format", choices=["flamegraph", "raw", "speedscope"],
+                        default="flamegraph")
+    asyncio.run(main(parser.parse_args()))
