@@ -5,9 +5,12 @@ pgbench running the same INSERTs in plain SQL against the same tables in the sam
 
 Runs against DATABASE_URL's server, or the embedded one (./.passnum), in a scratch database it
 creates, migrates and drops. Each entry is its own committed transaction on both sides; the
-triggers of migration 0002_ledger are present for both. The two sides run in alternating
-rounds (pgbench first, then Python first…) so that both meet the same machine load; each
-rate is entries over the summed time of its rounds. The connections are driven by `--jobs`
+triggers of migration 0002_ledger are present for both. A second baseline runs pgbench's
+INSERTs through raw asyncpg from the same client processes (what any Python client gets on this
+machine), a third through the app's stack (a SQLAlchemy session and transaction per entry, as
+a request has), so the gap to pgbench splits into client language, app stack and ledger.
+The sides run in rotating rounds so that all meet the same machine load; each rate is entries
+over the summed time of its rounds. The connections are driven by `--jobs`
 client threads on pgbench's side (-j) and as many client processes on Python's (the GIL rules
 out threads; the app likewise runs several workers). Prints entries/s and the ratio.
 """
@@ -28,6 +31,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import asyncpg
+from sqlalchemy import text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -108,38 +112,85 @@ def run_pgbench(url: str, n: int, clients: int, jobs: int, hot: int, first_site:
     return float(tps.group(1))
 
 
-class PythonSide:
-    """ledger.post() from `clients` pooled connections, kept open (and warm) across rounds."""
+_SA_ENTRY = text("INSERT INTO ledger_entry (idempotency_key, kind, content_hash) "
+                 "VALUES (:key, 'bench', :hash) RETURNING id")
+_SA_POSTINGS = text("INSERT INTO ledger_posting (entry_id, account_id, amount_cents) "
+                    "VALUES (:entry, :hot, :amount), (:entry, :site, -:amount)")
 
-    def __init__(self, url: str, clients: int) -> None:
+
+class PythonSide:
+    """The Python clients of one process, kept warm across rounds: ledger.post() through
+    pooled sessions, or (second baseline) pgbench's INSERTs through raw asyncpg connections."""
+
+    def __init__(self, url: str, clients: int, hot: int, first_site: int) -> None:
+        self.url = url
         self.clients = clients
+        self.hot, self.first_site = hot, first_site
         self.engine = make_engine(url, pool_size=clients, max_overflow=0)
         self.sessionmaker = make_sessionmaker(self.engine)
-        self.posted = 0
 
-    async def _worker(self, tag: str, w: int, count: int) -> None:
+    async def _ledger_worker(self, tag: str, w: int, count: int) -> None:
         for i in range(count):
             async with self.sessionmaker() as s, s.begin():
                 await ledger.post(s, key=f"{tag}:{w}:{i}", kind="bench", postings=[
                     (HOT, AMOUNT), (site((w * count + i) % SITES), -AMOUNT)])
 
+    async def _sqlalchemy_worker(self, tag: str, w: int, count: int) -> None:
+        for i in range(count):
+            async with self.sessionmaker() as s, s.begin():
+                entry_id = (await s.execute(_SA_ENTRY, {
+                    "key": f"{tag}:{w}:{i}", "hash": "0" * 64})).scalar_one()
+                await s.execute(_SA_POSTINGS, {
+                    "entry": entry_id, "hot": self.hot, "amount": AMOUNT,
+                    "site": self.first_site + (w * count + i) % SITES})
+
+    async def _raw_worker(self, conn: asyncpg.Connection, tag: str, w: int, count: int) -> None:
+        entry = await conn.prepare(
+            "INSERT INTO ledger_entry (idempotency_key, kind, content_hash) "
+            "VALUES ($1, 'bench', $2) RETURNING id")
+        postings = await conn.prepare(
+            "INSERT INTO ledger_posting (entry_id, account_id, amount_cents) "
+            "VALUES ($1, $2, $4), ($1, $3, -$4)")
+        for i in range(count):
+            async with conn.transaction():
+                entry_id = await entry.fetchval(f"{tag}:{w}:{i}", "0" * 64)
+                await postings.fetch(entry_id, self.hot,
+                                     self.first_site + (w * count + i) % SITES, AMOUNT)
+
     async def warm_up(self, tag: str) -> None:
         # Opens every connection and fills its statement cache outside the timing.
-        await asyncio.gather(*(self._worker(f"{tag}:warm", w, 20) for w in range(self.clients)))
+        await asyncio.gather(*(self._ledger_worker(f"{tag}:warm", w, 20)
+                               for w in range(self.clients)))
 
-    async def run(self, tag: str, n: int) -> float:
-        """Post n entries; return the seconds it took."""
+    async def run(self, mode: str, tag: str, n: int) -> tuple[float, float]:
+        """Post n entries; return (start, end) in CLOCK_MONOTONIC, comparable across
+        processes. Raw connections are opened before and closed after the timing."""
         per = n // self.clients
-        started = time.perf_counter()
-        await asyncio.gather(*(self._worker(tag, w, per) for w in range(self.clients)))
-        self.posted += per * self.clients
-        return time.perf_counter() - started
+        raw: list[asyncpg.Connection] = []
+        try:
+            if mode == "asyncpg":
+                raw = list(await asyncio.gather(*(asyncpg.connect(libpq_url(self.url))
+                                                  for _ in range(self.clients))))
+            started = time.monotonic()
+            if mode == "asyncpg":
+                await asyncio.gather(*(self._raw_worker(raw[w], tag, w, per)
+                                       for w in range(self.clients)))
+            elif mode == "sqlalchemy":
+                await asyncio.gather(*(self._sqlalchemy_worker(tag, w, per)
+                                       for w in range(self.clients)))
+            else:
+                await asyncio.gather(*(self._ledger_worker(tag, w, per)
+                                       for w in range(self.clients)))
+            return started, time.monotonic()
+        finally:
+            await asyncio.gather(*(c.close() for c in raw))
 
     async def close(self) -> None:
         await self.engine.dispose()
 
 
-def _python_process(pipe: Connection, url: str, clients: int, tag: str, loop: str) -> None:
+def _python_process(pipe: Connection, url: str, clients: int, tag: str, loop: str,
+                    accounts: tuple[int, int]) -> None:
     """One client process (like one app worker): runs rounds on command, reports its times."""
     loop_factory = None
     if loop == "uvloop":
@@ -147,20 +198,20 @@ def _python_process(pipe: Connection, url: str, clients: int, tag: str, loop: st
 
         loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        side = PythonSide(url, clients)
+        side = PythonSide(url, clients, *accounts)
         runner.run(side.warm_up(tag))
         pipe.send("ready")
         while (command := pipe.recv())[0] == "run":
-            started = time.monotonic()  # CLOCK_MONOTONIC: comparable across processes
-            runner.run(side.run(f"{tag}:{command[1]}", command[2]))
-            pipe.send((started, time.monotonic()))
+            _run, mode, round_name, n = command
+            pipe.send(runner.run(side.run(mode, f"{tag}:{mode}:{round_name}", n)))
         runner.run(side.close())
 
 
 class PythonClients:
     """`jobs` client processes sharing `clients` connections, as pgbench's -j threads do."""
 
-    def __init__(self, url: str, clients: int, jobs: int, loop: str) -> None:
+    def __init__(self, url: str, clients: int, jobs: int, loop: str,
+                 accounts: tuple[int, int]) -> None:
         context = multiprocessing.get_context("spawn")
         self.pipes: list[Connection] = []
         self.processes = []
@@ -168,7 +219,8 @@ class PythonClients:
         for j in range(jobs):
             parent, child = context.Pipe()
             process = context.Process(target=_python_process,
-                                      args=(child, url, share, f"py{j}", loop), daemon=True)
+                                      args=(child, url, share, f"py{j}", loop, accounts),
+                                      daemon=True)
             process.start()
             self.pipes.append(parent)
             self.processes.append(process)
@@ -176,10 +228,10 @@ class PythonClients:
             if pipe.recv() != "ready":
                 raise SystemExit("a client process failed to start")
 
-    def run(self, round_name: str, n: int) -> float:
+    def run(self, mode: str, round_name: str, n: int) -> float:
         """Post n entries over all processes; return the wall seconds, first start to last end."""
         for pipe in self.pipes:
-            pipe.send(("run", round_name, n // len(self.pipes)))
+            pipe.send(("run", mode, round_name, n // len(self.pipes)))
         times = [pipe.recv() for pipe in self.pipes]
         return max(end for _s, end in times) - min(start for start, _e in times)
 
@@ -221,7 +273,7 @@ def main() -> None:
                         help="client threads of pgbench (-j) and client processes of the "
                              "Python side, sharing the connections (default: CPUs)")
     parser.add_argument("--rounds", type=int, default=4,
-                        help="alternating pgbench/Python rounds sharing the n entries")
+                        help="rotating rounds sharing the n entries of each side")
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
                         help="event loop of the Python side (uvicorn uses uvloop when present)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
@@ -239,37 +291,43 @@ def main() -> None:
         step = args.clients * jobs
         chunk = max(step, args.n // rounds // step * step)
         n = chunk * rounds
-        pg_seconds = py_seconds = 0.0
+        seconds = {"pgbench": 0.0, "asyncpg": 0.0, "sqlalchemy": 0.0, "ledger": 0.0}
         lines = []
-        python = PythonClients(url, args.clients, jobs, args.loop)
+        python = PythonClients(url, args.clients, jobs, args.loop, (hot, first_site))
         try:
-            # Alternate which side goes first: both meet the same load and table sizes.
+            # Rotate which side goes first: all meet the same load and table sizes.
+            sides = list(seconds)
             for r in range(rounds):
-                for side in (("pg", "py") if r % 2 == 0 else ("py", "pg")):
-                    if side == "pg":
-                        seconds = chunk / run_pgbench(url, chunk, args.clients, jobs, hot,
-                                                      first_site)
-                        pg_seconds += seconds
+                for side in sides[r % len(sides):] + sides[:r % len(sides)]:
+                    if side == "pgbench":
+                        took = chunk / run_pgbench(url, chunk, args.clients, jobs, hot,
+                                                   first_site)
                     else:
-                        seconds = python.run(f"r{r}", chunk)
-                        py_seconds += seconds
-                    lines.append(f"round {r + 1} {side}: {chunk / seconds:.0f}/s")
+                        took = python.run(side, f"r{r}", chunk)
+                    seconds[side] += took
+                    lines.append(f"{side} {chunk / took:.0f}/s")
         finally:
             python.close()
         seal_rate = asyncio.run(seal_all(url))
         entries, unbalanced = asyncio.run(count_entries(url))
         assert unbalanced == 0, f"{unbalanced} unbalanced entries"
-        pg_rate, py_rate = n / pg_seconds, n / py_seconds
+        pg_rate, raw_rate, sa_rate, py_rate = (n / seconds[k] for k in seconds)
         where = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded server"
         print(f"ledger.post() benchmark — {n} two-posting entries per side, {args.clients} "
               f"connections driven by {jobs} client thread(s)/process(es) per side, one "
-              f"committed transaction per entry, {rounds} alternating rounds ({where}, "
-              f"{entries} entries in the end, {os.cpu_count()} CPUs)")
-        print("  " + "; ".join(lines))
-        print(f"  pgbench, same INSERTs in SQL : {pg_rate:9.0f} entries/s   (baseline)")
-        print(f"  ledger.post() ({args.loop:7})      : {py_rate:9.0f} entries/s")
-        print(f"  ratio                        : {100 * py_rate / pg_rate:9.0f} % of pgbench")
-        print(f"  sealer (seal_once, after)    : {seal_rate:9.0f} entries/s")
+              f"committed transaction per entry, {rounds} rotating rounds ({where}, "
+              f"{entries} entries in the end, {os.cpu_count()} CPUs, load average "
+              f"{os.getloadavg()[0]:.1f})")
+        print("  rounds: " + ", ".join(lines))
+        print(f"  pgbench, plain INSERTs (C)        : {pg_rate:7.0f} entries/s   (baseline)")
+        print(f"  asyncpg, same INSERTs ({args.loop:7})  : {raw_rate:7.0f} entries/s   "
+              f"{100 * raw_rate / pg_rate:4.0f} % of pgbench (Python client floor)")
+        print(f"  SQLAlchemy session, same INSERTs  : {sa_rate:7.0f} entries/s   "
+              f"{100 * sa_rate / pg_rate:4.0f} % of pgbench (the app's stack, no ledger)")
+        print(f"  ledger.post() in a session        : {py_rate:7.0f} entries/s   "
+              f"{100 * py_rate / pg_rate:4.0f} % of pgbench, "
+              f"{100 * py_rate / sa_rate:.0f} % of the same stack with plain INSERTs")
+        print(f"  sealer (seal_once, afterwards)    : {seal_rate:7.0f} entries/s")
     finally:
         if not args.keep:
             asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
