@@ -127,11 +127,11 @@ async def beneficiary_create(
             request, principal, session, values=values, errors=errors, status=400
         )
     try:
-        person = await beneficiaries.create_beneficiary(
-            session, issuer_id=principal.organisation_id, data=data
-        )
+        async with session.begin_nested():  # a refusal undoes only this
+            person = await beneficiaries.create_beneficiary(
+                session, issuer_id=principal.organisation_id, data=data
+            )
     except DomainError as exc:
-        await session.rollback()
         errors = {"reference": exc.message} if exc.code == "beneficiary_exists" else {}
         errors = errors or domain_error_fields(exc)
         return await _beneficiaries_page(
@@ -207,17 +207,17 @@ async def issue(
         errors.setdefault("size", "Choisissez le nombre de chèques du carnet.")
     if not errors:
         try:
-            booklet = await issuance.issue_booklet(
-                session,
-                keyring=request.app.state.keyring,
-                actor=Actor.of(principal),
-                programme_id=programme_id,  # type: ignore[arg-type]
-                beneficiary_id=beneficiary_id,
-                size=size,  # type: ignore[arg-type]
-                now=utcnow(),
-            )
+            async with session.begin_nested():  # a refusal undoes only this
+                booklet = await issuance.issue_booklet(
+                    session,
+                    keyring=request.app.state.keyring,
+                    actor=Actor.of(principal),
+                    programme_id=programme_id,  # type: ignore[arg-type]
+                    beneficiary_id=beneficiary_id,
+                    size=size,  # type: ignore[arg-type]
+                    now=utcnow(),
+                )
         except DomainError as exc:
-            await session.rollback()
             errors = {"_form": exc.message}
         else:
             return redirect(
@@ -340,11 +340,11 @@ async def cancel(ref: str, request: Request, principal: AgentPage, session: Sess
             request, principal, session, ref, errors=errors, values=values, status=400
         )
     try:
-        booklet = await issuance.cancel_booklet(
-            session, actor=Actor.of(principal), ref=ref, reason=data.reason, now=utcnow()
-        )
+        async with session.begin_nested():  # a refusal undoes only this
+            booklet = await issuance.cancel_booklet(
+                session, actor=Actor.of(principal), ref=ref, reason=data.reason, now=utcnow()
+            )
     except DomainError as exc:
-        await session.rollback()
         try:
             return await _booklet_page(
                 request, principal, session, ref, errors={"_form": exc.message}, status=400
@@ -407,15 +407,15 @@ async def hand_out(request: Request, principal: AgentPage, session: SessionDep) 
         errors["reference"] = "Indiquez la référence du bénéficiaire."
     if not errors and beneficiary_id is not None:
         try:
-            booklet = await issuance.hand_out(
-                session,
-                actor=Actor.of(principal),
-                ref=values["number"],
-                beneficiary_id=beneficiary_id,
-                now=utcnow(),
-            )
+            async with session.begin_nested():  # a refusal undoes only this
+                booklet = await issuance.hand_out(
+                    session,
+                    actor=Actor.of(principal),
+                    ref=values["number"],
+                    beneficiary_id=beneficiary_id,
+                    now=utcnow(),
+                )
         except DomainError as exc:
-            await session.rollback()
             errors = {"number": exc.message}
         else:
             return redirect(

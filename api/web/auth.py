@@ -81,11 +81,11 @@ async def login(
         errors["password"] = "Saisissez votre mot de passe."
     if not errors:
         try:
-            user = await accounts.authenticate(
-                session, email=email, password=password, now=utcnow()
-            )
+            async with session.begin_nested():  # a refusal undoes only this
+                user = await accounts.authenticate(
+                    session, email=email, password=password, now=utcnow()
+                )
         except DomainError as exc:
-            await session.rollback()
             errors["_form"] = exc.message
         else:
             principal = Principal(

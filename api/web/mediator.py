@@ -254,14 +254,14 @@ async def reverse(
     redemption_id: int, request: Request, principal: MediatorPage, session: SessionDep
 ) -> Response:
     try:
-        reversal = await service.reverse_redemption(
-            session,
-            site_id=principal.organisation_id,
-            redemption_id=redemption_id,
-            now=utcnow(),
-        )
+        async with session.begin_nested():  # a refusal undoes only this
+            reversal = await service.reverse_redemption(
+                session,
+                site_id=principal.organisation_id,
+                redemption_id=redemption_id,
+                now=utcnow(),
+            )
     except DomainError as exc:
-        await session.rollback()
         return redirect(request, "/mediateur/encaissements", flash=("error", exc.message))
     return redirect(
         request,
@@ -306,16 +306,16 @@ async def bank(request: Request, principal: MediatorPage, session: SessionDep) -
 async def bank_update(request: Request, principal: MediatorPage, session: SessionDep) -> Response:
     values = blank_to_none(await request.form(), "iban", "bic")
     try:
-        data = BankDetailsUpdate(iban=values["iban"] or "", bic=values["bic"])
-        await accounts.update_bank_details(
-            session, organisation_id=principal.organisation_id, data=data
-        )
+        async with session.begin_nested():  # a refusal undoes only this
+            data = BankDetailsUpdate(iban=values["iban"] or "", bic=values["bic"])
+            await accounts.update_bank_details(
+                session, organisation_id=principal.organisation_id, data=data
+            )
     except ValidationError as exc:
         return await _bank_page(
             request, principal, session, values=values, errors=field_errors(exc), status=400
         )
     except DomainError as exc:
-        await session.rollback()
         return await _bank_page(
             request, principal, session, values=values, errors={"_form": exc.message}, status=400
         )

@@ -132,9 +132,9 @@ async def organisation_create(
     except ValidationError as exc:
         return _organisation_form(request, values, field_errors(exc), 400)
     try:
-        org = await accounts.create_organisation(session, data)
+        async with session.begin_nested():  # a refusal undoes only this
+            org = await accounts.create_organisation(session, data)
     except DomainError as exc:
-        await session.rollback()
         return _organisation_form(request, values, domain_error_fields(exc), 400)
     return redirect(
         request,
@@ -189,13 +189,14 @@ async def user_create(
     except DomainError:
         return _not_found(request)
     try:
-        data = UserCreate(
-            email=values["email"] or "",
-            password=values["password"] or "",
-            organisation_id=organisation_id,
-            role=_role_of_kind(org.kind),  # type: ignore[arg-type]
-        )
-        user = await accounts.create_user(session, data)
+        async with session.begin_nested():  # a refusal undoes only this
+            data = UserCreate(
+                email=values["email"] or "",
+                password=values["password"] or "",
+                organisation_id=organisation_id,
+                role=_role_of_kind(org.kind),  # type: ignore[arg-type]
+            )
+            user = await accounts.create_user(session, data)
     except ValidationError as exc:
         errors = field_errors(exc)
         if "password" in errors:
@@ -204,7 +205,6 @@ async def user_create(
             request, session, organisation_id, user_values=values, user_errors=errors, status=400
         )
     except DomainError as exc:
-        await session.rollback()
         errors = {"email": exc.message} if exc.code == "email_taken" else {"_form": exc.message}
         return await _organisation_page(
             request, session, organisation_id, user_values=values, user_errors=errors, status=400
@@ -237,9 +237,9 @@ async def qualify(
         return _not_found(request)
     to, message = QUALIFY_ACTIONS[action]
     try:
-        site = await accounts.set_qualification(session, site_id=site_id, to=to, now=utcnow())
+        async with session.begin_nested():  # a refusal undoes only this
+            site = await accounts.set_qualification(session, site_id=site_id, to=to, now=utcnow())
     except DomainError as exc:
-        await session.rollback()
         return redirect(request, "/operateur/qualification", flash=("error", exc.message))
     return redirect(
         request, "/operateur/qualification", flash=("success", message.format(name=site.name))

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from api.deps import SessionDep, SettingsDep
+from api.routers import clearing as clearing_api
 from api.web import csrf
 from api.web.forms import ParseError, blank_to_none, parse_euros
 from api.web.session import OperatorPage, redirect
@@ -19,7 +20,6 @@ from clearing import payments, statements
 from clearing.audit import run_audit
 from clearing.batches import close_batch
 from clearing.expiry import run_expiry
-from clearing.sepa import Party
 from kit.clock import first_of_month_cutoff, paris_today, utcnow
 from kit.errors import DomainError
 from kit.money import format_eur
@@ -75,14 +75,14 @@ async def close(request: Request, principal: OperatorPage, session: SessionDep) 
     else:
         cutoff = first_of_month_cutoff(now)
     try:
-        batch, created = await close_batch(
-            session,
-            cutoff=cutoff,
-            now=now,
-            closed_by=principal.user_id,  # type: ignore[arg-type]
-        )
+        async with session.begin_nested():  # a refusal undoes only this
+            batch, created = await close_batch(
+                session,
+                cutoff=cutoff,
+                now=now,
+                closed_by=principal.user_id,  # type: ignore[arg-type]
+            )
     except DomainError as exc:
-        await session.rollback()
         errors = {"date" if choice == "date" else "_form": exc.message}
         return await _page(request, session, values=values, errors=errors, status=400)
     what = (
@@ -174,16 +174,16 @@ async def transfer(
         errors["received_on"] = "Indiquez la date du virement."
     if not errors:
         try:
-            await payments.record_transfer(
-                session,
-                statement_id=statement_id,
-                reference=values["reference"],
-                amount_cents=amount,  # type: ignore[arg-type]
-                received_on=received_on,
-                now=utcnow(),
-            )
+            async with session.begin_nested():  # a refusal undoes only this
+                await payments.record_transfer(
+                    session,
+                    statement_id=statement_id,
+                    reference=values["reference"],
+                    amount_cents=amount,  # type: ignore[arg-type]
+                    received_on=received_on,
+                    now=utcnow(),
+                )
         except DomainError as exc:
-            await session.rollback()
             errors = {"amount" if exc.code == "transfer_amount_mismatch" else "_form": exc.message}
         else:
             return redirect(
@@ -204,34 +204,16 @@ async def sepa(
     session: SessionDep,
     settings: SettingsDep,
 ) -> Response:
-    """The pain.001 file paying the batch's sites (sites without valid bank details are held)."""
+    """The pain.001 file of the batch, exactly as the API makes it (same handler); when there is
+    nothing to pay, the page says so instead of an error body."""
     try:
-        built = await payments.sepa_file(
-            session,
-            batch_id,
-            debtor=Party(settings.operator_name, settings.operator_iban, settings.operator_bic),
-            created_at=utcnow(),
-            execution_date=paris_today(),
-        )
+        async with session.begin_nested():  # a refusal undoes only this
+            return await clearing_api.batch_sepa(batch_id, principal, session, settings)
     except DomainError as exc:
-        await session.rollback()
+        level = "info" if exc.code == "nothing_to_transfer" else "error"
         return redirect(
-            request, f"/operateur/compensation/lots/{batch_id}", flash=("error", exc.message)
+            request, f"/operateur/compensation/lots/{batch_id}", flash=(level, exc.message)
         )
-    if built.xml is None:
-        return redirect(
-            request,
-            f"/operateur/compensation/lots/{batch_id}",
-            flash=("info", "Aucun virement à faire pour ce lot (déjà payés ou suspendus)."),
-        )
-    return Response(
-        built.xml,
-        media_type="application/xml",
-        headers={
-            "Content-Disposition": f'attachment; filename="virements-lot-{batch_id}.xml"',
-            "Cache-Control": "no-store",
-        },
-    )
 
 
 @router.get("/operateur/expiration")

@@ -194,9 +194,9 @@ async def programme_create(
         errors = {_form_field(k): v for k, v in dotted_field_errors(exc).items()}
         return await _form(request, session, values, errors, 400)
     try:
-        programme = await programmes.create_programme(session, create, today=paris_today())
+        async with session.begin_nested():  # a refusal undoes only this
+            programme = await programmes.create_programme(session, create, today=paris_today())
     except DomainError as exc:
-        await session.rollback()
         errors = domain_error_fields(exc)
         errors = {_form_field(k): v for k, v in errors.items()}
         if "_form" not in errors:
@@ -269,18 +269,18 @@ async def order_stock(
             errors["size"] = "Choisissez la taille des carnets."
     if not errors:
         try:
-            order = await issuance.order_booklets(
-                session,
-                keyring=request.app.state.keyring,
-                actor=Actor.of(principal),
-                programme_id=programme_id,
-                issuer_id=issuer_id,  # type: ignore[arg-type]
-                booklets=count,  # type: ignore[arg-type]
-                size=size,  # type: ignore[arg-type]
-                now=utcnow(),
-            )
+            async with session.begin_nested():  # a refusal undoes only this
+                order = await issuance.order_booklets(
+                    session,
+                    keyring=request.app.state.keyring,
+                    actor=Actor.of(principal),
+                    programme_id=programme_id,
+                    issuer_id=issuer_id,  # type: ignore[arg-type]
+                    booklets=count,  # type: ignore[arg-type]
+                    size=size,  # type: ignore[arg-type]
+                    now=utcnow(),
+                )
         except DomainError as exc:
-            await session.rollback()
             errors = {"_form": exc.message}
         else:
             return redirect(
