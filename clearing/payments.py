@@ -38,6 +38,7 @@ from clearing.statements import batch_detail
 from clearing.stripe_gateway import PaymentIntent, WebhookEvent
 from kit.clock import paris_day
 from kit.db import transaction
+from kit.errors import NotFound
 from ledger import service as ledger
 
 SUCCEEDED = "payment_intent.succeeded"
@@ -121,8 +122,9 @@ async def record_intent(session: AsyncSession, collection: Collection,
         WHERE id = :id AND payment_intent_id IS NULL"""),
         {"pi": intent.id, "id": collection.payment_id})
     await session.execute(text("""
-        UPDATE statement SET status = 'processing'
-        WHERE id = :id AND status = 'open'"""), {"id": collection.statement_id})
+        UPDATE statement SET payment_method = 'stripe',
+               status = CASE WHEN status = 'open' THEN 'processing' ELSE status END
+        WHERE id = :id"""), {"id": collection.statement_id})
 
 
 async def collect(sessionmaker: async_sessionmaker[AsyncSession], gateway: CollectingGateway,
@@ -316,3 +318,19 @@ async def sepa_file(session: AsyncSession, batch_id: int, *, debtor: Party,
             {"status": "held" if hold else "open", "code": hold.code if hold else None,
              "reason": hold.reason if hold else None, "id": s.id})
     return built
+
+
+# ------------------------------------------------------------------------------ mandates
+
+
+async def attach_mandate(session: AsyncSession, *, financer_id: int, customer_id: str,
+                         payment_method_id: str) -> None:
+    """Keep a financer's Stripe customer and SEPA payment method: its next statements are
+    collected by PaymentIntent; without them a financer pays by transfer."""
+    updated = (await session.execute(text("""
+        UPDATE organisation SET stripe_customer_id = :customer,
+               stripe_payment_method_id = :method
+        WHERE id = :id AND kind = 'financer' RETURNING id"""),
+        {"customer": customer_id, "method": payment_method_id, "id": financer_id})).first()
+    if updated is None:
+        raise NotFound("Financeur introuvable.", financer_id=financer_id)
