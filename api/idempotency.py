@@ -46,6 +46,7 @@ __all__ = [
     "load_many",
     "record_many",
     "reserve_many",
+    "run_many",
     "run_once",
 ]
 
@@ -223,3 +224,49 @@ async def run_once(
         answer = answer_of_error(exc)
     await record_many(session, user_id=user_id, answers={key: answer})
     return answer, False
+
+
+async def run_many(
+    session: AsyncSession,
+    *,
+    user_id: int,
+    requests: Sequence[tuple[str, str]],
+    work: Callable[[list[int]], Awaitable[list[Answer]]],
+) -> list[tuple[Answer, bool]]:
+    """Many requests at once, each under its own key (an offline batch), with the rules of
+    `run_once` for each: returns (answer, replayed) for each (key, fingerprint) of `requests`.
+
+    `work(indices)` answers the requests not answered before — the first of each new key — in
+    the order given; each refusal is an answer, so it raises nothing. A key repeated in
+    `requests` gets the answer of its first occurrence, or `idempotency_conflict` if the
+    fingerprints differ."""
+    first: dict[str, int] = {}
+    for n, (key, _fp) in enumerate(requests):
+        first.setdefault(key, n)
+    reserved = await reserve_many(
+        session, user_id=user_id, fingerprints={key: requests[n][1] for key, n in first.items()}
+    )
+    stored = await load_many(session, user_id=user_id, keys=[k for k in first if k not in reserved])
+    answers: dict[int, tuple[Answer, bool]] = {}
+    for key, n in first.items():
+        if key not in reserved:
+            fp, answer = stored[key]
+            answers[n] = (answer, True) if fp == requests[n][1] else (_conflict(), False)
+    fresh = [n for key, n in first.items() if key in reserved]
+    for n, answer in zip(fresh, await work(fresh), strict=True):
+        answers[n] = (answer, False)
+    await record_many(
+        session, user_id=user_id, answers={requests[n][0]: answers[n][0] for n in fresh}
+    )
+    result = []
+    for n, (key, fp) in enumerate(requests):
+        m = first[key]
+        if m == n:
+            result.append(answers[n])
+        else:
+            result.append((answers[m][0], True) if requests[m][1] == fp else (_conflict(), False))
+    return result
+
+
+def _conflict() -> Answer:
+    return answer_of_error(IdempotencyConflict())

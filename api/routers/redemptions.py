@@ -104,52 +104,31 @@ async def redeem_batch(
     # Only typed serials can be guessed; a signed QR code needs no rate limit.
     enforce(request, principal, cost=max(1, sum(is_serial_like(i.code) for i in data.items)))
     items = data.items
-    prints = [_fingerprint(i.code, i.service.value, _value(i.demarche_family)) for i in items]
-    first: dict[str, int] = {}  # key → the first item carrying it
-    for n, item in enumerate(items):
-        first.setdefault(item.idempotency_key, n)
-    reserved = await idempotency.reserve_many(
-        session,
-        user_id=principal.user_id,
-        fingerprints={key: prints[n] for key, n in first.items()},
-    )
-    stored = await idempotency.load_many(
-        session, user_id=principal.user_id, keys=[k for k in first if k not in reserved]
-    )
-    answers: dict[int, Answer] = {}
-    for key, n in first.items():
-        if key not in reserved:
-            fp, answer = stored[key]
-            answers[n] = answer if fp == prints[n] else _conflict()
-    fresh = [n for key, n in first.items() if key in reserved]
-    fresh_set = set(fresh)
-    outcomes = await service.redeem_offline(
-        session,
-        keyring=request.app.state.keyring,
-        site_id=principal.organisation_id,
-        user_id=principal.user_id,
-        scans=[_scan(items[n]) for n in fresh],
-        now=utcnow(),
-    )
-    for n, outcome in zip(fresh, outcomes, strict=True):
-        answers[n] = (
-            Answer.of(201, outcome.redemption.model_dump(mode="json"))
-            if outcome.redemption is not None
-            else idempotency.answer_of_error(outcome.error or service.ChequeNotFound())
+    requests = [
+        (i.idempotency_key, _fingerprint(i.code, i.service.value, _value(i.demarche_family)))
+        for i in items
+    ]
+
+    async def work(fresh: list[int]) -> list[Answer]:
+        outcomes = await service.redeem_offline(
+            session,
+            keyring=request.app.state.keyring,
+            site_id=principal.organisation_id,
+            user_id=principal.user_id,
+            scans=[_scan(items[n]) for n in fresh],
+            now=utcnow(),
         )
-    await idempotency.record_many(
-        session,
-        user_id=principal.user_id,
-        answers={items[n].idempotency_key: answers[n] for n in fresh},
+        return [_answer_of(outcome) for outcome in outcomes]
+
+    answered = await idempotency.run_many(
+        session, user_id=principal.user_id, requests=requests, work=work
     )
-    results = []
-    outcomes_seen: Counter[str] = Counter()
-    for n, item in enumerate(items):
-        m = first[item.idempotency_key]
-        answer = answers[m] if prints[n] == prints[m] else _conflict()
-        results.append(_item_result(item.idempotency_key, answer))
-        outcomes_seen[_outcome(answer) if n in fresh_set else "replayed"] += 1
-    for outcome, count in outcomes_seen.items():
+    results = [
+        _item_result(key, answer)
+        for (key, _fp), (answer, _) in zip(requests, answered, strict=True)
+    ]
+    seen = Counter("replayed" if replayed else _outcome(answer) for answer, replayed in answered)
+    for outcome, count in seen.items():
         REDEMPTIONS.labels(outcome).inc(count)
     statuses = Counter(r["status"] for r in results)
     # Built as plain data and encoded once: 500 nested models would cost more than the work.
@@ -218,8 +197,12 @@ def _scan(item: OfflineScan) -> service.OfflineScanIn:
     )
 
 
-def _conflict() -> Answer:
-    return idempotency.answer_of_error(idempotency.IdempotencyConflict())
+def _answer_of(outcome: service.OfflineOutcome) -> Answer:
+    """An offline scan's outcome as the answer the online POST would have given."""
+    if outcome.redemption is not None:
+        return Answer.of(201, outcome.redemption.model_dump(mode="json"))
+    assert outcome.error is not None  # an outcome is a redemption or an error
+    return idempotency.answer_of_error(outcome.error)
 
 
 def _item_result(key: str, answer: Answer) -> dict[str, Any]:
