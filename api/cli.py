@@ -104,15 +104,53 @@ def create_admin(
     organisation: str = typer.Option("Opérateur Pass numérique"),
 ) -> None:
     """Crée un administrateur de l'opérateur (et l'organisation opérateur si besoin)."""
-    from api.seed import ensure_admin
+    from pydantic import ValidationError
 
-    async def work(session: Any) -> str:
+    from api.seed import ensure_admin
+    from kit.errors import DomainError
+    from pass_ import accounts
+
+    async def work(session: Any) -> tuple[str, bool]:
+        existed = await accounts.find_user_by_email(session, email.strip()) is not None
         user = await ensure_admin(
             session, email=email, password=password, organisation_name=organisation
         )
-        return str(user.email)
+        return str(user.email), existed
 
-    typer.echo(f"Administrateur prêt : {run_in_transaction(work)}")
+    try:
+        address, existed = run_in_transaction(work)
+    except (DomainError, ValidationError) as exc:
+        typer.echo(f"Administrateur non créé : {_explain(exc)}", err=True)
+        raise typer.Exit(1) from None
+    if existed:
+        typer.echo(f"Administrateur déjà existant : {address} (mot de passe inchangé)")
+    else:
+        typer.echo(f"Administrateur prêt : {address}")
+
+
+def _explain(exc: Exception) -> str:
+    """A French sentence for a refused input (a domain error or a schema's validation)."""
+    from pydantic import ValidationError
+
+    from kit.errors import DomainError
+
+    if isinstance(exc, DomainError):
+        return exc.message
+    if isinstance(exc, ValidationError):
+        reasons = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err.get("loc", ()))
+            inner = (err.get("ctx") or {}).get("error")
+            if isinstance(inner, DomainError):
+                reasons.append(inner.message)
+            elif field == "email":
+                reasons.append("adresse e-mail invalide")
+            elif field == "password":
+                reasons.append("le mot de passe doit comporter de 10 à 200 caractères")
+            else:
+                reasons.append(f"{field} invalide")
+        return " ; ".join(reasons) + "."
+    return str(exc)
 
 
 @app.command()

@@ -7,12 +7,14 @@ failed commit is reported to the client instead of being lost.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.ratelimit import TokenBucketLimiter
 from api.security import Principal, decode_access_token
 from api.web import csrf
 from kit.errors import DomainError, Forbidden
@@ -96,3 +98,56 @@ StatementReader = Annotated[
     Principal, Depends(require(Role.operator_admin, Role.financer, Role.site_mediator))
 ]
 IssuerOrOperator = Annotated[Principal, Depends(require(Role.issuer_agent, Role.operator_admin))]
+
+
+# --------------------------------------------------------------------------- login throttling
+
+
+def _login_limiters(request: Request) -> tuple[TokenBucketLimiter, TokenBucketLimiter]:
+    limiters = getattr(request.app.state, "login_limiters", None)
+    if limiters is None:
+        settings: Settings = request.app.state.settings
+        limiters = (
+            TokenBucketLimiter(
+                rate_per_minute=settings.login_failures_per_minute,
+                burst=settings.login_failure_burst,
+            ),
+            TokenBucketLimiter(
+                rate_per_minute=settings.login_failures_per_ip_per_minute,
+                burst=settings.login_failure_ip_burst,
+            ),
+        )
+        request.app.state.login_limiters = limiters
+    return limiters  # type: ignore[no-any-return]
+
+
+def _login_keys(request: Request, email: str) -> tuple[str, str]:
+    address = request.client.host if request.client else "unknown"
+    return f"login:{(email or '').strip().lower()}", f"login-from:{address}"
+
+
+def check_login_attempt(request: Request, email: str) -> None:
+    """Refuse (429 `rate_limited`, Retry-After) a login for an e-mail or from an address that
+    failed too often lately, before any password is hashed. Call before `authenticate`."""
+    by_email, by_address = _login_limiters(request)
+    email_key, address_key = _login_keys(request, email)
+    wait = max(by_email.wait_for(email_key), by_address.wait_for(address_key))
+    if wait > 0.0:
+        seconds = max(1, math.ceil(wait))
+        raise HTTPException(
+            status_code=429,
+            detail={
+                "code": "rate_limited",
+                "message": f"Trop de tentatives de connexion : réessayez dans {seconds} "
+                "seconde(s).",
+            },
+            headers={"Retry-After": str(seconds)},
+        )
+
+
+def record_failed_login(request: Request, email: str) -> None:
+    """Count a failed login against the e-mail and the client address."""
+    by_email, by_address = _login_limiters(request)
+    email_key, address_key = _login_keys(request, email)
+    by_email.consume(email_key)
+    by_address.consume(address_key)

@@ -246,13 +246,14 @@ def _is_json(request: Request) -> bool:
     return content_type == "application/json" or content_type.endswith("+json")
 
 
-def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in details.items():
-        if hasattr(v, "isoformat"):
-            out[k] = v.isoformat()
-        elif isinstance(v, (str, int, float, bool, type(None), list, dict)):
-            out[k] = v
-        else:
-            out[k] = str(v)
-    return out
+def _jsonable(value: Any) -> Any:
+    """Details as JSON, at any depth (a date inside a list must not turn a 409 into a 500)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return value
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)

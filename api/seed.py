@@ -14,6 +14,7 @@ from kit.clock import utcnow
 from kit.settings import Settings
 from pass_ import accounts
 from pass_.enums import FinancerCategory, OrganisationKind, Qualification, Role, Service
+from pass_.errors import EmailTaken
 from pass_.models import AppUser, Organisation
 from pass_.schemas import OrganisationCreate, UserCreate
 
@@ -162,6 +163,17 @@ async def _ensure_user(
 async def ensure_admin(
     session: AsyncSession, *, email: str, password: str, organisation_name: str
 ) -> AppUser:
+    """The operator administrator with this e-mail: created if missing, else left unchanged
+    (an account of another role with this e-mail is refused, not reported as ready)."""
+    existing = await accounts.find_user_by_email(session, email.strip())
+    if existing is not None:
+        if existing.role != Role.operator_admin.value:
+            raise EmailTaken(
+                "Cette adresse e-mail appartient déjà à un compte qui n'est pas "
+                "administrateur de l'opérateur.",
+                role=existing.role,
+            )
+        return existing
     operator = await session.scalar(
         select(Organisation)
         .where(Organisation.kind == OrganisationKind.operator.value)

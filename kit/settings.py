@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     rate_limit_per_user_per_minute: int = 120
     rate_limit_per_ip_per_minute: int = 300
     rate_limit_burst: int = 60
+    # Failed logins (password guessing, and Argon2's 64 MiB per attempt): per e-mail address and
+    # per client address, sustained per-minute rate and burst. Successful logins cost nothing.
+    login_failures_per_minute: int = 6
+    login_failure_burst: int = 10
+    login_failures_per_ip_per_minute: int = 30
+    login_failure_ip_burst: int = 100
     stripe_api_key: str | None = None
     stripe_api_base: str | None = None
     stripe_webhook_secret: str | None = None
@@ -47,15 +53,27 @@ class Settings(BaseSettings):
         if value:
             return str(value)
         path = self.data_dir / "secrets" / name
-        if path.exists():
-            return path.read_text().strip()
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        value = secrets.token_urlsafe(nbytes)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, value.encode())
-        finally:
-            os.close(fd)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Written whole to a private file, then published with link(), which fails if the
+            # name exists: two processes starting together agree on one secret, and none ever
+            # reads a file another is still writing.
+            draft = path.with_name(f".{name}.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, secrets.token_urlsafe(nbytes).encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(draft, path)
+            except FileExistsError:
+                pass  # another process published first: use its secret
+            finally:
+                os.unlink(draft)
+        value = path.read_text().strip()
+        if len(value) < 16:
+            raise RuntimeError(f"secret file {path} is empty or too short: remove it or fix it")
         return value
 
     @property

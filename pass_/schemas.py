@@ -23,7 +23,8 @@ from pass_.validation import validate_bic, validate_iban, validate_insee, valida
 
 
 class OrganisationCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Stripped before the length checks: a name of spaces is no name.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     kind: OrganisationKind
     name: str = Field(min_length=2, max_length=200)

@@ -122,6 +122,10 @@ def settings(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
         rate_limit_per_user_per_minute=100_000,
         rate_limit_per_ip_per_minute=100_000,
         rate_limit_burst=100_000,
+        login_failures_per_minute=100_000,
+        login_failure_burst=100_000,
+        login_failures_per_ip_per_minute=100_000,
+        login_failure_ip_burst=100_000,
     )
 
 

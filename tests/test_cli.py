@@ -134,9 +134,17 @@ def test_migrate_demo_create_admin_and_serve(cli_env: dict[str, str]) -> None:
     # create-admin: a new operator admin in the existing operator organisation; twice is fine.
     created = ok(passnum(cli_env, "create-admin", "--email", "Chef@Exemple.fr",
                          "--password", "un-mot-de-passe-long"))
-    assert "chef@exemple.fr" in created
-    ok(passnum(cli_env, "create-admin", "--email", "chef@exemple.fr",
-               "--password", "un-mot-de-passe-long"))
+    assert "Administrateur prêt : chef@exemple.fr" in created
+    again = ok(passnum(cli_env, "create-admin", "--email", "chef@exemple.fr",
+                       "--password", "un-mot-de-passe-long"))
+    assert "déjà existant : chef@exemple.fr" in again
+    # Refused, in French, with nothing written: a mediator's e-mail, a short password.
+    mediator = passnum(cli_env, "create-admin", "--email", "mediateur@clic-solidaire.fr",
+                       "--password", "un-mot-de-passe-long")
+    assert mediator.returncode == 1 and "pas administrateur" in mediator.stderr
+    short = passnum(cli_env, "create-admin", "--email", "autre@exemple.fr", "--password", "court")
+    assert short.returncode == 1 and "mot de passe" in short.stderr
+    assert "Traceback" not in mediator.stderr + short.stderr
     after_admin = row_counts(url)
     assert after_admin == {**counts, "app_user": counts["app_user"] + 1}
 

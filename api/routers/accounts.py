@@ -7,12 +7,20 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from pydantic import BaseModel
 
-from api.deps import CurrentUser, OperatorAdmin, SessionDep, SettingsDep
+from api.deps import (
+    CurrentUser,
+    OperatorAdmin,
+    SessionDep,
+    SettingsDep,
+    check_login_attempt,
+    record_failed_login,
+)
 from api.security import Principal, create_access_token
 from kit.clock import utcnow
 from kit.errors import Forbidden
 from pass_ import accounts
 from pass_.enums import OrganisationKind, Qualification, Role
+from pass_.errors import InvalidCredentials
 from pass_.schemas import (
     BankDetailsUpdate,
     OrganisationCreate,
@@ -38,7 +46,14 @@ async def token(
     username: Annotated[str, Form(max_length=254)],
     password: Annotated[str, Form(max_length=200)],
 ) -> TokenOut:
-    user = await accounts.authenticate(session, email=username, password=password, now=utcnow())
+    check_login_attempt(request, username)
+    try:
+        user = await accounts.authenticate(
+            session, email=username, password=password, now=utcnow()
+        )
+    except InvalidCredentials:
+        record_failed_login(request, username)
+        raise
     principal = Principal(
         user_id=user.id,
         organisation_id=user.organisation_id,  # type: ignore[arg-type]

@@ -154,6 +154,7 @@ async def test_every_bad_field_is_reported_at_once_with_its_own_code(
         ({"kind": "bank"}, "kind"),
         ({"name": "x"}, "name"),
         ({"name": 12}, "name"),
+        ({"name": "    "}, "name"),  # spaces only: stripped, then too short
         ({"email": "pas-une-adresse"}, "email"),
         ({"services": ["cuisine"]}, "services.0"),
         ({"financer_category": "banque"}, "financer_category"),

@@ -292,3 +292,63 @@ async def test_authentication_is_checked_before_the_body(
     """A stranger learns nothing about the expected input."""
     response = await client.post("/api/v1/organisations", json={"kind": "nope"})
     assert_error(response, 401, "unauthenticated")
+
+
+# ------------------------------------------------------------------------------ password guessing
+
+
+@pytest.fixture
+async def strict_client(
+    settings: Any, engine: Any, session: AsyncSession, tmp_path: Any
+) -> Any:
+    """A client of an application with low login-failure limits, on the test's transaction."""
+    from api.app import create_app
+    from api.deps import get_session
+
+    strict = settings.model_copy(
+        update={
+            "login_failure_burst": 3,
+            "login_failures_per_minute": 1,
+            "login_failure_ip_burst": 5,
+            "login_failures_per_ip_per_minute": 1,
+        }
+    )
+    app = create_app(strict, engine=engine, run_sealer=False)
+
+    async def same_transaction() -> Any:
+        async with session.begin_nested():
+            yield session
+
+    app.dependency_overrides[get_session] = same_transaction
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            yield c
+
+
+async def test_repeated_wrong_passwords_for_an_email_are_throttled_even_the_right_one_then(
+    strict_client: httpx.AsyncClient, session: AsyncSession, app: Any
+) -> None:
+    actor = await make_actor(session, app, OrganisationKind.issuer)
+    other = await make_actor(session, app, OrganisationKind.issuer)
+    assert (await login(strict_client, actor.user.email, PASSWORD)).status_code == 200
+    for _ in range(3):
+        assert_error(await login(strict_client, actor.user.email, "mauvais"), 401,
+                     "invalid_credentials")
+    # The bucket is empty: refused before the password is even checked.
+    throttled = await login(strict_client, actor.user.email, PASSWORD)
+    body = assert_error(throttled, 429, "rate_limited")
+    assert int(throttled.headers["retry-after"]) >= 1
+    assert "réessayez" in body["error"]["message"]
+    # Another account from the same address still logs in (the address limit is higher).
+    assert (await login(strict_client, other.user.email, PASSWORD)).status_code == 200
+
+
+async def test_wrong_passwords_from_one_address_over_many_emails_are_throttled(
+    strict_client: httpx.AsyncClient, session: AsyncSession, app: Any
+) -> None:
+    actor = await make_actor(session, app, OrganisationKind.site)
+    for n in range(5):
+        assert_error(await login(strict_client, f"inconnu{n}@exemple.fr", "x"), 401,
+                     "invalid_credentials")
+    assert_error(await login(strict_client, actor.user.email, PASSWORD), 429, "rate_limited")

@@ -167,6 +167,20 @@ async def test_values_the_database_cannot_hold_are_bad_input_not_a_crash(
     assert (await client.get("/api/v1/me", headers=admin.headers)).status_code == 200
 
 
+def test_error_details_become_json_at_any_depth() -> None:
+    from datetime import date, datetime
+    from decimal import Decimal
+
+    from api.errors import _jsonable  # the details of every domain error pass through it
+
+    details = {"at": datetime(2026, 1, 31, 23, 30), "days": [date(2026, 2, 1)],
+               "nested": {"amount": Decimal("1.50"), "ids": (1, 2)}, 3: None}
+    assert json.loads(json.dumps(_jsonable(details))) == {
+        "at": "2026-01-31T23:30:00", "days": ["2026-02-01"],
+        "nested": {"amount": "1.50", "ids": [1, 2]}, "3": None,
+    }
+
+
 # ------------------------------------------------------------------------ junk never makes a 500
 
 IDENTITIES = ["anonymous", "operator", "financer", "issuer", "site"]
