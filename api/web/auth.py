@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from starlette.responses import Response
 
-from api.deps import COOKIE_NAME, SessionDep, SettingsDep
+from api.deps import (
+    COOKIE_NAME,
+    SessionDep,
+    SettingsDep,
+    check_login_attempt,
+    record_failed_login,
+)
 from api.security import Principal, create_access_token, decode_access_token
 from api.web import csrf
 from api.web.session import (
@@ -23,6 +29,7 @@ from kit.clock import utcnow
 from kit.errors import DomainError
 from pass_ import accounts
 from pass_.enums import Role
+from pass_.errors import InvalidCredentials
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(csrf.protect_form)])
 
@@ -79,14 +86,26 @@ async def login(
         errors["email"] = "Saisissez votre adresse e-mail."
     if not password:
         errors["password"] = "Saisissez votre mot de passe."
+    status = 400
     if not errors:
         try:
+            # The same throttling as the API's token endpoint, before any password is hashed.
+            check_login_attempt(request, email)
             async with session.begin_nested():  # a refusal undoes only this
                 user = await accounts.authenticate(
                     session, email=email, password=password, now=utcnow()
                 )
+        except HTTPException as exc:  # too many failed attempts
+            detail: dict[str, object] = exc.detail if isinstance(exc.detail, dict) else {}
+            errors["_form"] = str(detail.get("message", "Trop de tentatives de connexion."))
+            status = 429
+        except InvalidCredentials as exc:
+            record_failed_login(request, email)
+            errors["_form"] = exc.message
+            status = 401
         except DomainError as exc:
             errors["_form"] = exc.message
+            status = 401
         else:
             principal = Principal(
                 user_id=user.id,  # type: ignore[arg-type]
@@ -110,7 +129,7 @@ async def login(
         request,
         "login.html",
         {"title": "Connexion", "errors": errors, "values": {"email": email}, "next": suite},
-        status_code=400 if "_form" not in errors else 401,
+        status_code=status,
         principal=None,
     )
 

@@ -170,4 +170,9 @@ async def test_operator_agent_mediator_and_financer_journey(page: Page, db: Any)
     await expect(lines.first).to_contain_text("5,00")  # half of 10 €: the State pays 50 %
     await expect(page.get_by_text("À régler")).to_be_visible()
     await assert_accessible(page)
+    for name, kind, start in (("CSV", "text/csv", b""), ("PDF", "application/pdf", b"%PDF")):
+        link = page.get_by_role("link", name=f"Télécharger le {name}")
+        answer = await page.request.get(await link.get_attribute("href") or "")
+        assert answer.status == 200 and answer.headers["content-type"].startswith(kind)
+        assert (await answer.body()).startswith(start)
     await logout(page)

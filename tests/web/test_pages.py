@@ -158,3 +158,28 @@ async def test_static_files_come_from_node_modules_and_never_from_outside_their_
     for path in ("/static/..%2f..%2fpyproject.toml", "/static/vendor/dsfr/..%2f..%2fpackage.json"):
         assert (await client.get(path)).status_code == 404
     assert CSRF_COOKIE  # the name the scan page's script reads
+
+
+async def test_the_login_page_is_throttled_like_the_token_endpoint(
+    settings: Any, engine: Any
+) -> None:
+    import httpx
+
+    from api.app import create_app
+
+    strict = settings.model_copy(update={"login_failure_burst": 2, "login_failures_per_minute": 1})
+    application = create_app(strict, engine=engine, run_sealer=False)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            statuses = []
+            for _ in range(3):
+                token = await _csrf(client)
+                answer = await client.post(
+                    "/connexion",
+                    data={"email": "personne@exemple.fr", "password": "mauvais-mot-de-passe",
+                          "csrf_token": token},
+                )  # fmt: skip
+                statuses.append(answer.status_code)
+            assert statuses == [401, 401, 429]
+            assert "Trop de tentatives de connexion" in answer.text
