@@ -15,6 +15,7 @@ close is decided by the row lock on the redemption: the claim re-checks `reverse
 from __future__ import annotations
 
 import array
+import asyncio
 import hashlib
 import json
 import sys
@@ -34,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clearing import journal
 from clearing.allocation import Allocation as AllocationResult
 from clearing.allocation import Allocator, FinancerShare
-from clearing.errors import CutoffInFuture
+from clearing.errors import ConcurrentChange, CutoffInFuture
 from clearing.models import Batch
 from clearing.sepa import BankAccountInvalid, Party, check_account
 from kit.clock import PARIS, UTC
@@ -47,14 +48,20 @@ log = structlog.get_logger()
 # pg_advisory_xact_lock key of batch closing ("PN-BATCH" as a number).
 BATCH_LOCK_KEY = 0x504E_2D42_4154_4348
 
-_CLAIM = """
-WITH claimed AS (
-    UPDATE redemption SET batch_id = $1
-    WHERE batch_id IS NULL AND reversed_at IS NULL AND redeemed_at < $2
-    RETURNING id, programme_id, site_id, value_cents, demarche_family, redeemed_at
-)
+# The batch's redemptions in clearing order, read through the partial index of unbatched
+# redemptions (already in (redeemed_at, id) order: no sort).
+_CANDIDATES = """
 SELECT id, programme_id, site_id, value_cents, demarche_family
-FROM claimed ORDER BY redeemed_at, id
+FROM redemption
+WHERE batch_id IS NULL AND reversed_at IS NULL AND redeemed_at < $1
+ORDER BY redeemed_at, id
+"""
+
+# Marks exactly those redemptions, unless one was reversed meanwhile (then fewer rows).
+_CLAIM = """
+UPDATE redemption r SET batch_id = $1
+FROM unnest($2::bigint[]) AS c(id)
+WHERE r.id = c.id AND r.batch_id IS NULL AND r.reversed_at IS NULL
 """
 
 _PROGRAMMES = """
@@ -231,14 +238,30 @@ async def close_batch(session: AsyncSession, *, cutoff: datetime | date, now: da
     return batch, True
 
 
+class _Raced(Exception):
+    """A redemption of the batch was reversed between reading and claiming it."""
+
+
 async def _clear(session: AsyncSession, batch_id: int, cutoff: datetime,
                  now: datetime) -> tuple[int, int]:
+    for attempt in range(3):
+        try:
+            async with session.begin_nested():
+                return await _clear_once(session, batch_id, cutoff, now)
+        except _Raced:
+            log.info("batch_claim_raced", batch_id=batch_id, attempt=attempt + 1)
+    raise ConcurrentChange(batch_id=batch_id)
+
+
+async def _clear_once(session: AsyncSession, batch_id: int, cutoff: datetime,
+                      now: datetime) -> tuple[int, int]:
+    """Read, then claim while allocating: the UPDATE marking a million redemptions runs in
+    PostgreSQL while this process allocates them (two cores at work, not one after the
+    other); the claim is checked to have marked exactly the rows read."""
     steps = _Steps()
     raw = await raw_connection(session)
-    # The claim sorts a batch's rows; enough memory keeps a national batch's sort off disk.
-    await raw.execute("SET LOCAL work_mem = '256MB'")
-    rows = await raw.fetch(_CLAIM, batch_id, cutoff)
-    steps.done("claim")
+    rows = await raw.fetch(_CANDIDATES, cutoff)
+    steps.done("read")
     if not rows:
         return 0, 0
     programme_ids = sorted({r[1] for r in rows})
@@ -247,10 +270,35 @@ async def _clear(session: AsyncSession, batch_id: int, cutoff: datetime,
     for pid, fid, cents in await raw.fetch(_ALLOCATED_BEFORE, programme_ids):
         before[pid][fid] = cents
     allocators = {pid: allocator_for(t, before[pid]) for pid, t in terms.items()}
+    financer_ids = sorted({f.financer_id for t in terms.values() for f in t.financers})
+    site_ids = sorted({r[2] for r in rows})
+    organisations = {r[0]: r for r in await raw.fetch(_ORGANISATIONS,
+                                                      site_ids + financer_ids)}
+    redemption_ids = [r[0] for r in rows]
     steps.done("terms")
 
-    run = _allocate(rows, allocators)
-    steps.done("allocate")
+    # Prepared first (one round trip), so that starting the task sends the UPDATE itself:
+    # it then runs in PostgreSQL while the loop below keeps this process busy.
+    claim_statement = await raw.prepare(_CLAIM)
+    claim = asyncio.ensure_future(claim_statement.fetch(batch_id, redemption_ids))
+    await asyncio.sleep(0)
+    try:
+        run = _allocate(rows, redemption_ids, allocators)
+        steps.done("allocate")
+        communes = [organisations[sid][2] for sid in run.site_ids]
+        sites = _site_figures(run)
+        financers = _financer_figures(run, communes)
+        statements = [_site_statement(batch_id, sid, *sites[i], organisations[sid], terms)
+                      for i, sid in enumerate(run.site_ids)]
+        statements += [_financer_statement(batch_id, fid, lines, organisations[fid], terms)
+                       for fid, lines in sorted(financers.items())]
+        steps.done("statements")
+    finally:
+        await claim  # never leave the connection busy, even on error
+    steps.done("claim_wait")
+    claimed = claim_statement.get_statusmsg()
+    if claimed != f"UPDATE {len(rows)}":
+        raise _Raced(claimed)
 
     await raw.copy_records_to_table(
         "allocation_pattern", columns=["batch_id", "pattern", "financer_id", "programme_id",
@@ -261,20 +309,8 @@ async def _clear(session: AsyncSession, batch_id: int, cutoff: datetime,
     await raw.copy_records_to_table(
         "allocation", columns=["redemption_id", "batch_id", "pattern"],
         records=zip(run.redemption_ids, repeat(batch_id), run.redemption_patterns,
-                    strict=False))
+                    strict=False))  # (repeat is endless; the two others are aligned)
     steps.done("copy")
-
-    organisations = {r[0]: r for r in await raw.fetch(_ORGANISATIONS, run.site_ids)}
-    communes = [organisations[sid][2] for sid in run.site_ids]
-    sites = _site_figures(run)
-    financers = _financer_figures(run, communes)
-    organisations.update(
-        {r[0]: r for r in await raw.fetch(_ORGANISATIONS, sorted(financers))})
-    statements = [_site_statement(batch_id, sid, *sites[i], organisations[sid], terms)
-                  for i, sid in enumerate(run.site_ids)]
-    statements += [_financer_statement(batch_id, fid, lines, organisations[fid], terms)
-                   for fid, lines in sorted(financers.items())]
-    steps.done("statements")
 
     columns = list(zip(*[s.row() for s in statements], strict=True))
     inserted = await raw.fetch(_INSERT_STATEMENTS, batch_id, *[list(c) for c in columns])
@@ -315,7 +351,8 @@ class _Run:
 _SPAN = 1 << 32  # groups key: pattern × _SPAN + site index (a batch has far fewer sites)
 
 
-def _allocate(rows: Sequence[Sequence[Any]], allocators: dict[int, Allocator]) -> _Run:
+def _allocate(rows: Sequence[Sequence[Any]], redemption_ids: list[int],
+              allocators: dict[int, Allocator]) -> _Run:
     """The hot loop: each redemption, in clearing order, through its programme's allocator.
 
     Memoised allocator results are shared objects, so a result's identity names its pattern
@@ -343,7 +380,7 @@ def _allocate(rows: Sequence[Sequence[Any]], allocators: dict[int, Allocator]) -
         add_pattern(p)
         site_redemptions[s].append(rid)
         gross += value
-    return _Run(patterns=patterns, redemption_ids=[r[0] for r in rows],
+    return _Run(patterns=patterns, redemption_ids=redemption_ids,
                 redemption_patterns=redemption_patterns, groups=groups,
                 site_ids=list(site_index), site_redemptions=site_redemptions, gross=gross)
 

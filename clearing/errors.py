@@ -10,6 +10,12 @@ class CutoffInFuture(InvalidInput):
     message = "La date d'arrêté ne peut pas être dans le futur."
 
 
+class ConcurrentChange(Conflict):
+    code = "conflict"
+    message = ("Des encaissements ont été annulés pendant l'arrêté du lot, à plusieurs "
+               "reprises : réessayez.")
+
+
 class BatchNotFound(NotFound):
     code = "not_found"
     message = "Lot de compensation introuvable."

@@ -305,3 +305,41 @@ async def test_worked_scenario_face_value_1003_weights_1_2_and_an_operator_runni
     second, _ = await close_batch(session, cutoff=unique_cutoff(month=3), now=utcnow())
     assert await _parts(session, r6.id) == {state: 501, departement: 502}
     assert ("financer", caf) not in await _statements(session, second.id)
+
+
+async def test_a_reversal_committed_during_the_claim_is_left_out_and_the_close_retried(
+        sessionmaker, keyring):
+    async with sessionmaker() as setup:
+        scheme = await make_scheme(setup, keyring)
+        site = await make_site(setup)
+        done = [await redeem(setup, scheme, site, cheque, at=paris(2024, 1, 10, 10, i))
+                for i, cheque in enumerate(await issue_cheques(setup, scheme, 3))]
+        await setup.commit()
+    cutoff = unique_cutoff()
+
+    async with sessionmaker() as reversing, sessionmaker() as closing:
+        # The reversal holds the redemption's row lock, not yet committed…
+        await redemption.reverse_redemption(reversing, site_id=site.id,  # type: ignore[arg-type]
+                                            redemption_id=done[1].id,
+                                            now=paris(2024, 1, 10, 11))
+        closer = await closing.scalar(text("SELECT pg_backend_pid()"))
+        close = asyncio.ensure_future(close_batch(closing, cutoff=cutoff, now=utcnow()))
+        # …so the close reads the three redemptions and its claim waits on that lock.
+        async with sessionmaker() as watcher:
+            deadline = asyncio.get_running_loop().time() + 30
+            while not await watcher.scalar(text(
+                    "SELECT count(*) FROM pg_locks WHERE pid = :pid AND NOT granted"),
+                    {"pid": closer}):
+                assert not close.done(), close
+                assert asyncio.get_running_loop().time() < deadline, "the claim never waited"
+                await asyncio.sleep(0.02)  # a poll interval under a deadline
+        await reversing.commit()
+        batch, created = await close
+        await closing.commit()
+
+    assert created and batch.redemption_count >= 2
+    async with sessionmaker() as check:
+        assert await _batch_ids_of(check, [r.id for r in done]) == {
+            done[0].id: batch.id, done[1].id: None, done[2].id: batch.id}
+        statement = (await _statements(check, batch.id))[("site", site.id)]
+        assert (statement.gross_cents, statement.cheque_count) == (2_000, 2)
