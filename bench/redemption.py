@@ -260,8 +260,29 @@ async def login(base: str, emails: list[str]) -> list[str]:
         for email in emails:
             async with http.post(f"{base}/api/v1/auth/token",
                                  data={"username": email, "password": PASSWORD}) as r:
-                tokens.append((await r.json())["access_token"])
+                body = await r.json()
+                if r.status != 200:
+                    raise RuntimeError(f"login refused for {email}: {r.status} {body}")
+                tokens.append(body["access_token"])
         return tokens
+
+
+def worker_pids(server: subprocess.Popen[bytes]) -> list[int]:
+    """The processes serving requests: uvicorn's workers (children of the supervisor)."""
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(server.pid)],
+                         capture_output=True, text=True, check=False).stdout
+    pids = [int(p) for p in out.split()
+            if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+    return pids or [server.pid]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of `pids` (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def start_profilers(
@@ -269,14 +290,12 @@ def start_profilers(
 ) -> list[subprocess.Popen[bytes]]:
     """py-spy on each worker process of the server (children of the uvicorn supervisor)."""
     out.mkdir(parents=True, exist_ok=True)
-    pids = subprocess.run(["ps", "-o", "pid=", "--ppid", str(server.pid)],
-                          capture_output=True, text=True, check=False).stdout.split()
     return [
         subprocess.Popen(
-            [str(ROOT / ".venv/bin/py-spy"), "record", "--pid", pid, "--rate", "200",
+            [str(ROOT / ".venv/bin/py-spy"), "record", "--pid", str(pid), "--rate", "200",
              "--format", fmt, "--output", str(out / f"worker-{pid}.{fmt}"), "--nonblocking"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for pid in pids
+        for pid in worker_pids(server)
     ]
 
 
@@ -435,8 +454,12 @@ async def main(args: argparse.Namespace) -> None:
             start_profilers(server, Path(args.profile), args.profile_format)
             if args.profile else []
         )
+        workers = worker_pids(server)
+        load_before = os.getloadavg()[0]
+        cpu_before = cpu_seconds(workers)
         seconds, latencies, statuses = await redeem_online(
             base, tokens, codes[warm:], args.concurrency)
+        online_cpu = cpu_seconds(workers) - cpu_before
         for profiler in profilers:
             profiler.send_signal(signal.SIGINT)
             profiler.wait(timeout=60)
@@ -467,19 +490,25 @@ async def main(args: argparse.Namespace) -> None:
             await conn.close()
 
         offline_codes = [token for _, token in world["cheques"]["offline"]]
+        cpu_before = cpu_seconds(workers)
         off_seconds, counts = await redeem_offline(
             base, tokens, offline_codes, args.batch_size, args.offline_concurrency)
+        offline_cpu = cpu_seconds(workers) - cpu_before
+        load_after = os.getloadavg()[0]
         if counts.get("accepted") != len(offline_codes):
             raise RuntimeError(f"offline outcomes: {counts}")
 
         cores = os.cpu_count()
         print(f"machine: {cores} cores shared by PostgreSQL, {args.workers} server workers and "
-              f"the load generator (aiohttp, same machine): figures are a floor")
+              f"the load generator (aiohttp on uvloop, same machine): figures are a floor; "
+              f"load average {load_before:.1f} before, {load_after:.1f} after")
         print(f"online  POST /api/v1/redemptions, {args.concurrency} keep-alive connections, "
               f"{done} cheques (after {warm} of warm-up)")
         print(f"        {rate:8.0f} redemptions/s   p50 {percentile(latencies, 0.5) * 1000:6.1f} "
               f"ms   p99 {percentile(latencies, 0.99) * 1000:6.1f} ms   "
               f"mean {statistics.fmean(latencies) * 1000:6.1f} ms")
+        print(f"        server CPU {online_cpu / done * 1000:.2f} ms a redemption "
+              f"(workers' user + system time, whatever the machine's load)")
         print(f"ceiling pgbench, same SQL writes as one transaction, {args.concurrency} clients, "
               f"prepared, {len(ids)} cheques")
         print(f"        {ceiling:8.0f} transactions/s")
@@ -489,6 +518,7 @@ async def main(args: argparse.Namespace) -> None:
         print(f"        {len(offline_codes) / off_seconds:8.0f} cheques/s   "
               f"({off_seconds / args.batches * args.offline_concurrency * 1000:.0f} ms a batch; "
               f"aim ≥ 5,000 cheques/s)")
+        print(f"        server CPU {offline_cpu / len(offline_codes) * 1e6:.0f} µs a cheque")
         if args.profile:
             print(f"profiles: {args.profile}/worker-*.{args.profile_format}")
     finally:
@@ -513,4 +543,10 @@ if __name__ == "__main__":
     parser.add_argument("--profile", metavar="DIR", default=None)
     parser.add_argument("--profile-format", choices=["flamegraph", "raw", "speedscope"],
                         default="flamegraph")
-    asyncio.run(main(parser.parse_args()))
+    args = parser.parse_args()
+    try:  # the load generator's own CPU competes with the server's: use the faster loop
+        import uvloop
+    except ImportError:
+        asyncio.run(main(args))
+    else:
+        uvloop.run(main(args))

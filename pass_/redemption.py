@@ -46,6 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kit.clock import paris_day, paris_midnight
 from kit.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from ledger import service as ledger
+from ledger.audit import Difference
 from pass_ import tokens
 from pass_.codes import InvalidSerial, is_serial_like, normalise_serial
 from pass_.enums import ChequeStatus, DemarcheFamily, Service
@@ -81,6 +82,7 @@ __all__ = [
     "ScanOutOfRange",
     "SiteNotEligible",
     "SiteNotQualified",
+    "audit_redemptions",
     "check_cheque",
     "ledger_postings",
     "list_redemptions",
@@ -811,3 +813,112 @@ async def list_redemptions(
     return RedemptionPage(
         items=items, limit=limit, next_cursor=next_cursor, page=None if cursor else (page or 1)
     )
+
+
+# --------------------------------------------------------------------------------- audit
+
+MAX_AUDIT_ROWS = 20  # rows quoted in one difference
+
+# Each cheque's status against its redemptions: `redeemed` exactly when it has one live
+# redemption, of the cheque's programme and value.
+_AUDIT_CHEQUES = text("""
+SELECT 'cheque_redeemed_without_redemption', c.id, CAST(NULL AS bigint)
+FROM cheque c
+WHERE c.status = 'redeemed'
+  AND (CAST(:programme_id AS bigint) IS NULL OR c.programme_id = :programme_id)
+  AND NOT EXISTS (SELECT 1 FROM redemption r WHERE r.cheque_id = c.id AND r.reversed_at IS NULL)
+UNION ALL
+SELECT 'redemption_of_unredeemed_cheque', r.cheque_id, r.id
+FROM redemption r JOIN cheque c ON c.id = r.cheque_id
+WHERE r.reversed_at IS NULL AND c.status <> 'redeemed'
+  AND (CAST(:programme_id AS bigint) IS NULL OR r.programme_id = :programme_id)
+UNION ALL
+SELECT 'redemption_differs_from_cheque', r.cheque_id, r.id
+FROM redemption r JOIN cheque c ON c.id = r.cheque_id
+WHERE (r.value_cents <> c.value_cents OR r.programme_id <> c.programme_id)
+  AND (CAST(:programme_id AS bigint) IS NULL OR :programme_id IN (r.programme_id, c.programme_id))
+ORDER BY 1, 2
+LIMIT :limit
+""")
+
+# (A backslash before a colon keeps SQLAlchemy from reading `:payable` as a parameter.)
+# Each redemption's entries as they must be, against the journal: `redeem:<id>` moves its
+# value from the programme's outstanding to the site's payable, `reverse:<id>` (reversed
+# ones only) moves it back; nothing else under these keys (for one programme: under the keys
+# of its redemptions).
+_AUDIT_ENTRIES = text("""
+WITH mine AS (
+    SELECT * FROM redemption r
+    WHERE CAST(:programme_id AS bigint) IS NULL OR r.programme_id = :programme_id
+), expected AS (
+    SELECT 'redeem:' || r.id AS key, x.code, x.amount
+    FROM mine r, LATERAL (VALUES
+        ('programme:' || r.programme_id || '\\:outstanding', -r.value_cents),
+        ('site:' || r.site_id || '\\:payable', r.value_cents)) AS x(code, amount)
+    UNION ALL
+    SELECT 'reverse:' || r.id, x.code, x.amount
+    FROM mine r, LATERAL (VALUES
+        ('programme:' || r.programme_id || '\\:outstanding', r.value_cents),
+        ('site:' || r.site_id || '\\:payable', -r.value_cents)) AS x(code, amount)
+    WHERE r.reversed_at IS NOT NULL
+), journal AS (
+    SELECT e.idempotency_key AS key, a.code, p.amount_cents AS amount
+    FROM ledger_entry e
+    JOIN ledger_posting p ON p.entry_id = e.id
+    JOIN ledger_account a ON a.id = p.account_id
+    WHERE CASE WHEN CAST(:programme_id AS bigint) IS NULL
+               THEN starts_with(e.idempotency_key, 'redeem:')
+                    OR starts_with(e.idempotency_key, 'reverse:')
+               ELSE e.idempotency_key IN (SELECT 'redeem:' || id FROM mine
+                                          UNION ALL SELECT 'reverse:' || id FROM mine) END
+), missing AS (
+    SELECT * FROM expected EXCEPT ALL SELECT * FROM journal
+), unexpected AS (
+    SELECT * FROM journal EXCEPT ALL SELECT * FROM expected
+)
+SELECT 'missing', key, code, amount FROM missing
+UNION ALL
+SELECT 'unexpected', key, code, amount FROM unexpected
+ORDER BY 2, 1, 3
+LIMIT :limit
+""")
+
+_CHEQUE_MESSAGES = {
+    "cheque_redeemed_without_redemption": "Chèque encaissé sans encaissement en cours",
+    "redemption_of_unredeemed_cheque": "Encaissement en cours d'un chèque non encaissé",
+    "redemption_differs_from_cheque": "Encaissement dont le programme ou la valeur diffère "
+    "du chèque",
+}
+
+
+async def audit_redemptions(
+    session: AsyncSession, *, programme_id: int | None = None
+) -> list[Difference]:
+    """Recompute from the cheques and redemptions what the journal must hold: every cheque's
+    status agrees with its redemptions, and every redemption (and reversal) has exactly its
+    ledger entry. Returns the differences (at most 20 rows quoted per check), empty when all
+    agree; all programmes, or one. For `clearing.audit.run_audit`."""
+    params = {"programme_id": programme_id, "limit": MAX_AUDIT_ROWS}
+    differences: list[Difference] = []
+    for kind, cheque_id, redemption_id in (await session.execute(_AUDIT_CHEQUES, params)).all():
+        differences.append(
+            Difference(
+                kind=kind,
+                message=f"{_CHEQUE_MESSAGES[kind]} : chèque {cheque_id}"
+                + (f", encaissement {redemption_id}." if redemption_id else "."),
+                details={"cheque_id": cheque_id, "redemption_id": redemption_id},
+            )
+        )
+    for what, key, code, amount in (await session.execute(_AUDIT_ENTRIES, params)).all():
+        differences.append(
+            Difference(
+                kind=f"redemption_entry_{what}",
+                message=(
+                    f"Écriture {key} : ligne {code} de {amount} centimes "
+                    + ("absente du journal." if what == "missing" else "inattendue au journal.")
+                ),
+                account=code,
+                details={"key": key, "amount_cents": amount},
+            )
+        )
+    return differences

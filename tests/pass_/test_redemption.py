@@ -675,3 +675,52 @@ async def test_an_offline_token_is_trusted_only_if_it_is_the_one_issued_or_verif
         ("refused", "invalid_token"),
     ]
     assert await status_of(session, c[2].id) == ChequeStatus.active
+
+
+# ------------------------------------------------------------------------------------ audit
+
+
+async def test_the_audit_finds_cheques_and_entries_that_disagree_with_redemptions(
+    session: AsyncSession, keyring: Keyring, scene: Scene, site: Organisation
+) -> None:
+    c = scene.cheques
+    pid = scene.programme_id
+    await redeem(session, keyring, site, c[0].serial)
+    undone = await redeem(session, keyring, site, c[1].serial)
+    await reverse(session, site, undone.id, NOW + timedelta(hours=1))
+    offline = await svc.redeem_offline(
+        session,
+        keyring=keyring,
+        site_id=site.id,
+        user_id=None,  # type: ignore[arg-type]
+        scans=[scan(c[2].token, NOW - timedelta(hours=1))],
+        now=NOW,
+    )
+    assert offline[0].status == "accepted"
+    assert await svc.audit_redemptions(session, programme_id=pid) == []
+
+    # A cheque put back to active behind the redemption's back, a redemption whose value
+    # was changed, and an entry posted under a redemption's key with other lines.
+    await session.execute(text("UPDATE cheque SET status = 'active' WHERE id = :i"), {"i": c[0].id})
+    await session.execute(
+        text("UPDATE redemption SET value_cents = 500 WHERE id = :i"),
+        {"i": offline[0].redemption.id},
+    )  # type: ignore[union-attr]
+    await session.execute(
+        text("UPDATE cheque SET status = 'redeemed' WHERE id = :i"), {"i": c[3].id}
+    )
+    found = await svc.audit_redemptions(session, programme_id=pid)
+    kinds = sorted((d.kind, d.details.get("cheque_id") or d.details.get("key")) for d in found)
+    rid = offline[0].redemption.id  # type: ignore[union-attr]
+    assert kinds == sorted(
+        [
+            ("redemption_of_unredeemed_cheque", c[0].id),
+            ("cheque_redeemed_without_redemption", c[3].id),
+            ("redemption_differs_from_cheque", c[2].id),
+            ("redemption_entry_missing", f"redeem:{rid}"),
+            ("redemption_entry_missing", f"redeem:{rid}"),
+            ("redemption_entry_unexpected", f"redeem:{rid}"),
+            ("redemption_entry_unexpected", f"redeem:{rid}"),
+        ]
+    )
+    assert all(d.message for d in found)
