@@ -215,6 +215,8 @@ async def run(server_url: str, small: int, large: int) -> None:
         print(f"ratio large/small: {t_large / t_small:.1f} (linear ≈ {n_large / n_small:.0f}); "
               f"aim: 1,000,000 in ≤ 30 s; "
               f"{n_large / t_large:,.0f} redemptions/s")
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"machine: {os.cpu_count()} CPU(s), load average {load} (other work shares them)")
     finally:
         if engine is not None:
             await engine.dispose()

@@ -57,11 +57,17 @@ WHERE batch_id IS NULL AND reversed_at IS NULL AND redeemed_at < $1
 ORDER BY redeemed_at, id
 """
 
-# Marks exactly those redemptions, unless one was reversed meanwhile (then fewer rows).
+# Marks the same redemptions by the same condition (a plan over the table, not a million
+# index probes), and returns checksums of what it marked, compared with what was read: a
+# reversal or a late redemption committed in between shows as a difference.
 _CLAIM = """
-UPDATE redemption r SET batch_id = $1
-FROM unnest($2::bigint[]) AS c(id)
-WHERE r.id = c.id AND r.batch_id IS NULL AND r.reversed_at IS NULL
+WITH claimed AS (
+    UPDATE redemption SET batch_id = $1
+    WHERE batch_id IS NULL AND reversed_at IS NULL AND redeemed_at < $2
+    RETURNING id
+)
+SELECT count(*), coalesce(sum(id), 0), coalesce(sum(CAST(id AS numeric) * id), 0)
+FROM claimed
 """
 
 _PROGRAMMES = """
@@ -143,11 +149,11 @@ def site_lines_digest(redemption_ids: Iterable[int]) -> str:
 
 
 def financer_lines_digest(lines: Iterable[Sequence[Any]]) -> str:
-    """sha256 of stored lines (programme, family, commune, cheques, cents), in sorted order."""
-    rows = sorted(
-        [int(p), f or "", c or "", int(n), int(cents)] for p, f, c, n, cents in lines
-    )
-    return hashlib.sha256(_canonical(rows)).hexdigest()
+    """sha256 of lines (programme, family, commune, cheques, cents) sorted by programme,
+    family and commune, one `p;family;commune;cheques;cents` text line each."""
+    ordered = sorted(lines, key=_line_order)
+    text = "\n".join(f"{p};{f or ''};{c or ''};{n};{cents}" for p, f, c, n, cents in ordered)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def statement_hash(*, kind: str, organisation_id: int, batch_id: int | None,
@@ -239,7 +245,8 @@ async def close_batch(session: AsyncSession, *, cutoff: datetime | date, now: da
 
 
 class _Raced(Exception):
-    """A redemption of the batch was reversed between reading and claiming it."""
+    """The redemptions claimed are not those read: one was reversed, or one recorded late was
+    committed, in between."""
 
 
 async def _clear(session: AsyncSession, batch_id: int, cutoff: datetime,
@@ -257,7 +264,7 @@ async def _clear_once(session: AsyncSession, batch_id: int, cutoff: datetime,
                       now: datetime) -> tuple[int, int]:
     """Read, then claim while allocating: the UPDATE marking a million redemptions runs in
     PostgreSQL while this process allocates them (two cores at work, not one after the
-    other); the claim is checked to have marked exactly the rows read."""
+    other); checksums of the ids show that the claim marked exactly the rows read."""
     steps = _Steps()
     raw = await raw_connection(session)
     rows = await raw.fetch(_CANDIDATES, cutoff)
@@ -280,7 +287,7 @@ async def _clear_once(session: AsyncSession, batch_id: int, cutoff: datetime,
     # Prepared first (one round trip), so that starting the task sends the UPDATE itself:
     # it then runs in PostgreSQL while the loop below keeps this process busy.
     claim_statement = await raw.prepare(_CLAIM)
-    claim = asyncio.ensure_future(claim_statement.fetch(batch_id, redemption_ids))
+    claim = asyncio.ensure_future(claim_statement.fetchrow(batch_id, cutoff))
     await asyncio.sleep(0)
     try:
         run = _allocate(rows, redemption_ids, allocators)
@@ -292,13 +299,13 @@ async def _clear_once(session: AsyncSession, batch_id: int, cutoff: datetime,
                       for i, sid in enumerate(run.site_ids)]
         statements += [_financer_statement(batch_id, fid, lines, organisations[fid], terms)
                        for fid, lines in sorted(financers.items())]
+        read = (len(redemption_ids), sum(redemption_ids), sum(i * i for i in redemption_ids))
         steps.done("statements")
     finally:
-        await claim  # never leave the connection busy, even on error
+        claimed = await claim  # never leave the connection busy, even on error
     steps.done("claim_wait")
-    claimed = claim_statement.get_statusmsg()
-    if claimed != f"UPDATE {len(rows)}":
-        raise _Raced(claimed)
+    if tuple(claimed) != read:
+        raise _Raced(tuple(claimed), read)
 
     await raw.copy_records_to_table(
         "allocation_pattern", columns=["batch_id", "pattern", "financer_id", "programme_id",
@@ -402,24 +409,54 @@ Line = tuple[int, str | None, str | None, int, int]  # programme, family, commun
 
 
 def _financer_figures(run: _Run, communes: Sequence[str]) -> dict[int, list[Line]]:
-    """Per financer: its lines (programme, family, site commune, cheques, cents), sorted."""
-    by_commune: dict[tuple[int, str], int] = defaultdict(int)
+    """Per financer: its lines (programme, family, site commune, cheques, cents), sorted.
+
+    A batch has as many lines as (financer, programme, family, commune) combinations met —
+    up to a few hundred thousand — so the sums run on integer keys, tuples come last."""
+    commune_names = sorted(set(communes))
+    commune_of_site = _indexes(communes, commune_names)
+    nc = len(commune_names)
+    # (pattern, commune) → cheques
+    by_commune: dict[int, int] = defaultdict(int)
     for key, n in run.groups.items():
         p, s = divmod(key, _SPAN)
-        by_commune[(p, communes[s])] += n
-    lines: dict[tuple[int, int, str | None, str], list[int]] = defaultdict(lambda: [0, 0])
-    for (p, commune), n in by_commune.items():
-        pid, family, _value, result = run.patterns[p]
-        for fid, cents in result.parts.items():
-            line = lines[(fid, pid, family, commune)]
-            line[0] += n
-            line[1] += n * cents
+        by_commune[p * nc + commune_of_site[s]] += n
+    # Patterns sharing a programme and a family fall on the same lines.
+    classes: dict[tuple[int, str | None], int] = {}
+    class_of = [classes.setdefault((pid, family), len(classes))
+                for pid, family, _value, _result in run.patterns]
+    class_names = list(classes)
+    financers: dict[int, int] = {}
+    nq = len(class_names)
+    counts: dict[int, int] = defaultdict(int)
+    amounts: dict[int, int] = defaultdict(int)
+    for key, n in by_commune.items():
+        p, c = divmod(key, nc)
+        head = class_of[p] * nc + c
+        for fid, cents in run.patterns[p][3].parts.items():
+            f = financers.setdefault(fid, len(financers))
+            line = f * nq * nc + head
+            counts[line] += n
+            amounts[line] += n * cents
+    fid_of = list(financers)
     out: dict[int, list[Line]] = defaultdict(list)
-    for (fid, pid, family, commune), (n, cents) in lines.items():
-        out[fid].append((pid, family, commune, n, cents))
+    for line, n in counts.items():
+        f, rest = divmod(line, nq * nc)
+        q, c = divmod(rest, nc)
+        pid, family = class_names[q]
+        out[fid_of[f]].append((pid, family, commune_names[c], n, amounts[line]))
     for fid_lines in out.values():
-        fid_lines.sort(key=lambda line: (line[0], line[1] or "", line[2] or ""))
+        fid_lines.sort(key=_line_order)
     return out
+
+
+def _indexes(values: Sequence[str], names: list[str]) -> list[int]:
+    position = {name: i for i, name in enumerate(names)}
+    return [position[v] for v in values]
+
+
+def _line_order(line: Sequence[Any]) -> tuple[int, str, str]:
+    return line[0], line[1] or "", line[2] or ""
 
 
 class _Steps:
