@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from clearing import journal
 from clearing.batches import (
+    allocation_parts,
     allocator_for,
     financer_lines_digest,
     half_up_mixed,
@@ -207,7 +208,7 @@ async def _replay_batches(
         mismatched: list[int] = []
         redeemed = 0
         for rid, pid, sid, value, family, pattern in rows:
-            parts = allocators[pid].allocate(value, family).parts
+            parts = allocation_parts(allocators[pid].allocate(value, family))
             if pattern is None or parts_of.get(pattern) != dict(parts):
                 mismatched.append(rid)
             redeemed += value

@@ -20,17 +20,18 @@ import hashlib
 import json
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from itertools import repeat
 from time import perf_counter
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import structlog
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from clearing import journal
 from clearing.allocation import Allocation as AllocationResult
@@ -208,8 +209,8 @@ async def load_terms(raw: asyncpg.Connection,
 def allocator_for(terms: ProgrammeTerms, allocated_before: dict[int, int]) -> Allocator:
     """An allocator whose remaining commitments are commitment − allocated in earlier batches
     (never below zero: an overrun of an earlier batch leaves nothing)."""
-    remaining = {fid: max(0, c - allocated_before.get(fid, 0))
-                 for fid, c in terms.commitments.items()}
+    remaining: dict[Hashable, int] = {fid: max(0, c - allocated_before.get(fid, 0))
+                                      for fid, c in terms.commitments.items()}
     return Allocator(state_share_bp=terms.state_share_bp, financers=terms.financers,
                      remaining_cents=remaining)
 
@@ -227,12 +228,12 @@ async def close_batch(session: AsyncSession, *, cutoff: datetime | date, now: da
     if instant > now:
         raise CutoffInFuture(cutoff=instant.isoformat())
     await session.execute(select(func.pg_advisory_xact_lock(BATCH_LOCK_KEY)))
-    existing = await session.scalar(select(Batch).where(Batch.cutoff == instant))
+    existing = await session.scalar(select(Batch).where(col(Batch.cutoff) == instant))
     if existing is not None:
         return existing, False
     # An earlier cutoff than the last batch's is allowed: it can only find redemptions recorded
     # late, and each redemption is still cleared exactly once.
-    last = await session.scalar(select(func.max(Batch.cutoff)).where(Batch.cutoff < instant))
+    last = await session.scalar(select(func.max(Batch.cutoff)).where(col(Batch.cutoff) < instant))
     batch = Batch(cutoff=instant, period_start=last, closed_at=now, closed_by=closed_by)
     session.add(batch)
     await session.flush()
@@ -277,7 +278,8 @@ async def _clear_once(session: AsyncSession, batch_id: int, cutoff: datetime,
     for pid, fid, cents in await raw.fetch(_ALLOCATED_BEFORE, programme_ids):
         before[pid][fid] = cents
     allocators = {pid: allocator_for(t, before[pid]) for pid, t in terms.items()}
-    financer_ids = sorted({f.financer_id for t in terms.values() for f in t.financers})
+    financer_ids = sorted({int(f.financer_id) for t in terms.values()  # type: ignore[call-overload]
+                           for f in t.financers})
     site_ids = sorted({r[2] for r in rows})
     organisations = {r[0]: r for r in await raw.fetch(_ORGANISATIONS,
                                                       site_ids + financer_ids)}
@@ -433,7 +435,7 @@ def _financer_figures(run: _Run, communes: Sequence[str]) -> dict[int, list[Line
     for key, n in by_commune.items():
         p, c = divmod(key, nc)
         head = class_of[p] * nc + c
-        for fid, cents in run.patterns[p][3].parts.items():
+        for fid, cents in allocation_parts(run.patterns[p][3]).items():
             f = financers.setdefault(fid, len(financers))
             line = f * nq * nc + head
             counts[line] += n
@@ -448,6 +450,11 @@ def _financer_figures(run: _Run, communes: Sequence[str]) -> dict[int, list[Line
     for fid_lines in out.values():
         fid_lines.sort(key=_line_order)
     return out
+
+
+def allocation_parts(result: AllocationResult) -> Mapping[int, int]:
+    """A result's parts, keyed by organisation id (what clearing gives the allocator)."""
+    return cast("Mapping[int, int]", result.parts)
 
 
 def _indexes(values: Sequence[str], names: list[str]) -> list[int]:
