@@ -450,6 +450,10 @@ async def main(args: argparse.Namespace) -> None:
         # Warm-up (connections, prepared statements, caches): 1 % of the cheques, not counted.
         warm = max(args.concurrency, len(codes) // 100)
         await redeem_online(base, tokens, codes[:warm], args.concurrency)
+        # Service time without queueing: one connection, one request at a time.
+        alone = min(200, len(codes) // 10)
+        _, alone_latencies, _ = await redeem_online(base, tokens, codes[warm:warm + alone], 1)
+        warm += alone
         profilers = (
             start_profilers(server, Path(args.profile), args.profile_format)
             if args.profile else []
@@ -503,10 +507,13 @@ async def main(args: argparse.Namespace) -> None:
               f"the load generator (aiohttp on uvloop, same machine): figures are a floor; "
               f"load average {load_before:.1f} before, {load_after:.1f} after")
         print(f"online  POST /api/v1/redemptions, {args.concurrency} keep-alive connections, "
-              f"{done} cheques (after {warm} of warm-up)")
+              f"{done} cheques (after {warm} of warm-up and the one-connection sample)")
         print(f"        {rate:8.0f} redemptions/s   p50 {percentile(latencies, 0.5) * 1000:6.1f} "
               f"ms   p99 {percentile(latencies, 0.99) * 1000:6.1f} ms   "
               f"mean {statistics.fmean(latencies) * 1000:6.1f} ms")
+        print(f"        one connection alone ({alone} requests): p50 "
+              f"{percentile(alone_latencies, 0.5) * 1000:.1f} ms, p99 "
+              f"{percentile(alone_latencies, 0.99) * 1000:.1f} ms (service time, no queue)")
         print(f"        server CPU {online_cpu / done * 1000:.2f} ms a redemption "
               f"(workers' user + system time, whatever the machine's load)")
         print(f"ceiling pgbench, same SQL writes as one transaction, {args.concurrency} clients, "
