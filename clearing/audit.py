@@ -376,9 +376,9 @@ async def _check_payments(session: AsyncSession,
                           entries: dict[str, list[tuple[str, int]]]) -> list[Difference]:
     found = []
     rows = (await session.execute(text("""
-        SELECT id, kind, organisation_id, status, paid_cents FROM statement
+        SELECT id, kind, organisation_id, status, paid_cents, net_cents FROM statement
         WHERE kind <> 'credit_note' ORDER BY id"""))).all()
-    for sid, kind, org, status, paid in rows:
+    for sid, kind, org, status, paid, net in rows:
         key = journal.paid_key(sid)
         entry = entries.pop(key, None)
         if status != "paid":
@@ -388,6 +388,11 @@ async def _check_payments(session: AsyncSession,
                     f"Le journal enregistre le paiement du relevé {sid}, qui n'est pas marqué "
                     "payé.", details={"statement_id": sid, "key": key}))
             continue
+        if paid != net:
+            found.append(Difference(
+                "payment_amount_mismatch",
+                f"Le relevé {sid} est marqué payé pour {paid} centimes au lieu de {net}.",
+                details={"statement_id": sid, "paid_cents": paid, "net_cents": net}))
         expected = (journal.financer_paid(org, paid) if kind == "financer"
                     else journal.site_paid(org, paid))
         found += _compare_entry(entry, key, expected, sid)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Protocol
 
+import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -40,6 +41,8 @@ from kit.clock import paris_day
 from kit.db import transaction
 from kit.errors import NotFound
 from ledger import service as ledger
+
+log = structlog.get_logger()
 
 SUCCEEDED = "payment_intent.succeeded"
 FAILED = "payment_intent.payment_failed"
@@ -228,13 +231,19 @@ async def _apply(session: AsyncSession, event: WebhookEvent, now: datetime) -> W
     await session.execute(text("""
         UPDATE payment SET status = 'succeeded', failure_code = NULL, failure_message = NULL,
                updated_at = :now WHERE id = :id"""), {"now": now, "id": payment_id})
-    await _mark_paid(session, statement_id, amount_cents=intent.amount_cents,
-                     reference=intent.id, paid_on=None, paid_at=event.created_at)
+    if not await _mark_paid(session, statement_id, amount_cents=intent.amount_cents,
+                            reference=intent.id, paid_on=None, paid_at=event.created_at):
+        # Already paid another way (a transfer recorded after a failed debit), and now the
+        # debit went through too: the financer paid twice and must be refunded.
+        log.warning("statement_paid_twice", statement_id=statement_id,
+                    payment_intent_id=intent.id)
+        return WebhookOutcome(event.id, "paid_twice", statement_id)
     return WebhookOutcome(event.id, "paid", statement_id)
 
 
 async def _mark_paid(session: AsyncSession, statement_id: int, *, amount_cents: int,
-                     reference: str, paid_on: date | None, paid_at: datetime) -> None:
+                     reference: str, paid_on: date | None, paid_at: datetime) -> bool:
+    """Mark the statement paid and post `paid:<statement>`; False if it was already paid."""
     row = (await session.execute(text("""
         UPDATE statement SET status = 'paid', paid_cents = :amount, payment_reference = :ref,
                paid_on = :paid_on, paid_at = :paid_at, failure_message = NULL
@@ -244,7 +253,7 @@ async def _mark_paid(session: AsyncSession, statement_id: int, *, amount_cents: 
          "paid_at": paid_at,
          "id": statement_id})).first()
     if row is None:
-        return
+        return False
     kind, organisation_id = row
     postings = (journal.financer_paid(organisation_id, amount_cents) if kind == "financer"
                 else journal.site_paid(organisation_id, amount_cents))
@@ -252,6 +261,7 @@ async def _mark_paid(session: AsyncSession, statement_id: int, *, amount_cents: 
                       postings=postings,
                       memo={"statement_id": statement_id, "reference": reference},
                       at=paid_at)
+    return True
 
 
 # ------------------------------------------------------------------------------ transfers

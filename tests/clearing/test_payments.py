@@ -17,7 +17,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -33,7 +33,7 @@ from clearing.batches import close_batch
 from clearing.errors import PaymentAlreadyRecorded, TransferAmountMismatch
 from clearing.sepa import NAMESPACE, SCHEMA_PATH, Party, validate_pain001
 from clearing.statements import batch_detail, get_statement
-from clearing.stripe_gateway import StripeGateway
+from clearing.stripe_gateway import PaymentIntent, StripeGateway, WebhookEvent
 from kit.clock import utcnow
 from kit.settings import Settings
 from ledger import service as ledger
@@ -437,3 +437,40 @@ async def test_the_sepa_file_validates_and_pays_the_sites_net_minus_the_held_one
                                                                    missing.id})
     held_net = sum(h.net_cents for h in detail.held)
     assert built.total_cents == sites_net - held_net
+
+
+async def test_a_debit_succeeding_after_a_transfer_was_recorded_is_reported_as_paid_twice(
+        session, cleared):
+    scheme, _sites, _batch, ids = cleared
+    state = scheme.financer_id(0)
+    statement_id = ids[state]
+    await payments.attach_mandate(session, financer_id=state, customer_id="cus_essai",
+                                  payment_method_id="pm_essai")
+    [collection] = await payments.reserve_collections(session, statement_ids=[statement_id])
+    intent = PaymentIntent(id=f"pi_{uuid.uuid4().hex[:10]}", status="processing",
+                           amount_cents=collection.amount_cents,
+                           statement_id=str(statement_id))
+    await payments.record_intent(session, collection, intent)
+
+    def event(kind: str, status: str) -> WebhookEvent:
+        return WebhookEvent(id=f"evt_{uuid.uuid4().hex[:12]}", type=kind, created_at=utcnow(),
+                            object_type="payment_intent", object_id=intent.id,
+                            payment_intent=replace(intent, status=status,
+                                                   failure_code="insufficient_funds"
+                                                   if status != "succeeded" else None))
+
+    failed = await payments.handle_webhook(
+        session, event("payment_intent.payment_failed", "requires_payment_method"),
+        now=utcnow())
+    await payments.record_transfer(session, statement_id=statement_id, reference="VIR-RATTRAP",
+                                   amount_cents=collection.amount_cents,
+                                   received_on=date(2024, 2, 20), now=utcnow())
+    late = await payments.handle_webhook(session, event("payment_intent.succeeded", "succeeded"),
+                                         now=utcnow())
+
+    assert (failed.outcome, late.outcome) == ("failed", "paid_twice")
+    read = await get_statement(session, statement_id, organisation_id=None)
+    assert (read.status, read.payment_reference) == ("paid", "VIR-RATTRAP")
+    assert await session.scalar(text(
+        "SELECT count(*) FROM ledger_entry WHERE idempotency_key = :k"),
+        {"k": f"paid:{statement_id}"}) == 1
