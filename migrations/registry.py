@@ -24,6 +24,7 @@ def alembic_config(url: str | None = None) -> Config:
     here = Path(__file__).resolve().parent
     cfg = Config()
     cfg.set_main_option("script_location", str(here))
+    cfg.set_main_option("path_separator", "os")
     cfg.set_main_option("version_locations", str(here / "versions"))
     if url:
         cfg.attributes["url"] = url
