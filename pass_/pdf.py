@@ -1,5 +1,8 @@
 """Print-ready A4 PDFs of booklets: a cover page in plain French and 10 cheque tiles a page.
 
+The cover carries the booklet number as text and as a QR code (what the agent's hand-out page
+scans); each cheque's QR code holds its signed token.
+
 Speed matters for bulk orders (a printer's order is 1,000 booklets × 10 cheques in one PDF):
 - the QR modules come from `pass_.qr` (a fixed version 6-M symbol, ~20 µs) and are drawn as
   vector rectangles, one per run of dark modules in a row, all in one path filled once (no seams
@@ -49,6 +52,10 @@ TILE_WIDTH = PAGE_WIDTH / COLUMNS  # 105 mm
 TILE_HEIGHT = PAGE_HEIGHT / ROWS  # 59.4 mm
 QR_SIZE = 28 * mm  # the symbol without its quiet zone; the zone is 4 modules, kept white
 QR_QUIET_MODULES = 4
+# The cover's QR code holds the booklet number (`CN-XXXX-XXXX`, alphanumeric, so the same fast
+# version 6-M symbol): the agent's hand-out page scans it instead of typing the number.
+COVER_QR_SIZE = 22 * mm
+COVER_QR_TOP = 10 * mm  # from the top edge, above the title's line; 4 white modules all round
 MARGIN = 5 * mm  # office printers do not print the last 4–5 mm of a sheet
 COVER_MARGIN = 18 * mm
 
@@ -448,6 +455,7 @@ class _Renderer:
             c.setFont(SANS_BOLD, 14)
             if i == 0:
                 c.drawString(COVER_MARGIN, PAGE_HEIGHT - COVER_MARGIN - 46, f"Carnet n° {b.number}")
+                self._cover_qr(b.number)
             else:
                 c.drawRightString(
                     PAGE_WIDTH - COVER_MARGIN,
@@ -459,6 +467,14 @@ class _Renderer:
                     PAGE_WIDTH - COVER_MARGIN, COVER_MARGIN - 10, f"Page {i + 1} de la couverture"
                 )
             c.showPage()
+
+    def _cover_qr(self, number: str) -> None:
+        """The booklet number as a QR code in the cover's top right corner."""
+        modules, path = qr_path(number)
+        scale = COVER_QR_SIZE / modules
+        x = PAGE_WIDTH - COVER_MARGIN - COVER_QR_SIZE
+        y = PAGE_HEIGHT - COVER_QR_TOP - COVER_QR_SIZE
+        self.c.addLiteral(f"q {scale:.5f} 0 0 {scale:.5f} {x:.3f} {y:.3f} cm 0 g\n{path}f Q")
 
     def _cover_pages(
         self, b: BookletPrint, values: set[int], valid_from: date | None, valid_until: date | None

@@ -13,6 +13,7 @@ import zxingcpp
 from PIL import Image
 
 from pass_.codes import new_serial
+from pass_.issuance import new_booklet_number, normalise_booklet_number
 from pass_.pdf import (
     BookletPrint,
     ChequePrint,
@@ -105,7 +106,7 @@ def test_every_qr_code_of_a_booklet_scans_to_its_own_signed_token(
     booklet = make_booklet(keyring, "2025-000001")
     images = pages_as_images(render_booklet(booklet), tmp_path)
     assert len(images) == 2  # cover, then 10 cheques on one page
-    decoded = decoded_qr_codes(images)
+    decoded = decoded_qr_codes(images[1:])
     assert sorted(decoded) == sorted(c.token for c in booklet.cheques)
     jwks = keyring.jwks()
     by_token = {c.token: c for c in booklet.cheques}
@@ -119,7 +120,30 @@ def test_qr_codes_still_scan_printed_in_pure_black_and_white(
     booklet = make_booklet(keyring, "2025-000002")
     images = pages_as_images(render_booklet(booklet), tmp_path, dpi=150)
     decoded = decoded_qr_codes([black_and_white(image) for image in images])
-    assert sorted(decoded) == sorted(c.token for c in booklet.cheques)
+    assert sorted(decoded) == sorted([booklet.number] + [c.token for c in booklet.cheques])
+
+
+def test_the_cover_qr_code_scans_to_the_booklet_number_the_hand_out_page_expects(
+    keyring: Keyring, tmp_path: Path
+) -> None:
+    number = new_booklet_number()
+    booklet = make_booklet(keyring, number, size=3)
+    images = pages_as_images(render_booklet(booklet), tmp_path)
+    assert decoded_qr_codes(images[:1]) == [number]
+    # The hand-out page puts the scanned text in its field as is; the service must take it.
+    assert normalise_booklet_number(number) == number
+    assert decoded_qr_codes([black_and_white(images[0])]) == [number]
+
+
+def test_only_the_first_cover_page_carries_the_booklet_qr_code(
+    keyring: Keyring, tmp_path: Path
+) -> None:
+    sites = [SitePrint(f"Lieu numéro {i}", "AdmiVille", f"{i} rue Longue") for i in range(70)]
+    number = new_booklet_number()
+    images = pages_as_images(render_booklet(make_booklet(keyring, number, 2, sites)), tmp_path)
+    covers = images[:-1]
+    assert len(covers) >= 2
+    assert decoded_qr_codes(covers) == [number]
 
 
 def test_qr_codes_are_at_least_25_mm_wide(keyring: Keyring, tmp_path: Path) -> None:
@@ -184,7 +208,9 @@ def test_a_bulk_order_is_one_pdf_with_every_booklet_and_every_cheque(
     images = pages_as_images(pdf, tmp_path)
     assert len(images) == 6
     decoded = decoded_qr_codes(images)
-    assert sorted(decoded) == sorted(c.token for b in booklets for c in b.cheques)
+    assert sorted(decoded) == sorted(
+        [b.number for b in booklets] + [c.token for b in booklets for c in b.cheques]
+    )
     text = pdf_text(pdf, tmp_path)
     for booklet in booklets:
         assert f"Carnet n° {booklet.number}" in text
@@ -202,7 +228,7 @@ def test_a_long_list_of_sites_continues_on_more_cover_pages(
         assert re.search(rf"Lieu numéro {i}\b", text), i
     assert "Où aller ? (suite)" in text
     images = pages_as_images(pdf, tmp_path)
-    assert len(decoded_qr_codes(images)) == 5
+    assert len(decoded_qr_codes(images)) == 5 + 1  # the cheques and the booklet number
 
 
 def test_the_parallel_renderer_makes_the_very_same_pdf(keyring: Keyring) -> None:
