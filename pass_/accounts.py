@@ -184,6 +184,17 @@ async def authenticate(
     return user
 
 
+async def list_users(session: AsyncSession, *, organisation_id: int) -> list[AppUser]:
+    """The organisation's user accounts, by e-mail; NotFound if there is no such organisation."""
+    await get_organisation(session, organisation_id)
+    stmt = (
+        select(AppUser)
+        .where(AppUser.organisation_id == organisation_id)
+        .order_by(func.lower(AppUser.email), AppUser.id)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
 async def get_user(session: AsyncSession, user_id: int) -> AppUser | None:
     return await session.get(AppUser, user_id)
 

@@ -109,6 +109,12 @@ async def get_organisation(
     return OrganisationRead.model_validate(org)
 
 
+@router.get("/organisations/{organisation_id}/users", response_model=list[UserRead])
+async def list_users(organisation_id: int, _: OperatorAdmin, session: SessionDep) -> list[UserRead]:
+    users = await accounts.list_users(session, organisation_id=organisation_id)
+    return [UserRead.model_validate(u) for u in users]
+
+
 @router.put("/organisations/{organisation_id}/bank-details", response_model=OrganisationRead)
 async def update_bank_details(
     organisation_id: int, data: BankDetailsUpdate, principal: CurrentUser, session: SessionDep

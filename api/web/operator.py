@@ -153,12 +153,14 @@ async def _organisation_page(
     status: int = 200,
 ) -> Response:
     org = await accounts.get_organisation(session, organisation_id)
+    users = await accounts.list_users(session, organisation_id=organisation_id)
     return render(
         request,
         "operator/organisation.html",
         {
             "title": org.name,
             "org": org,
+            "users": users,
             "role": _role_of_kind(org.kind),
             "values": user_values or {},
             "errors": user_errors or {},

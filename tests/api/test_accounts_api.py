@@ -261,6 +261,32 @@ async def test_the_operator_creates_a_user_whose_role_matches_the_organisation(
     assert login.status_code == 200, login.text
 
 
+async def test_the_operator_lists_the_users_of_one_organisation_with_their_role_and_state(
+    client: httpx.AsyncClient, session: AsyncSession, app: Any, admin: Actor
+) -> None:
+    site = await make_org(session, OrganisationKind.site)
+    first = await make_actor(session, app, OrganisationKind.site, org=site)
+    second = await make_actor(session, app, OrganisationKind.site, org=site)
+    await make_actor(session, app, OrganisationKind.site)  # another site's user
+    second.user.is_active = False
+    await session.flush()
+    response = await client.get(f"/api/v1/organisations/{site.id}/users", headers=admin.headers)
+    assert response.status_code == 200, response.text
+    listed = {u["email"]: u for u in response.json()}
+    assert set(listed) == {first.user.email, second.user.email}
+    assert {u["role"] for u in listed.values()} == {"site_mediator"}
+    assert {u["organisation_id"] for u in listed.values()} == {site.id}
+    assert listed[first.user.email]["is_active"] is True
+    assert listed[second.user.email]["is_active"] is False
+
+
+async def test_the_users_of_an_unknown_organisation_are_not_found(
+    client: httpx.AsyncClient, admin: Actor
+) -> None:
+    response = await client.get("/api/v1/organisations/987654321/users", headers=admin.headers)
+    error(response, 404, "not_found")
+
+
 @pytest.mark.parametrize(
     ("kind", "role"),
     [
@@ -466,6 +492,10 @@ ENDPOINTS: list[tuple[str, str, str, Any, dict[str, int]]] = [
     ("withdraw", "POST", "/api/v1/sites/{site}/withdraw", None,
      {A: 200, F: 403, I: 403, S: 403, N: 401}),
     ("create user", "POST", "/api/v1/users", "user", {A: 201, F: 403, I: 403, S: 403, N: 401}),
+    ("list another's users", "GET", "/api/v1/organisations/{site}/users", None,
+     {A: 200, F: 403, I: 403, S: 403, N: 401}),
+    ("list own users", "GET", "/api/v1/organisations/{own}/users", None,
+     {A: 200, F: 403, I: 403, S: 403, N: 401}),
 ]
 
 
