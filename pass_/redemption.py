@@ -314,7 +314,7 @@ async def _cheques(session: AsyncSession, serials: Sequence[str]) -> dict[str, _
 
 
 def _not_found(parsed: ParsedCode) -> DomainError:
-    # A token that verifies (parse_code checked it) but names no cheque of ours.
+    # A serial, or a token that verifies, naming no cheque of ours.
     return ChequeNotFound(serial=parsed.serial)
 
 
@@ -415,7 +415,7 @@ async def redeem_cheque(
         "site_id": site_id,
         "user_id": user_id,
         "service": Service(service).value,
-        "demarche_family": DemarcheFamily(demarche_family).value if demarche_family else None,
+        "demarche_family": _demarche(demarche_family),
     }
     # A claim fails only for a reason `_refusal` reads back; if the cheque turns out claimable
     # (a reversal made it active between the two statements), claim again.
@@ -547,7 +547,6 @@ async def redeem_offline(
 
     entries: list[ledger.NewEntry] = []
     redeemed_here: dict[int, RedemptionRead] = {}  # cheque id → its redemption in this batch
-    # Scan order, as if the earlier scans had been redeemed one by one.
     snapshot = await _cheques(session, [p.serial for p in parsed.values()])
     for i in list(parsed):
         try:
@@ -555,6 +554,7 @@ async def redeem_offline(
         except DomainError as exc:
             outcomes[i] = OfflineOutcome("refused", error=exc)
             del parsed[i]
+    # Scan order, as if the earlier scans had been redeemed one by one.
     pending = sorted(parsed, key=lambda i: (scans[i].scanned_at, i))
     # A candidate another transaction claims after our read is read again and decided in the
     # next round (it is almost always refused then: someone redeemed or cancelled it).
