@@ -62,3 +62,8 @@ class ProgrammeNotCleared(Conflict):
 class PaymentsNotConfigured(DomainError):
     code = "payments_not_configured"
     message = "Les prélèvements ne sont pas configurés (clé Stripe absente)."
+
+
+class NothingToTransfer(Conflict):
+    code = "nothing_to_transfer"
+    message = "Aucun virement à émettre pour ce lot (tout est payé ou suspendu)."

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
 import structlog
@@ -295,6 +295,19 @@ async def record_transfer(session: AsyncSession, *, statement_id: int, reference
 
 
 # ------------------------------------------------------------------------------ SEPA
+
+
+def sepa_execution_date(today: date) -> date:
+    """The execution date a SEPA file made on `today` (Paris) asks for: the next day, as banks
+    take a file for the same day only before their morning cut-off."""
+    return today + timedelta(days=1)
+
+
+async def batch_sepa_file(session: AsyncSession, *, batch_id: int, debtor: Party, today: date,
+                          now: datetime) -> SepaFile:
+    """The batch's SEPA file made now (`sepa_file` with the execution date of the rule)."""
+    return await sepa_file(session, batch_id, debtor=debtor, created_at=now,
+                           execution_date=sepa_execution_date(today))
 
 
 async def sepa_file(session: AsyncSession, batch_id: int, *, debtor: Party,

@@ -4,7 +4,7 @@ API."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -116,15 +116,15 @@ def sepa(batch: int = typer.Option(..., help="Numéro du lot"),
          out: Path = typer.Option(..., help="Fichier XML à écrire")) -> None:
     """Écrit le fichier de virements SEPA (pain.001.001.03) payant les lieux du lot."""
     from api.cli import run_in_transaction
-    from api.routers.clearing import operator_account
+    from api.sepa_download import operator_account
     from clearing import payments
 
     settings = get_settings()
 
     async def work(session: Any) -> Any:
-        return await payments.sepa_file(session, batch, debtor=operator_account(settings),
-                                        created_at=utcnow(),
-                                        execution_date=paris_today() + timedelta(days=1))
+        return await payments.batch_sepa_file(session, batch_id=batch,
+                                              debtor=operator_account(settings),
+                                              today=paris_today(), now=utcnow())
 
     try:
         built = run_in_transaction(work)

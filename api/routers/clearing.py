@@ -3,28 +3,21 @@ statements, expiry and programme closing. Every route here is the operator's."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
 from api.deps import OperatorAdmin, SessionDep, SettingsDep
+from api.sepa_download import batch_sepa_download
 from clearing import batches, payments, statements
 from clearing.errors import PaymentsNotConfigured
 from clearing.expiry import close_programme, run_expiry
 from clearing.schemas import BatchCreate, BatchRead, BatchSummary, ExpireRequest
-from clearing.sepa import Party
 from clearing.stripe_gateway import StripeGateway
 from kit.clock import first_of_month_cutoff, paris_today, utcnow
-from kit.errors import Conflict
 from kit.settings import Settings
 
 router = APIRouter(prefix="/api/v1", tags=["compensation"])
-
-
-class NothingToTransfer(Conflict):
-    code = "nothing_to_transfer"
-    message = "Aucun virement à émettre pour ce lot (tout est payé ou suspendu)."
 
 
 def stripe_gateway(settings: Settings) -> StripeGateway:
@@ -34,10 +27,6 @@ def stripe_gateway(settings: Settings) -> StripeGateway:
         raise PaymentsNotConfigured()
     return StripeGateway(settings.stripe_api_key, settings.stripe_api_base,
                          localstripe=bool(settings.stripe_api_base))
-
-
-def operator_account(settings: Settings) -> Party:
-    return Party(settings.operator_name, settings.operator_iban, settings.operator_bic)
 
 
 @router.post("/clearing/batches", response_model=BatchRead)
@@ -68,16 +57,7 @@ async def batch_sepa(batch_id: int, _: OperatorAdmin, session: SessionDep,
                      settings: SettingsDep) -> Response:
     """The pain.001.001.03 file paying the batch's unpaid site statements; sites with missing
     or invalid bank details are held (see the batch detail)."""
-    now = utcnow()
-    built = await payments.sepa_file(session, batch_id, debtor=operator_account(settings),
-                                     created_at=now,
-                                     execution_date=paris_today() + timedelta(days=1))
-    if built.xml is None:
-        raise NothingToTransfer(batch_id=batch_id, held=len(built.held))
-    return Response(built.xml, media_type="application/xml", headers={
-        "Content-Disposition": f'attachment; filename="passnum-lot-{batch_id}-sepa.xml"',
-        "X-Transfers": str(built.count), "X-Total-Cents": str(built.total_cents),
-        "X-Held": str(len(built.held))})
+    return await batch_sepa_download(session, settings, batch_id=batch_id)
 
 
 @router.post("/clearing/batches/{batch_id}/collect")

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from api.deps import SessionDep, SettingsDep
-from api.routers import clearing as clearing_api
+from api.sepa_download import batch_sepa_download
 from api.web import csrf
 from api.web.forms import ParseError, blank_to_none, parse_euros
 from api.web.session import OperatorPage, redirect
@@ -204,11 +204,11 @@ async def sepa(
     session: SessionDep,
     settings: SettingsDep,
 ) -> Response:
-    """The pain.001 file of the batch, exactly as the API makes it (same handler); when there is
-    nothing to pay, the page says so instead of an error body."""
+    """The pain.001 file of the batch, exactly as the API makes it (same function); when there
+    is nothing to pay, the page says so instead of an error body."""
     try:
         async with session.begin_nested():  # a refusal undoes only this
-            return await clearing_api.batch_sepa(batch_id, principal, session, settings)
+            return await batch_sepa_download(session, settings, batch_id=batch_id)
     except DomainError as exc:
         level = "info" if exc.code == "nothing_to_transfer" else "error"
         return redirect(

@@ -474,3 +474,23 @@ async def test_a_debit_succeeding_after_a_transfer_was_recorded_is_reported_as_p
     assert await session.scalar(text(
         "SELECT count(*) FROM ledger_entry WHERE idempotency_key = :k"),
         {"k": f"paid:{statement_id}"}) == 1
+
+
+def test_a_sepa_file_asks_for_execution_the_next_day_even_across_a_year_end():
+    assert payments.sepa_execution_date(date(2024, 2, 2)) == date(2024, 2, 3)
+    assert payments.sepa_execution_date(date(2024, 2, 29)) == date(2024, 3, 1)
+    assert payments.sepa_execution_date(date(2024, 12, 31)) == date(2025, 1, 1)
+
+
+async def test_the_batch_sepa_file_made_today_is_to_be_executed_tomorrow(session, cleared):
+    _scheme, _sites, batch, _ids = cleared
+
+    built = await payments.batch_sepa_file(session, batch_id=batch.id, debtor=OPERATOR,
+                                           today=date(2024, 2, 2),
+                                           now=datetime(2024, 2, 2, 9, tzinfo=UTC))
+
+    assert built.xml is not None
+    root = ET.fromstring(built.xml)
+    ns = {"p": NAMESPACE}
+    assert [e.text for e in root.iterfind(".//p:ReqdExctnDt", ns)] == ["2024-02-03"]
+    assert root.findtext(".//p:GrpHdr/p:CreDtTm", namespaces=ns).startswith("2024-02-02")
