@@ -105,13 +105,6 @@ FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], 
 RETURNING id, organisation_id
 """
 
-_INSERT_LINES = """
-INSERT INTO statement_line (statement_id, programme_id, demarche_family, commune_insee,
-                            cheque_count, amount_cents)
-SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[],
-                     $6::bigint[])
-"""
-
 
 # ------------------------------------------------------------------------ pure helpers
 
