@@ -127,7 +127,7 @@ class PaymentRead(BaseModel):
     failure_message: str | None
 
 
-class Party(BaseModel):
+class OrganisationRef(BaseModel):
     """An organisation as a statement names it."""
 
     id: int
@@ -138,7 +138,7 @@ class Party(BaseModel):
 
 
 class StatementRead(StatementSummary):
-    organisation: Party
+    organisation: OrganisationRef
     batch_cutoff: datetime | None
     period_start: datetime | None
     lines: list[SiteLine | FinancerLine]

@@ -20,7 +20,7 @@ from clearing.schemas import (
     BatchSummary,
     FinancerLine,
     HeldTransfer,
-    Party,
+    OrganisationRef,
     PaymentRead,
     ProgrammeStanding,
     SiteLine,
@@ -116,7 +116,7 @@ async def get_statement(session: AsyncSession, statement_id: int, *,
         "WHERE statement_id = :id"), {"id": statement_id})).first()
     return StatementRead(
         **summary.model_dump(),
-        organisation=Party.model_validate(dict(org._mapping)),
+        organisation=OrganisationRef.model_validate(dict(org._mapping)),
         batch_cutoff=batch.cutoff if batch else None,
         period_start=batch.period_start if batch else None,
         lines=list(lines),
@@ -186,9 +186,9 @@ async def standings(session: AsyncSession, *, financer_id: int,
     return out
 
 
-async def operator_party(session: AsyncSession) -> Party | None:
+async def operator_party(session: AsyncSession) -> OrganisationRef | None:
     """The operator's organisation (the first one), who issues the statements."""
     row = (await session.execute(text(
         "SELECT id, name, siret, commune_insee, address FROM organisation "
         "WHERE kind = 'operator' ORDER BY id LIMIT 1"))).first()
-    return Party.model_validate(dict(row._mapping)) if row else None
+    return OrganisationRef.model_validate(dict(row._mapping)) if row else None
