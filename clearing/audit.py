@@ -1,7 +1,8 @@
 """The audit of DESIGN.md §8: everything recomputed from the journal, each difference listed.
 
 `run_audit` gathers the ledger's own checks (balance of every entry, hash chain), issuance's
-(cheque statuses against each programme's `outstanding` balance) and clearing's, so
+(cheque statuses against each programme's `outstanding` balance), redemption's (cheque statuses
+against redemptions, each redemption's ledger entry) and clearing's, so
 `passnum audit` and `GET /api/v1/audit` see one report. Clearing's checks trust neither the
 statements nor the stored allocations: they replay the allocation rule (DESIGN.md §6) over
 every batch's redemptions, in batch order and clearing order, and rebuild every statement from
@@ -40,6 +41,7 @@ from clearing.batches import (
 )
 from ledger.audit import Difference, audit_ledger
 from pass_.issuance import audit_issuance
+from pass_.redemption import audit_redemptions
 
 
 @dataclass
@@ -52,6 +54,7 @@ class AuditResult:
 async def run_audit(session: AsyncSession) -> AuditResult:
     differences = list(await audit_ledger(session))
     differences += await audit_issuance(session)
+    differences += await audit_redemptions(session)
     differences += await audit_clearing(session)
     ok = not differences
     summary = (

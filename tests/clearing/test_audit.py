@@ -100,6 +100,10 @@ async def test_the_audit_sees_a_tampered_redemption(session, cleared):
     assert totals.details["redemptions"] == totals.details["sites"] + 4000
     [site] = _about(found, "statement_mismatch", statement_id=statements[sites[0].id])
     assert site.details["fields"]["montant brut"] == {"stored": 3000, "recomputed": 7000}
+    # The whole audit also finds the redemption's own ledger entry no longer matching it.
+    result = await run_audit(session)
+    assert [d for d in result.differences if d.kind == "redemption_entry_missing"
+            and d.details["key"] == f"redeem:{victim.id}"]
 
 
 async def test_the_audit_sees_a_redemption_moved_to_another_family(session, cleared):
