@@ -20,6 +20,7 @@ The load generator runs on the same machine and shares its cores with the server
 PostgreSQL: the figures are a floor for the server on dedicated hardware.
 
 `--profile DIR` records each server worker with py-spy during the HTTP run (flame graphs).
+aiohttp (the load generator) and py-spy are development dependencies (`pip install -e '.[dev]'`).
 """
 
 from __future__ import annotations
@@ -559,6 +560,8 @@ if __name__ == "__main__":
     parser.add_argument("--profile-format", choices=["flamegraph", "raw", "speedscope"],
                         default="flamegraph")
     args = parser.parse_args()
+    # A SIGTERM unwinds like an exception, so the server is stopped and the database dropped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:  # the load generator's own CPU competes with the server's: use the faster loop
         import uvloop
     except ImportError:
