@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import select, text, tuple_
+from sqlalchemy import literal, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit.clock import paris_day, paris_midnight
@@ -406,9 +406,10 @@ async def redeem_cheque(
     Every refusal (a DomainError) is raised before anything is written, so a caller may store
     it and commit without a savepoint (api/idempotency.py relies on this)."""
     parsed = parse_code(code, keyring)
+    today = paris_day(now)
     params = {
         "now": now,
-        "today": paris_day(now),
+        "today": today,
         "serial": parsed.serial,
         "programme_id": parsed.claims.programme_id if parsed.claims else None,
         "value_cents": parsed.claims.value_cents if parsed.claims else None,
@@ -423,7 +424,7 @@ async def redeem_cheque(
         row = (await session.execute(_CLAIM, params)).first()
         if row is not None:
             break
-        await _raise_refusal(session, site_id, parsed, params["today"])
+        await _raise_refusal(session, site_id, parsed, today)
     else:  # reversed and redeemed again three times over while we looked: say so
         raise ChequeAlreadyRedeemed(redeemed_at=None)
     redemption_id, cheque_id, programme_id, value_cents, serial = row
@@ -613,10 +614,10 @@ async def redeem_offline(
     for i in pending:
         if outcomes[i] is not None:
             continue
-        mine = redeemed_here.get(snapshot[parsed[i].serial].id)
+        here = redeemed_here.get(snapshot[parsed[i].serial].id)
         outcomes[i] = (
-            OfflineOutcome("conflict", error=_duplicate(mine.id, now))
-            if mine
+            OfflineOutcome("conflict", error=_duplicate(here.id, now))
+            if here
             # Still contended after three rounds (cheques reversed and redeemed again meanwhile).
             else OfflineOutcome("refused", error=ChequeAlreadyRedeemed())
         )
@@ -761,8 +762,8 @@ async def list_redemptions(
     days `from_day` and `to_day` included; paged by `cursor` (keyset) or `page` (offset).
 
     `reversible` says whether the redeeming site could still reverse it now."""
-    r = Redemption.__table__
-    c = Cheque.__table__
+    r = Redemption.__table__  # type: ignore[attr-defined]
+    c = Cheque.__table__  # type: ignore[attr-defined]
     query = select(
         r.c.id,
         c.c.serial,
@@ -783,7 +784,7 @@ async def list_redemptions(
         query = query.where(r.c.redeemed_at < paris_midnight(to_day + timedelta(days=1)))
     if cursor:
         at, last_id = _decode_cursor(cursor)
-        query = query.where(tuple_(r.c.redeemed_at, r.c.id) < tuple_(at, last_id))
+        query = query.where(tuple_(r.c.redeemed_at, r.c.id) < tuple_(literal(at), literal(last_id)))
     elif page and page > 1:
         query = query.offset((page - 1) * limit)
     query = query.order_by(r.c.redeemed_at.desc(), r.c.id.desc()).limit(limit + 1)
