@@ -50,7 +50,7 @@ class TransferAmountMismatch(InvalidInput):
 class ProgrammeNotEnded(Conflict):
     code = "programme_not_ended"
     message = ("Le programme n'est pas terminé : sa date limite d'encaissement n'est pas "
-               "passée.")
+               "passée depuis 7 jours (délai des chèques scannés hors ligne).")
 
 
 class ProgrammeNotCleared(Conflict):

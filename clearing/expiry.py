@@ -26,6 +26,13 @@ from clearing.batches import financer_lines_digest, statement_hash
 from clearing.errors import ProgrammeNotCleared, ProgrammeNotEnded
 from kit.errors import NotFound
 from ledger import service as ledger
+from pass_.redemption import OFFLINE_MAX_AGE
+
+# Offline scanners may post a scan up to OFFLINE_MAX_AGE after it was made: a cheque scanned on
+# its last day must still be active when that scan arrives, so expiry (and a programme's end,
+# with its credit notes) waits that long after `redeem_until`. Online redemption still stops at
+# `redeem_until`: the redemption rule checks the date, not only the status.
+EXPIRY_GRACE = OFFLINE_MAX_AGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +68,7 @@ class ExpiryRun:
 _EXPIRE = text("""
 WITH expired AS (
     UPDATE cheque SET status = 'expired', status_changed_at = :now
-    WHERE status = 'active' AND redeem_until < :today
+    WHERE status = 'active' AND redeem_until < :last_open_day
       AND (CAST(:programme AS bigint) IS NULL OR programme_id = :programme)
     RETURNING programme_id, value_cents
 )
@@ -70,21 +77,29 @@ FROM expired GROUP BY programme_id ORDER BY programme_id
 """)
 
 
-async def expire_cheques(session: AsyncSession, *, today: date, now: datetime,
-                         programme_id: int | None = None) -> list[ExpiredProgramme]:
+async def expire_cheques(
+    session: AsyncSession, *, today: date, now: datetime, programme_id: int | None = None
+) -> list[ExpiredProgramme]:
     """Expire every active cheque whose last redemption day is before `today` (of one
     programme, or all) and post one entry per programme."""
-    rows = (await session.execute(_EXPIRE, {"today": today, "now": now,
-                                            "programme": programme_id})).all()
+    rows = (
+        await session.execute(
+            _EXPIRE, {"last_open_day": today - EXPIRY_GRACE, "now": now, "programme": programme_id}
+        )
+    ).all()
     out = []
     for pid, count, value in rows:
         run = 1
         while await ledger.get_entry(session, journal.expire_key(pid, today, run)) is not None:
             run += 1
-        await ledger.post(session, key=journal.expire_key(pid, today, run),
-                          kind=journal.EXPIRE_KIND, postings=journal.expire(pid, value),
-                          memo={"programme_id": pid, "cheques": count,
-                                "day": today.isoformat()}, at=now)
+        await ledger.post(
+            session,
+            key=journal.expire_key(pid, today, run),
+            kind=journal.EXPIRE_KIND,
+            postings=journal.expire(pid, value),
+            memo={"programme_id": pid, "cheques": count, "day": today.isoformat()},
+            at=now,
+        )
         out.append(ExpiredProgramme(pid, count, value))
     return out
 
@@ -115,8 +130,9 @@ ORDER BY id
 """)
 
 
-async def close_programme(session: AsyncSession, *, programme_id: int, today: date,
-                          now: datetime) -> ClosedProgramme:
+async def close_programme(
+    session: AsyncSession, *, programme_id: int, today: date, now: datetime
+) -> ClosedProgramme:
     """End a programme: expire its last cheques, then one credit note per financer with
     commitment left. Raises ProgrammeNotEnded before `redeem_until` has passed, and
     ProgrammeNotCleared while some of its redemptions wait for a batch."""
@@ -125,49 +141,75 @@ async def close_programme(session: AsyncSession, *, programme_id: int, today: da
         raise NotFound("Programme introuvable.", programme_id=programme_id)
     _pid, redeem_until, closed_at = row
     if closed_at is None:
-        if today <= redeem_until:
-            raise ProgrammeNotEnded(programme_id=programme_id,
-                                    redeem_until=redeem_until.isoformat())
+        if today <= redeem_until + EXPIRY_GRACE:
+            raise ProgrammeNotEnded(
+                programme_id=programme_id, redeem_until=redeem_until.isoformat()
+            )
         await expire_cheques(session, today=today, now=now, programme_id=programme_id)
         if (await session.execute(_UNCLEARED, {"id": programme_id})).scalar():
             raise ProgrammeNotCleared(programme_id=programme_id)
         await _issue_credit_notes(session, programme_id, now)
-        await session.execute(text("UPDATE programme SET closed_at = :now WHERE id = :id"),
-                              {"now": now, "id": programme_id})
+        await session.execute(
+            text("UPDATE programme SET closed_at = :now WHERE id = :id"),
+            {"now": now, "id": programme_id},
+        )
     notes = (await session.execute(_CREDIT_NOTES, {"id": programme_id})).all()
     return ClosedProgramme(programme_id, [n[0] for n in notes], sum(n[1] for n in notes))
 
 
 async def _issue_credit_notes(session: AsyncSession, programme_id: int, now: datetime) -> None:
     for financer_id, commitment, allocated in (
-            await session.execute(_UNUSED, {"id": programme_id})).all():
+        await session.execute(_UNUSED, {"id": programme_id})
+    ).all():
         unused = commitment - allocated
         if unused <= 0:
             continue  # fully used (or charged beyond it): nothing to give back
         lines = [(programme_id, None, None, 0, unused)]
         digest = statement_hash(
-            kind="credit_note", organisation_id=financer_id, batch_id=None,
-            programme_id=programme_id, gross_cents=unused, fee_cents=0, net_cents=unused,
-            cheque_count=0, lines_digest=financer_lines_digest(lines))
-        statement_id = (await session.execute(text("""
+            kind="credit_note",
+            organisation_id=financer_id,
+            batch_id=None,
+            programme_id=programme_id,
+            gross_cents=unused,
+            fee_cents=0,
+            net_cents=unused,
+            cheque_count=0,
+            lines_digest=financer_lines_digest(lines),
+        )
+        statement_id = (
+            await session.execute(
+                text("""
             INSERT INTO statement (kind, organisation_id, programme_id, gross_cents, fee_cents,
                                    net_cents, cheque_count, status, content_hash, created_at)
             VALUES ('credit_note', :org, :pid, :unused, 0, :unused, 0, 'issued', :hash, :now)
-            RETURNING id"""), {"org": financer_id, "pid": programme_id, "unused": unused,
-                               "hash": digest, "now": now})).scalar_one()
-        await session.execute(text("""
+            RETURNING id"""),
+                {
+                    "org": financer_id,
+                    "pid": programme_id,
+                    "unused": unused,
+                    "hash": digest,
+                    "now": now,
+                },
+            )
+        ).scalar_one()
+        await session.execute(
+            text("""
             INSERT INTO statement_line (statement_id, programme_id, cheque_count, amount_cents)
             VALUES (:sid, :pid, 0, :unused)"""),
-            {"sid": statement_id, "pid": programme_id, "unused": unused})
-        await ledger.post(session, key=journal.credit_key(programme_id, financer_id),
-                          kind=journal.CREDIT_KIND,
-                          postings=journal.credit(programme_id, financer_id, unused),
-                          memo={"programme_id": programme_id, "statement_id": statement_id},
-                          at=now)
+            {"sid": statement_id, "pid": programme_id, "unused": unused},
+        )
+        await ledger.post(
+            session,
+            key=journal.credit_key(programme_id, financer_id),
+            kind=journal.CREDIT_KIND,
+            postings=journal.credit(programme_id, financer_id, unused),
+            memo={"programme_id": programme_id, "statement_id": statement_id},
+            at=now,
+        )
 
 
 _ENDED = text("""
-SELECT id FROM programme WHERE closed_at IS NULL AND redeem_until < :today ORDER BY id
+SELECT id FROM programme WHERE closed_at IS NULL AND redeem_until < :last_open_day ORDER BY id
 """)
 
 
@@ -175,11 +217,14 @@ async def run_expiry(session: AsyncSession, *, today: date, now: datetime) -> Ex
     """The daily job: expire cheques, then close every ended programme whose redemptions are
     all cleared (the others wait for the next batch)."""
     run = ExpiryRun(today=today, expired=await expire_cheques(session, today=today, now=now))
-    for (programme_id,) in (await session.execute(_ENDED, {"today": today})).all():
+    for (programme_id,) in (
+        await session.execute(_ENDED, {"last_open_day": today - EXPIRY_GRACE})
+    ).all():
         try:
             async with session.begin_nested():
-                run.closed.append(await close_programme(
-                    session, programme_id=programme_id, today=today, now=now))
+                run.closed.append(
+                    await close_programme(session, programme_id=programme_id, today=today, now=now)
+                )
         except ProgrammeNotCleared:
             run.waiting.append(programme_id)
     return run

@@ -61,7 +61,7 @@ async def test_a_consistent_history_passes_the_audit(session, cleared):
                                {"id": site_statement})
     await record_transfer(session, statement_id=site_statement, reference="VIR-2024-02-001",
                           amount_cents=net, received_on=date(2024, 2, 6), now=utcnow())
-    await close_programme(session, programme_id=scheme.id, today=date(2025, 2, 1),
+    await close_programme(session, programme_id=scheme.id, today=date(2025, 2, 8),
                           now=utcnow())
 
     assert await audit_clearing(session) == []

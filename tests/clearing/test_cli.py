@@ -97,7 +97,7 @@ async def test_expire_reports_what_it_expired(runner, sessionmaker, keyring):
         await issue_cheques(session, scheme, 2)
         await session.commit()
 
-    result = await _passnum(runner, "expire", "--today", "2025-02-01")
+    result = await _passnum(runner, "expire", "--today", "2025-02-08")
 
     assert result.exit_code == 0, result.output
     assert "chèque(s) expiré(s)" in result.output

@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 from sqlalchemy import select, text
 
 from clearing.batches import close_batch
 from clearing.errors import ProgrammeNotCleared, ProgrammeNotEnded
-from clearing.expiry import close_programme, expire_cheques, run_expiry
+from clearing.expiry import EXPIRY_GRACE, close_programme, expire_cheques, run_expiry
 from kit.clock import utcnow
 from ledger import service as ledger
 from pass_ import redemption
@@ -29,7 +29,9 @@ from tests.clearing.factories import (
 )
 
 LAST_DAY = date(2025, 1, 31)  # the factories' redeem_until
-DAY_AFTER = date(2025, 2, 1)
+# Offline scans made up to LAST_DAY may arrive for EXPIRY_GRACE more days: expiry waits for them.
+LAST_OFFLINE_DAY = LAST_DAY + EXPIRY_GRACE  # 7 February
+DAY_AFTER = LAST_OFFLINE_DAY + timedelta(days=1)  # the first day cheques expire
 
 
 @pytest.fixture(scope="module")
@@ -65,17 +67,20 @@ async def test_cheques_past_their_last_day_expire_and_their_value_returns_to_ava
 
     on_last_day = await expire_cheques(session, today=LAST_DAY, now=utcnow(),
                                        programme_id=scheme.id)
+    offline_grace = await expire_cheques(session, today=LAST_OFFLINE_DAY, now=utcnow(),
+                                         programme_id=scheme.id)
     expired = await expire_cheques(session, today=DAY_AFTER, now=utcnow(),
                                    programme_id=scheme.id)
 
     assert on_last_day == []  # still redeemable on its last day
+    assert offline_grace == []  # a scan made offline on the last day may still arrive
     assert [(e.programme_id, e.cheques, e.value_cents) for e in expired] == \
         [(scheme.id, 3, 3000)]
     assert await _statuses(session, scheme) == {"redeemed": 2, "expired": 3}
     assert await ledger.balances(session, [outstanding, available]) == {
         outstanding: before[outstanding] - 3000, available: before[available] + 3000}
     assert before[outstanding] == 3000
-    assert await _entries(session, f"expire:{scheme.id}:") == [f"expire:{scheme.id}:2025-02-01"]
+    assert await _entries(session, f"expire:{scheme.id}:") == [f"expire:{scheme.id}:2025-02-08"]
     assert not [d for d in await audit_issuance(session)
                 if d.details.get("programme_id") == scheme.id or d.account == outstanding]
 
@@ -89,7 +94,7 @@ async def test_expiring_again_the_same_day_changes_nothing(session, keyring):
                                  programme_id=scheme.id)
 
     assert again == []
-    assert await _entries(session, f"expire:{scheme.id}:") == [f"expire:{scheme.id}:2025-02-01"]
+    assert await _entries(session, f"expire:{scheme.id}:") == [f"expire:{scheme.id}:2025-02-08"]
 
 
 async def test_a_cheque_reactivated_after_the_days_expiry_expires_under_a_second_key(
@@ -108,7 +113,7 @@ async def test_a_cheque_reactivated_after_the_days_expiry_expires_under_a_second
 
     assert [(e.cheques, e.value_cents) for e in second] == [(1, 1000)]
     assert await _entries(session, f"expire:{scheme.id}:") == [
-        f"expire:{scheme.id}:2025-02-01", f"expire:{scheme.id}:2025-02-01:2"]
+        f"expire:{scheme.id}:2025-02-08", f"expire:{scheme.id}:2025-02-08:2"]
     assert await ledger.balance(session, f"programme:{scheme.id}:outstanding") == 0
     assert await _statuses(session, scheme) == {"expired": 2}
     assert other.id != cheque.id

@@ -180,7 +180,7 @@ async def test_the_pdf_shows_the_parties_the_totals_and_the_fingerprint(
 async def test_a_credit_note_returns_the_unused_commitment(session, cleared, pdftotext,
                                                            tmp_path):
     scheme, *_ = cleared
-    closed = await close_programme(session, programme_id=scheme.id, today=date(2025, 2, 1),
+    closed = await close_programme(session, programme_id=scheme.id, today=date(2025, 2, 8),
                                    now=utcnow())
     state = scheme.financer_id(0)
     [note] = [n for n in await list_statements(session, organisation_id=state)
