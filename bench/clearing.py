@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from clearing.batches import close_batch  # noqa: E402
+from kit.db import execute_on_server as admin  # noqa: E402
 from kit.db import (  # noqa: E402
     libpq_url,
     make_engine,
@@ -110,14 +111,6 @@ HASHINT = """
 CREATE FUNCTION hashint(i bigint, salt int) RETURNS bigint LANGUAGE sql IMMUTABLE AS
 $$ SELECT abs(hashtextextended(i::text, salt)) $$;
 """
-
-
-async def admin(server_url: str, sql: str) -> None:
-    conn = await asyncpg.connect(libpq_url(with_database(server_url, "postgres")))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 async def generate(url: str, small: int, large: int) -> tuple[datetime, datetime]:

@@ -29,13 +29,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import asyncpg  # noqa: E402
 import qrcode  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from kit.clock import paris_today, utcnow  # noqa: E402
+from kit.db import execute_on_server as admin  # noqa: E402
 from kit.db import (  # noqa: E402
-    libpq_url,
     make_engine,
     make_sessionmaker,
     resolve_url,
@@ -53,14 +52,6 @@ from pass_.validation import luhn_ok  # noqa: E402
 
 def siret(prefix13: str) -> str:
     return next(prefix13 + d for d in "0123456789" if luhn_ok(prefix13 + d))
-
-
-async def admin(server_url: str, sql: str) -> None:
-    conn = await asyncpg.connect(libpq_url(with_database(server_url, "postgres")))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 def migrate(url: str) -> None:

@@ -36,6 +36,7 @@ from sqlalchemy import text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from kit.db import execute_on_server as admin  # noqa: E402
 from kit.db import libpq_url, make_engine, make_sessionmaker, resolve_url, with_database  # noqa: E402
 from ledger import service as ledger  # noqa: E402
 from ledger.sealer import seal_once  # noqa: E402
@@ -48,14 +49,6 @@ HOT = "bench:programme:outstanding"
 
 def site(i: int) -> str:
     return f"bench:site:{i:02d}:payable"
-
-
-async def admin(server_url: str, sql: str) -> None:
-    conn = await asyncpg.connect(libpq_url(with_database(server_url, "postgres")))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 async def setup_accounts(url: str) -> tuple[int, int]:

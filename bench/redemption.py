@@ -49,6 +49,7 @@ import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
 
 from kit.clock import paris_today, utcnow  # noqa: E402
+from kit.db import execute_on_server as admin  # noqa: E402
 from kit.db import (  # noqa: E402
     libpq_url,
     make_engine,
@@ -82,14 +83,6 @@ PASSWORD = "banc-d-essai-redemption"
 def siret(n: int) -> str:
     prefix = f"{n:013d}"
     return next(prefix + d for d in "0123456789" if luhn_ok(prefix + d))
-
-
-async def admin(server_url: str, sql: str) -> None:
-    conn = await asyncpg.connect(libpq_url(with_database(server_url, "postgres")))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 def migrate(url: str) -> None:

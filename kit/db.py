@@ -105,3 +105,15 @@ async def transaction(
         except BaseException:
             await session.rollback()
             raise
+
+
+async def execute_on_server(server_url: str, sql: str) -> None:
+    """Run one maintenance statement (CREATE/DROP DATABASE…) on the server's `postgres`
+    database, outside any transaction: for the test suite, the benchmarks and scratch databases."""
+    import asyncpg
+
+    conn = await asyncpg.connect(libpq_url(with_database(server_url, "postgres")))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()

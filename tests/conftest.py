@@ -15,11 +15,10 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from kit.db import async_url, libpq_url, make_engine, resolve_url, with_database
+from kit.db import async_url, execute_on_server, libpq_url, make_engine, resolve_url, with_database
 from migrations import registry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,15 +43,6 @@ def _run_in_thread(fn, *args):  # type: ignore[no-untyped-def]
     return result[0] if result else None
 
 
-async def _admin_execute(server_url: str, sql: str) -> None:
-    dsn = libpq_url(with_database(server_url, "postgres"))
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="session")
 def server_url() -> str:
     """libpq URL of the PostgreSQL server the suite runs against."""
@@ -63,12 +53,12 @@ def server_url() -> str:
 def database_url(server_url: str) -> Iterator[str]:
     """A fresh database for this run, migrated to head."""
     name = f"passnum_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    asyncio.run(_admin_execute(server_url, f'CREATE DATABASE "{name}"'))
+    asyncio.run(execute_on_server(server_url, f'CREATE DATABASE "{name}"'))
     url = with_database(server_url, name)
     _run_in_thread(registry.upgrade, url)
     yield url
     if not os.environ.get("PASSNUM_KEEP_TEST_DB"):
-        asyncio.run(_admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(execute_on_server(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")

@@ -19,20 +19,13 @@ import asyncpg
 import httpx
 import pytest
 
+from kit.db import execute_on_server as _admin
 from kit.db import libpq_url, with_database
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSNUM = Path(sys.executable).with_name("passnum")  # the console script pip installed
 DEMO_LOGIN = ("admin@demo.passnum.fr", "demo-passnum-2026")
 COMMAND_TIMEOUT_S = 300  # generous: a busy CI machine; a hung command still fails the test
-
-
-async def _admin(server_url: str, sql: str) -> None:
-    conn = await asyncpg.connect(libpq_url(with_database(server_url, "postgres")))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 async def _row_counts(url: str) -> dict[str, int]:

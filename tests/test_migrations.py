@@ -17,14 +17,14 @@ from contextlib import asynccontextmanager
 from pprint import pformat
 from typing import Any
 
-import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from kit.db import async_url, libpq_url, metadata, with_database
+from kit.db import async_url, metadata, with_database
+from kit.db import execute_on_server as admin
 from migrations import registry
 
 
@@ -43,14 +43,6 @@ def in_thread(fn: Callable[..., Any], *args: Any) -> None:
     thread.join()
     if errors:
         raise errors[0]
-
-
-async def admin(server_url: str, sql: str) -> None:
-    conn = await asyncpg.connect(libpq_url(with_database(server_url, "postgres")))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 @asynccontextmanager
