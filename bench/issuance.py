@@ -22,7 +22,6 @@ import io
 import os
 import sys
 import tempfile
-import threading
 import time
 from datetime import date
 from pathlib import Path
@@ -52,23 +51,6 @@ from pass_.validation import luhn_ok  # noqa: E402
 
 def siret(prefix13: str) -> str:
     return next(prefix13 + d for d in "0123456789" if luhn_ok(prefix13 + d))
-
-
-def migrate(url: str) -> None:
-    # Alembic's env runs its own event loop: keep it off ours.
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            registry.upgrade(url)
-        except BaseException as exc:  # noqa: BLE001
-            failure.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
 
 
 async def setup(sessionmaker, booklets: int, size: int) -> tuple[int, int]:  # type: ignore[no-untyped-def]
@@ -221,7 +203,7 @@ def main() -> None:
     asyncio.run(admin(server, f'CREATE DATABASE "{name}"'))
     try:
         url = with_database(server, name)
-        migrate(url)
+        registry.upgrade(url)  # no event loop runs here: no thread needed
         with tempfile.TemporaryDirectory() as tmp:
             asyncio.run(run(args, url, Path(tmp) / "keys"))
     finally:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,25 +21,6 @@ from kit.db import async_url, execute_on_server, libpq_url, make_engine, resolve
 from migrations import registry
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _run_in_thread(fn, *args):  # type: ignore[no-untyped-def]
-    """Alembic's env calls asyncio.run: keep it off pytest-asyncio's loop."""
-    result: list[object] = []
-    error: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            result.append(fn(*args))
-        except BaseException as exc:  # noqa: BLE001
-            error.append(exc)
-
-    t = threading.Thread(target=target)
-    t.start()
-    t.join()
-    if error:
-        raise error[0]
-    return result[0] if result else None
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +35,7 @@ def database_url(server_url: str) -> Iterator[str]:
     name = f"passnum_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     asyncio.run(execute_on_server(server_url, f'CREATE DATABASE "{name}"'))
     url = with_database(server_url, name)
-    _run_in_thread(registry.upgrade, url)
+    registry.upgrade_in_thread(url)
     yield url
     if not os.environ.get("PASSNUM_KEEP_TEST_DB"):
         asyncio.run(execute_on_server(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

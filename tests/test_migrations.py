@@ -10,9 +10,8 @@ column, constraint and index with that of a scratch database built from the mode
 from __future__ import annotations
 
 import os
-import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pprint import pformat
 from typing import Any
@@ -26,23 +25,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from kit.db import async_url, metadata, with_database
 from kit.db import execute_on_server as admin
 from migrations import registry
-
-
-def in_thread(fn: Callable[..., Any], *args: Any) -> None:
-    """Alembic's env runs its own event loop (asyncio.run): keep it off the test's loop."""
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            fn(*args)
-        except BaseException as exc:  # noqa: BLE001 — re-raised below, in the test
-            errors.append(exc)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
 
 
 @asynccontextmanager
@@ -128,11 +110,11 @@ async def test_migrations_upgrade_downgrade_upgrade_and_match_the_models(
     empty_database: str,
 ) -> None:
     url = empty_database
-    in_thread(registry.upgrade, url)
+    registry.upgrade_in_thread(url)
     first = await schema_objects(url)
     assert "organisation" in first["tables"] and "ledger_entry" in first["tables"]
 
-    in_thread(registry.downgrade, url)
+    registry.downgrade_in_thread(url)
     # Downgrading to base removes everything the revisions created (the ledger's functions too).
     assert await schema_objects(url) == {
         "tables": ["alembic_version"],
@@ -141,7 +123,7 @@ async def test_migrations_upgrade_downgrade_upgrade_and_match_the_models(
         "sequences": [],
     }
 
-    in_thread(registry.upgrade, url)
+    registry.upgrade_in_thread(url)
     assert await schema_objects(url) == first
 
     diff = await differences(url)
@@ -214,7 +196,7 @@ async def test_migrated_columns_constraints_and_indexes_are_exactly_those_of_the
 
 
 async def test_the_comparison_sees_a_schema_that_drifted(empty_database: str) -> None:
-    in_thread(registry.upgrade, empty_database)
+    registry.upgrade_in_thread(empty_database)
     engine = create_async_engine(async_url(empty_database))
     try:
         async with engine.begin() as conn:

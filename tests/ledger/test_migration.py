@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -15,23 +14,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from kit.db import async_url, libpq_url, metadata, with_database
 from migrations import registry
-
-
-def in_thread(fn: Callable[[], object]) -> None:
-    """Alembic's env calls asyncio.run: keep it off the test's event loop."""
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            fn()
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    t = threading.Thread(target=target)
-    t.start()
-    t.join()
-    if errors:
-        raise errors[0]
 
 
 @pytest.fixture
@@ -67,7 +49,7 @@ async def ledger_objects(url: str) -> tuple[list[str], list[str]]:
 
 
 async def test_the_ledger_revision_matches_the_models_and_downgrades(scratch_url: str) -> None:
-    in_thread(lambda: registry.upgrade(scratch_url, "0002_ledger"))
+    registry.upgrade_in_thread(scratch_url, "0002_ledger")
     engine = create_async_engine(async_url(scratch_url))
     try:
         async with engine.connect() as conn:
@@ -77,8 +59,8 @@ async def test_the_ledger_revision_matches_the_models_and_downgrades(scratch_url
     assert await ledger_objects(scratch_url) == (
         ["ledger_account", "ledger_entry", "ledger_posting"],
         ["ledger_check_entry_balanced", "ledger_entry_guard_update", "ledger_refuse_change"])
-    in_thread(lambda: registry.downgrade(scratch_url, "0001_accounts"))
+    registry.downgrade_in_thread(scratch_url, "0001_accounts")
     assert await ledger_objects(scratch_url) == ([], [])
-    in_thread(lambda: registry.upgrade(scratch_url, "0002_ledger"))
+    registry.upgrade_in_thread(scratch_url, "0002_ledger")
     assert (await ledger_objects(scratch_url))[0] == [
         "ledger_account", "ledger_entry", "ledger_posting"]
