@@ -399,10 +399,14 @@ class IdempotencyRecord(SQLModel, table=True):
     """The first answer given to a client's `Idempotency-Key`, replayed on retry.
 
     See api/idempotency.py. `status_code` 0 marks a key reserved by a transaction still
-    running: never committed."""
+    running: never committed. Purged after a retention period by pass_/retention.py."""
 
     __tablename__ = "idempotency_record"
-    __table_args__ = (sa.UniqueConstraint("user_id", "key", name="uq_idempotency_record_user_id"),)
+    __table_args__ = (
+        sa.UniqueConstraint("user_id", "key", name="uq_idempotency_record_user_id"),
+        # The purge finds old records by age, a chunk at a time (pass_/retention.py).
+        sa.Index("ix_idempotency_record_created_at", "created_at"),
+    )
 
     id: int | None = Field(
         default=None, sa_column=sa.Column(sa.BigInteger, sa.Identity(), primary_key=True)
