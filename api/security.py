@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -48,7 +49,30 @@ def create_access_token(
     return jwt.encode(claims, secret, algorithm=ALGORITHM), expires_in
 
 
+# Verified tokens of this process: (secret, token) → (principal, expiry as a Unix time).
+# A token is immutable and its signature checked once is checked for good; only its expiry
+# moves, and is compared at every use. An account deactivated since is refused by the
+# account check (api.deps.ensure_active, or the redemption statement), not by the token.
+_VERIFIED: dict[tuple[str, str], tuple[Principal, int]] = {}
+_VERIFIED_MAX = 10_000
+
+
 def decode_access_token(token: str, *, secret: str) -> Principal:
+    """The principal of a valid token (signature, audience, required claims, expiry)."""
+    known = _VERIFIED.get((secret, token))
+    if known is not None:
+        if time.time() < known[1]:
+            return known[0]
+        del _VERIFIED[(secret, token)]
+        raise TokenExpired()
+    principal, expires = _decode(token, secret)
+    if len(_VERIFIED) >= _VERIFIED_MAX:
+        _VERIFIED.clear()  # simplest bound: the busy tokens come back at their next use
+    _VERIFIED[(secret, token)] = (principal, expires)
+    return principal
+
+
+def _decode(token: str, secret: str) -> tuple[Principal, int]:
     try:
         claims = jwt.decode(
             token,
@@ -57,12 +81,13 @@ def decode_access_token(token: str, *, secret: str) -> Principal:
             audience=AUDIENCE,
             options={"require": ["exp", "sub", "org", "role"]},
         )
-        return Principal(
+        principal = Principal(
             user_id=int(claims["sub"]),
             organisation_id=int(claims["org"]),
             role=Role(claims["role"]),
             email=str(claims.get("email", "")),
         )
+        return principal, int(claims["exp"])
     except jwt.ExpiredSignatureError:
         raise TokenExpired() from None
     except (jwt.PyJWTError, ValueError, KeyError):

@@ -1,26 +1,29 @@
 """Benchmark: redeeming cheques over HTTP against the database's own ceiling, and offline batches.
 
-    .venv/bin/python bench/redemption.py [--cheques 20000] [--concurrency 32] [--workers 2]
-                                         [--batches 100] [--batch-size 500] [--profile DIR]
+    .venv/bin/python bench/redemption.py [--cheques 40000] [--seconds 10] [--concurrency 32]
+                                         [--workers 2] [--batches 100] [--batch-size 500]
+                                         [--profile DIR]
 
 What it does, in one run, on a scratch database it creates, migrates and drops (on the embedded
 PostgreSQL, or on DATABASE_URL's server):
 1. issues the cheques through the service functions (`pass_.issuance.issue_booklet`, booklets of
-   50), for the HTTP run, the ceiling and the offline batches;
-2. starts the real server as a subprocess (`passnum serve --workers 2`) and redeems N cheques
-   over HTTP — `POST /api/v1/redemptions` with a QR token and a fresh Idempotency-Key — from
-   `--concurrency` keep-alive connections (aiohttp), spread over 8 mediators of 4 sites;
-3. measures the ceiling with `pgbench` (same clients, same database, prepared statements): the
+   50), for the HTTP runs, the ceiling and the offline batches;
+2. measures the ceiling with `pgbench` (same clients, same database, prepared statements): the
    equivalent SQL transaction — claim the cheque and insert the redemption, insert the ledger
    entry and its two postings — with none of the HTTP, authentication, idempotency, rule
    checking or Python around it;
-4. posts offline batches (`POST /api/v1/redemptions/batch`) from 4 connections.
+3. starts the real server as a subprocess (`passnum serve --workers 2`) and redeems cheques over
+   HTTP with wrk (Debian's package, installed by this script when missing) — `POST
+   /api/v1/redemptions` with a QR token and a fresh Idempotency-Key, `--concurrency` keep-alive
+   connections for `--seconds`, spread over 8 mediators of 4 sites — after a warm-up and a
+   one-connection run (the service time with no queue); every answer must be 201;
+4. posts offline batches (`POST /api/v1/redemptions/batch`) from 4 connections (aiohttp).
 It prints redemptions/s, p50/p99 latency, the ratio to the ceiling, and offline cheques/s.
-The load generator runs on the same machine and shares its cores with the server and
-PostgreSQL: the figures are a floor for the server on dedicated hardware.
+The load generators run on the same machine and share its 2 cores with the server and
+PostgreSQL (as pgbench does for the ceiling): the figures are a floor for dedicated hardware.
 
 `--profile DIR` records each server worker with py-spy during the HTTP run (flame graphs).
-aiohttp (the load generator) and py-spy are development dependencies (`pip install -e '.[dev]'`).
+aiohttp (the batches' client) and py-spy are development dependencies (`pip install -e '.[dev]'`).
 """
 
 from __future__ import annotations
@@ -32,11 +35,9 @@ import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from datetime import timedelta
@@ -83,22 +84,6 @@ PASSWORD = "banc-d-essai-redemption"
 def siret(n: int) -> str:
     prefix = f"{n:013d}"
     return next(prefix + d for d in "0123456789" if luhn_ok(prefix + d))
-
-
-def migrate(url: str) -> None:
-    failure: list[BaseException] = []
-
-    def run() -> None:  # Alembic's env runs its own event loop: keep it off ours.
-        try:
-            registry.upgrade(url)
-        except BaseException as exc:  # noqa: BLE001
-            failure.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
 
 
 def free_port() -> int:
@@ -296,30 +281,71 @@ def start_profilers(
 # ------------------------------------------------------------------------------------ loads
 
 
-async def redeem_online(base: str, tokens: list[str], codes: list[str],
-                        concurrency: int) -> tuple[float, list[float], dict[int, int]]:
-    """Redeem every code once; returns (seconds, latencies in s, status counts)."""
-    queue = list(reversed(codes))
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
-    async with aiohttp.ClientSession(connector=connector) as http:
+WRK_SCRIPT = """\
+-- One POST /api/v1/redemptions per QR token of a slice of the tokens file, a fresh
+-- Idempotency-Key each, the mediators' access tokens in turn. args: tokens file, access
+-- tokens file, first and last line (1-based), key prefix.
+local codes, auth, i, last, prefix = {}, {}, 0, 0, ""
+function init(args)
+  for line in io.lines(args[1]) do codes[#codes + 1] = line end
+  for line in io.lines(args[2]) do auth[#auth + 1] = line end
+  i, last, prefix = tonumber(args[3]) - 1, tonumber(args[4]), args[5]
+end
+function request()
+  -- Past the slice, the last token again: answered 409 and counted as errors, so the run fails.
+  if i < last then i = i + 1 end
+  local body = '{"code":"' .. codes[i] .. '","service":"realiser_demarche","demarche_family":"caf"}'
+  return wrk.format("POST", "/api/v1/redemptions", {
+    ["Content-Type"] = "application/json",
+    ["Authorization"] = "Bearer " .. auth[(i % #auth) + 1],
+    ["Idempotency-Key"] = prefix .. "-" .. i .. "-" .. math.random(1, 1000000000),
+  }, body)
+end
+function done(summary, latency, requests)
+  io.write(string.format("RESULT %d %d %d %d %d %d %.1f %.1f %.1f %.1f\\n",
+    summary.requests, summary.errors.status, summary.errors.connect + summary.errors.read
+    + summary.errors.write, summary.errors.timeout, summary.duration, 0,
+    latency:percentile(50), latency:percentile(99), latency.mean, latency.max))
+end
+"""
 
-        async def client(n: int) -> None:
-            headers = {"Authorization": f"Bearer {tokens[n % len(tokens)]}"}
-            while queue:
-                code = queue.pop()
-                body = {"code": code, "service": "realiser_demarche", "demarche_family": "caf"}
-                start = time.perf_counter()
-                async with http.post(f"{base}/api/v1/redemptions", json=body, headers={
-                        **headers, "Idempotency-Key": uuid.uuid4().hex}) as r:
-                    await r.read()
-                latencies.append(time.perf_counter() - start)
-                statuses[r.status] = statuses.get(r.status, 0) + 1
 
-        start = time.perf_counter()
-        await asyncio.gather(*(client(n) for n in range(concurrency)))
-        return time.perf_counter() - start, latencies, statuses
+def ensure_wrk() -> str:
+    """wrk from Debian's package (installed here if missing and we may: CI runs as root)."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True,
+                       stdout=subprocess.DEVNULL)
+        found = shutil.which("wrk")
+    if not found:
+        raise RuntimeError("wrk is needed: apt-get install wrk")
+    return found
+
+
+def run_wrk(base: str, files: tuple[Path, Path, Path], *, first: int, last: int,
+            connections: int, seconds: float, prefix: str) -> dict[str, float]:
+    """wrk on the tokens [first, last) of the tokens file, `connections` keep-alive
+    connections for `seconds`; returns requests, errors and latencies (ms)."""
+    script, codes, auth = files
+    run = subprocess.run(
+        [ensure_wrk(), "-t", "1", "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
+         "--timeout", "10s", "-s", str(script), base, "--",
+         str(codes), str(auth), str(first + 1), str(last), prefix],
+        capture_output=True, text=True, check=False,
+    )
+    match = re.search(r"^RESULT (.*)$", run.stdout, re.MULTILINE)
+    if run.returncode != 0 or not match:
+        raise RuntimeError(f"wrk failed:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
+    requests, bad_status, socket_errors, timeouts, micros, _, p50, p99, mean, worst = (
+        float(v) for v in match.group(1).split())
+    if bad_status or socket_errors or timeouts:
+        raise RuntimeError(f"wrk saw {bad_status:.0f} non-2xx answers, {socket_errors:.0f} "
+                           f"socket errors, {timeouts:.0f} timeouts (tokens exhausted?)\n"
+                           f"{run.stdout[-2000:]}")
+    return {"requests": requests, "seconds": micros / 1e6, "p50": p50 / 1000,
+            "p99": p99 / 1000, "mean": mean / 1000, "max": worst / 1000}
 
 
 async def redeem_offline(base: str, tokens: list[str], codes: list[str], batch_size: int,
@@ -424,11 +450,11 @@ async def main(args: argparse.Namespace) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="passnum-bench-"))
     server: subprocess.Popen[bytes] | None = None
     try:
-        migrate(url)
+        registry.upgrade_in_thread(url)  # Alembic's env runs its own event loop
         keyring = Keyring.load_or_create(data_dir / "keys")
         t0 = time.perf_counter()
         # The ceiling gets a whole number of transactions per client.
-        ceiling_count = args.cheques - args.cheques % args.concurrency
+        ceiling_count = args.ceiling_cheques - args.ceiling_cheques % args.concurrency
         world = await setup(url, keyring, {
             "online": args.cheques, "ceiling": ceiling_count,
             "offline": args.batches * args.batch_size,
@@ -469,14 +495,20 @@ async def main(args: argparse.Namespace) -> None:
         await wait_ready(base, server, args.workers, data_dir / "server.log")
         tokens = await login(base, world["mediators"])
         codes = [token for _, token in world["cheques"]["online"]]
+        script, codes_file, auth_file = (data_dir / "redeem.lua", data_dir / "codes.txt",
+                                         data_dir / "auth.txt")
+        script.write_text(WRK_SCRIPT)
+        codes_file.write_text("\n".join(codes) + "\n")
+        auth_file.write_text("\n".join(tokens) + "\n")
+        files = (script, codes_file, auth_file)
 
-        # Warm-up (connections, prepared statements, caches): 1 % of the cheques, not counted.
-        warm = max(args.concurrency, len(codes) // 100)
-        await redeem_online(base, tokens, codes[:warm], args.concurrency)
+        # Warm-up (connections, prepared statements, each site's first redemption), not counted.
+        warm = len(codes) // 8
+        run_wrk(base, files, first=0, last=warm, connections=args.concurrency, seconds=2,
+                prefix="warm")
         # Service time without queueing: one connection, one request at a time.
-        alone = min(200, len(codes) // 10)
-        _, alone_latencies, _ = await redeem_online(base, tokens, codes[warm:warm + alone], 1)
-        warm += alone
+        alone = run_wrk(base, files, first=warm, last=2 * warm, connections=1, seconds=2,
+                        prefix="alone")
         profilers = (
             start_profilers(server, Path(args.profile), args.profile_format)
             if args.profile else []
@@ -484,16 +516,24 @@ async def main(args: argparse.Namespace) -> None:
         workers = worker_pids(server)
         load_before = os.getloadavg()[0]
         cpu_before = cpu_seconds(workers)
-        seconds, latencies, statuses = await redeem_online(
-            base, tokens, codes[warm:], args.concurrency)
+        online = run_wrk(base, files, first=2 * warm, last=len(codes),
+                         connections=args.concurrency, seconds=args.seconds, prefix="online")
         online_cpu = cpu_seconds(workers) - cpu_before
         for profiler in profilers:
             profiler.send_signal(signal.SIGINT)
             profiler.wait(timeout=60)
-        if set(statuses) != {201}:
-            raise RuntimeError(f"unexpected statuses: {statuses}")
-        done = len(codes) - warm
-        rate = done / seconds
+        done = int(online["requests"])
+        rate = done / online["seconds"]
+        conn = await asyncpg.connect(libpq_url(url))
+        try:  # what wrk counted as answered 201 is in the database (and maybe a few in flight)
+            redeemed = await conn.fetchval(
+                "SELECT count(*) FROM redemption WHERE cheque_id = ANY($1)",
+                [cid for cid, _ in world["cheques"]["online"]])
+        finally:
+            await conn.close()
+        if redeemed < done + alone["requests"]:
+            raise RuntimeError(f"{redeemed} redemptions in the database for "
+                               f"{done + alone['requests']:.0f} answered 201")
 
         offline_codes = [token for _, token in world["cheques"]["offline"]]
         cpu_before = cpu_seconds(workers)
@@ -506,20 +546,19 @@ async def main(args: argparse.Namespace) -> None:
 
         cores = os.cpu_count()
         print(f"machine: {cores} cores shared by PostgreSQL, {args.workers} server workers and "
-              f"the load generator (aiohttp on uvloop, same machine): figures are a floor; "
+              f"the load generator (wrk for the online load, aiohttp for the batches); "
               f"load average {load_before:.1f} before, {load_after:.1f} after")
-        print(f"online  POST /api/v1/redemptions, {args.concurrency} keep-alive connections, "
-              f"{done} cheques (after {warm} of warm-up and the one-connection sample)")
-        print(f"        {rate:8.0f} redemptions/s   p50 {percentile(latencies, 0.5) * 1000:6.1f} "
-              f"ms   p99 {percentile(latencies, 0.99) * 1000:6.1f} ms   "
-              f"mean {statistics.fmean(latencies) * 1000:6.1f} ms")
-        print(f"        one connection alone ({alone} requests): p50 "
-              f"{percentile(alone_latencies, 0.5) * 1000:.1f} ms, p99 "
-              f"{percentile(alone_latencies, 0.99) * 1000:.1f} ms (service time, no queue)")
+        print(f"online  POST /api/v1/redemptions with a QR code, wrk, {args.concurrency} "
+              f"keep-alive connections, {args.seconds:g} s, every answer 201")
+        print(f"        {rate:8.0f} redemptions/s   p50 {online['p50']:6.1f} ms   "
+              f"p99 {online['p99']:6.1f} ms   mean {online['mean']:6.1f} ms   "
+              f"max {online['max']:6.1f} ms   ({done} redemptions)")
+        print(f"        one connection alone ({alone['requests']:.0f} requests): p50 "
+              f"{alone['p50']:.1f} ms, p99 {alone['p99']:.1f} ms (service time, no queue)")
         print(f"        server CPU {online_cpu / done * 1000:.2f} ms a redemption "
               f"(workers' user + system time, whatever the machine's load)")
         print(f"ceiling pgbench, same SQL writes as one transaction, {args.concurrency} clients, "
-              f"prepared, {len(ids)} cheques")
+              f"prepared, {len(ids)} cheques (pgbench runs on the same cores)")
         print(f"        {ceiling:8.0f} transactions/s")
         print(f"ratio   {rate / ceiling:8.2f}   (aim ≥ 0.5 with p99 < 50 ms)")
         print(f"offline POST /api/v1/redemptions/batch, {args.batches} batches of "
@@ -543,7 +582,10 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cheques", type=int, default=20_000)
+    parser.add_argument("--cheques", type=int, default=40_000,
+                        help="QR codes for the online runs (warm-up, one connection, load)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the online load")
+    parser.add_argument("--ceiling-cheques", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batches", type=int, default=100)

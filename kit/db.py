@@ -10,6 +10,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import MetaData
@@ -86,6 +87,26 @@ def make_engine(
         # Errors carry the SQL but not the values: a traceback in the logs must never show an
         # e-mail address or a beneficiary's reference.
         hide_parameters=True,
+    )
+
+
+async def _reset(conn: Any) -> None:
+    # asyncpg's default reset (advisory unlocks, CLOSE ALL, UNLISTEN, RESET ALL) is a round trip
+    # on every release; the statements run on this pool change no session state, so only an
+    # interrupted transaction needs undoing.
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
+async def make_pool(url: str, *, max_size: int = 10) -> Any:
+    """A plain asyncpg pool beside the SQLAlchemy engine, for the few hot statements that are
+    whole transactions by themselves (the redemption): no ORM, no BEGIN/COMMIT round trips.
+    Connections are opened on first use. Returns an `asyncpg.Pool`."""
+    import asyncpg
+
+    return await asyncpg.create_pool(
+        libpq_url(url), min_size=0, max_size=max_size, reset=_reset,
+        server_settings={"application_name": "passnum-hot-path"},
     )
 
 

@@ -20,10 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.canonical import canonical_memo, content_hash
 from ledger.errors import EntryNotFound, IdempotencyConflict, InvalidEntry, UnbalancedEntry
-from ledger.values import Entry, NewEntry, Posting, PostingsIn
+from ledger.values import Entry, NewContent, NewEntry, Posting, PostingsIn
 
 __all__ = [
     "Entry",
+    "NewContent",
     "NewEntry",
     "Posting",
     "balance",
@@ -32,6 +33,7 @@ __all__ = [
     "get_entry",
     "post",
     "post_many",
+    "prepare",
     "reverse",
 ]
 
@@ -181,6 +183,19 @@ class _Checked:
         return Entry(id=entry_id, key=self.key, kind=self.kind, postings=self.postings,
                      memo=self.memo, created_at=created_at, content_hash=self.content_hash,
                      created=created)
+
+
+def prepare(*, kind: str, postings: PostingsIn, memo: dict[str, Any] | None = None,
+            at: datetime | None = None) -> NewContent:
+    """Validate an entry and compute what is stored with it, for a caller that writes it
+    inside a statement of its own, in the same round trip as the business rows it records
+    (the redemption path: `pass_.redemption.redeem_at_once`). Same checks and same
+    fingerprint as `post`; the caller inserts `ledger_entry (idempotency_key, kind, memo,
+    created_at, content_hash)` with these values and one `ledger_posting` per posting, and
+    the database re-checks the balance at commit as for any entry."""
+    checked = _Checked("prepared", kind, postings, memo, at)
+    return NewContent(kind=checked.kind, postings=checked.postings, memo_text=checked.memo_text,
+                      content_hash=checked.content_hash)
 
 
 def _exact_json(value: object) -> bool:

@@ -38,8 +38,9 @@ import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal, Protocol
 
+import asyncpg
 from sqlalchemy import literal, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -87,6 +88,7 @@ __all__ = [
     "ledger_postings",
     "list_redemptions",
     "parse_code",
+    "redeem_at_once",
     "redeem_cheque",
     "redeem_offline",
     "reverse_redemption",
@@ -207,10 +209,7 @@ def _read_code(code: str) -> ParsedCode:
         raise InvalidSerial()
     if is_serial_like(code):
         return ParsedCode(normalise_serial(code))
-    # pass_.tokens has no public reader of an unverified payload yet (see the report of
-    # issue 4): its own parsing is used, so the token format stays defined in one place.
-    kid, _message, _signature, fields = tokens._split(code)
-    stated = tokens._claims(fields, kid)
+    stated = tokens.read_unverified(code)
     return ParsedCode(stated.serial, stated, unchecked=code)
 
 
@@ -220,7 +219,12 @@ def _authenticate(parsed: ParsedCode, cheque: _ChequeState | None, keyring: Keyr
     token = parsed.unchecked
     if token is None:
         return parsed
-    if cheque is not None and hmac.compare_digest(cheque.token, token.strip()):
+    if (
+        cheque is not None
+        and hmac.compare_digest(cheque.token, token.strip())
+        and parsed.claims is not None
+        and keyring.knows(parsed.claims.kid)  # a retired key's tokens no longer verify
+    ):
         return ParsedCode(parsed.serial, parsed.claims)
     return ParsedCode(parsed.serial, keyring.verify(token))
 
@@ -434,7 +438,7 @@ async def redeem_cheque(
             key=f"redeem:{redemption_id}",
             kind=ENTRY_KIND,
             postings=ledger_postings(programme_id, site_id, value_cents),
-            memo={"cheque_id": cheque_id},
+            memo={"serial": serial},
             at=now,
         )
     except DomainError as exc:
@@ -448,6 +452,127 @@ async def redeem_cheque(
         redeemed_at=now,
         site_id=site_id,
     )
+
+
+# The whole redemption in one statement, run outside any explicit transaction (the statement
+# is its own transaction: one round trip, where `redeem_cheque` under `run_once` takes six).
+# It writes everything or nothing: the claim with every rule of `_CLAIM`, the account's own
+# check (active, of this site, a mediator: `api.deps` checks the token only), the redemption,
+# the ledger entry prepared by `ledger.prepare` with its postings, and the idempotency record
+# holding the answer. The record is a plain INSERT: a key already used (or being used by a
+# concurrent request) raises a unique violation, which undoes the claim with the rest.
+# A ledger account not created yet (a site's first redemption) claims nothing either.
+_REDEEM_AT_ONCE = """
+WITH account AS (
+    SELECT x.n, a.id, x.amount
+    FROM unnest(CAST($10 AS text[]), CAST($11 AS bigint[])) WITH ORDINALITY AS x(code, amount, n)
+    JOIN ledger_account a ON a.code = x.code
+), claimed AS (
+    UPDATE cheque c SET status = 'redeemed', status_changed_at = $1
+    WHERE c.serial = $3
+      AND c.token = $18
+      AND c.status = 'active'
+      AND CAST($2 AS date) BETWEEN c.valid_from AND c.redeem_until
+      AND c.programme_id = $4 AND c.value_cents = $5
+      AND (SELECT count(*) FROM account) = cardinality(CAST($10 AS text[]))
+      AND EXISTS (SELECT 1 FROM app_user u
+                  WHERE u.id = $7 AND u.is_active AND u.organisation_id = $6
+                    AND u.role = 'site_mediator')
+      AND EXISTS (
+          SELECT 1 FROM organisation s JOIN programme p ON p.id = c.programme_id
+          WHERE s.id = $6 AND s.kind = 'site' AND s.qualification = 'qualified'
+            AND EXISTS (SELECT 1 FROM unnest(p.territory) AS t(code)
+                        WHERE t.code = s.commune_insee
+                           OR (length(t.code) < 5 AND starts_with(s.commune_insee, t.code))))
+    RETURNING c.id, c.programme_id, c.value_cents
+), inserted AS (
+    INSERT INTO redemption (cheque_id, programme_id, site_id, user_id, value_cents, service,
+                            demarche_family, redeemed_at)
+    SELECT id, programme_id, $6, $7, value_cents, $8, $9, $1 FROM claimed
+    RETURNING id
+), entry AS (
+    INSERT INTO ledger_entry (idempotency_key, kind, memo, created_at, content_hash)
+    SELECT 'redeem:' || id, $12, CAST($13 AS jsonb), $1, $14 FROM inserted
+    RETURNING id
+), posting AS (
+    INSERT INTO ledger_posting (entry_id, account_id, amount_cents)
+    SELECT entry.id, account.id, account.amount FROM entry CROSS JOIN account ORDER BY account.n
+), answer AS (
+    INSERT INTO idempotency_record (user_id, key, request_hash, status_code, response)
+    SELECT $7, $15, $16, 201, CAST(format($17, id) AS json) FROM inserted
+    RETURNING CAST(response AS text) AS body
+)
+SELECT inserted.id, answer.body FROM inserted CROSS JOIN answer
+"""
+
+
+class Connection(Protocol):
+    """What `redeem_at_once` needs of an asyncpg connection or pool."""
+
+    async def fetchrow(self, query: str, *args: object) -> Any: ...
+
+
+async def redeem_at_once(
+    conn: Connection,
+    *,
+    keyring: Keyring,
+    token: str,
+    stated: ChequeClaims,
+    site_id: int,
+    user_id: int,
+    service: Service,
+    demarche_family: DemarcheFamily | None,
+    now: datetime,
+    idempotency_key: str,
+    request_hash: str,
+    answer_format: str,
+) -> tuple[int, str] | None:
+    """Redeem the cheque of a QR token in one statement and store the answer under the
+    client's idempotency key; returns (redemption id, answer body), or None when anything
+    stands in the way — a refusal, a key already used, an inactive account, a ledger account
+    still to create, a token that is not the very one stored for its cheque. The caller then
+    takes the general path (`redeem_cheque` under `api.idempotency.run_once`), which says why
+    or replays, and nothing was written.
+
+    `stated` is what the token says (`pass_.tokens.read_unverified`), trusted only because the
+    token is authenticated as in offline batches: byte for byte the token stored at issuance
+    is one we signed (and its key must not be retired); any other text (forged, re-cased,
+    with spaces) goes to the general path, which verifies the signature.
+    `conn` is an asyncpg connection (or pool) *outside* any transaction. `answer_format` is
+    the answer's JSON text with `%s` where the redemption id goes (and `%%` for any other
+    percent sign), so the stored answer is the one the caller returns, byte for byte."""
+    claims = stated
+    if not keyring.knows(claims.kid):
+        return None
+    postings = ledger_postings(claims.programme_id, site_id, claims.value_cents)
+    content = ledger.prepare(
+        kind=ENTRY_KIND, postings=postings, memo={"serial": claims.serial}, at=now
+    )
+    try:
+        row = await conn.fetchrow(
+            _REDEEM_AT_ONCE,
+            now,
+            paris_day(now),
+            claims.serial,
+            claims.programme_id,
+            claims.value_cents,
+            site_id,
+            user_id,
+            Service(service).value,
+            _demarche(demarche_family),
+            [code for code, _ in postings],
+            [amount for _, amount in postings],
+            content.kind,
+            content.memo_text,
+            content.content_hash,
+            idempotency_key,
+            request_hash,
+            answer_format,
+            token,
+        )
+    except asyncpg.UniqueViolationError:
+        return None  # the idempotency key is taken: the general path replays or refuses
+    return None if row is None else (int(row[0]), str(row[1]))
 
 
 async def _raise_refusal(
@@ -600,7 +725,7 @@ async def redeem_offline(
                     key=f"redeem:{rid}",
                     kind=ENTRY_KIND,
                     postings=ledger_postings(programme_id, site_id, value_cents),
-                    memo={"cheque_id": cheque_id},
+                    memo={"serial": parsed[i].serial},
                     at=now,
                 )
             )
@@ -713,7 +838,7 @@ async def reverse_redemption(
         key=f"reverse:{redemption_id}",
         original_key=f"redeem:{redemption_id}",
         kind=REVERSAL_KIND,
-        memo={"cheque_id": cheque_id},
+        memo={"serial": serial},
         at=now,
     )
     return ReversalRead(

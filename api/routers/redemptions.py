@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api import idempotency
-from api.deps import SessionDep, SiteMediator, require
+from api.deps import (
+    SessionDep,
+    SiteMediator,
+    SiteMediatorToken,
+    ensure_active,
+    open_session,
+    require,
+)
 from api.idempotency import Answer, IdempotencyKey
 from api.metrics import REDEMPTIONS
 from api.ratelimit import enforce
 from api.security import Principal
 from kit.clock import utcnow
-from kit.errors import Forbidden
+from kit.errors import DomainError, Forbidden
 from pass_ import redemption as service
 from pass_.codes import is_serial_like
 from pass_.enums import Role
@@ -29,6 +37,7 @@ from pass_.redemption_schemas import (
     RedemptionRead,
     ReversalRead,
 )
+from pass_.tokens import read_unverified
 
 router = APIRouter(prefix="/api/v1", tags=["encaissements"])
 
@@ -64,12 +73,32 @@ def _fingerprint(code: str, service_: str, demarche_family: str | None) -> str:
 async def redeem(
     data: RedemptionCreate,
     request: Request,
-    principal: SiteMediator,
-    session: SessionDep,
+    principal: SiteMediatorToken,
     key: IdempotencyKey,
 ) -> Response:
     """Encaisse un chèque (code saisi ou QR). Rejouer la même clé rend la première réponse."""
     enforce(request, principal)
+    now = utcnow()
+    fingerprint = _fingerprint(data.code, data.service.value, _value(data.demarche_family))
+    body = await _redeem_at_once(request, principal, data, key, fingerprint, now)
+    if body is not None:
+        REDEMPTIONS.labels("redeemed").inc()
+        return Response(body, status_code=201, media_type="application/json")
+    # The general path: says why a cheque is refused, replays a key, redeems a typed serial.
+    async with open_session(request) as session:
+        return await _redeem_in_session(session, request, principal, data, key, fingerprint, now)
+
+
+async def _redeem_in_session(
+    session: AsyncSession,
+    request: Request,
+    principal: Principal,
+    data: RedemptionCreate,
+    key: str,
+    fingerprint: str,
+    now: datetime,
+) -> Response:
+    await ensure_active(session, principal)
 
     async def work() -> dict[str, Any]:
         redemption = await service.redeem_cheque(
@@ -80,7 +109,7 @@ async def redeem(
             code=data.code,
             service=data.service,
             demarche_family=data.demarche_family,
-            now=utcnow(),
+            now=now,
         )
         return redemption.model_dump(mode="json")
 
@@ -88,12 +117,65 @@ async def redeem(
         session,
         user_id=principal.user_id,
         key=key,
-        fingerprint=_fingerprint(data.code, data.service.value, _value(data.demarche_family)),
+        fingerprint=fingerprint,
         work=work,
         savepoint=False,  # redeem_cheque refuses before writing anything
     )
     REDEMPTIONS.labels("replayed" if replayed else _outcome(answer)).inc()
     return answer.response({"Idempotent-Replayed": "true"} if replayed else None)
+
+
+# Stands for the redemption id in the answer built before the statement that assigns it.
+_ID_MARK = 918_273_645_546_372_819
+
+
+async def _redeem_at_once(
+    request: Request,
+    principal: Principal,
+    data: RedemptionCreate,
+    key: str,
+    fingerprint: str,
+    now: datetime,
+) -> str | None:
+    """The common case in one statement (`pass_.redemption.redeem_at_once`): a genuine QR
+    code, redeemable here, under a new key. Returns the answer's body, or None for the general
+    path (anything else: a typed serial, a refusal to explain, a replay), nothing written."""
+    pool = getattr(request.app.state, "hot_pool", None)
+    if pool is None or is_serial_like(data.code):
+        return None
+    try:  # what the token states; the statement checks it is the cheque's own token
+        claims = read_unverified(data.code)
+    except DomainError:
+        return None
+    # The answer as `run_once` would store it, the id left to the statement.
+    answer = Answer.of(
+        201,
+        RedemptionRead.model_construct(
+            id=_ID_MARK,
+            cheque_serial=claims.serial,
+            value_cents=claims.value_cents,
+            redeemed_at=now,
+            site_id=principal.organisation_id,
+        ).model_dump(mode="json"),
+    )
+    mark = str(_ID_MARK)
+    if answer.body.count(mark) != 1:
+        return None
+    done = await service.redeem_at_once(
+        pool,
+        keyring=request.app.state.keyring,
+        token=data.code,
+        stated=claims,
+        site_id=principal.organisation_id,
+        user_id=principal.user_id,
+        service=data.service,
+        demarche_family=data.demarche_family,
+        now=now,
+        idempotency_key=key,
+        request_hash=fingerprint,
+        answer_format=answer.body.replace("%", "%%").replace(mark, "%s"),
+    )
+    return None if done is None else done[1]
 
 
 @router.post("/redemptions/batch", response_model=OfflineBatchResult)

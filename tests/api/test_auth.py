@@ -352,3 +352,26 @@ async def test_wrong_passwords_from_one_address_over_many_emails_are_throttled(
         assert_error(await login(strict_client, f"inconnu{n}@exemple.fr", "x"), 401,
                      "invalid_credentials")
     assert_error(await login(strict_client, actor.user.email, PASSWORD), 429, "rate_limited")
+
+
+def test_a_token_checked_once_is_still_refused_once_it_expires(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Verified tokens are remembered by the process (api.security); expiry is checked at
+    every use all the same, and another secret does not find them."""
+    import time
+
+    from api import security
+    from api.security import TokenExpired, decode_access_token
+
+    principal = Principal(user_id=7, organisation_id=3, role=Role.site_mediator)
+    token, _ = create_access_token(principal, secret="s" * 64, now=utcnow(), minutes=1)
+    assert decode_access_token(token, secret="s" * 64) == principal
+    assert ("s" * 64, token) in security._VERIFIED
+    with pytest.raises(security.InvalidAccessToken):
+        decode_access_token(token, secret="t" * 64)
+    later = time.time() + 61
+    monkeypatch.setattr(security.time, "time", lambda: later)
+    with pytest.raises(TokenExpired):
+        decode_access_token(token, secret="s" * 64)
+    assert ("s" * 64, token) not in security._VERIFIED  # forgotten: the full check is next

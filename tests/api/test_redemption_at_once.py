@@ -1,0 +1,294 @@
+"""The one-statement redemption (`pass_.redemption.redeem_at_once`, taken by
+`POST /api/v1/redemptions` for a genuine QR code under a new key): it must write exactly what
+the general path writes, answer exactly what it answers, and give way to it for everything else.
+
+Committed data and the application's own asyncpg pool, as in production: the path runs outside
+the test's rolled-back transaction, so these tests commit. Which path served a request is seen
+with a spy on `redeem_cheque` (the general path's entry point), not a mock: it still runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from api.idempotency import Answer
+from ledger import service as ledger
+from ledger.canonical import content_hash
+from pass_ import redemption as svc
+from pass_.enums import OrganisationKind
+from pass_.redemption_schemas import RedemptionRead
+from pass_.tokens import Keyring, read_unverified
+from tests.factories import Actor, make_actor
+from tests.pass_.redemption_factories import Scene, make_scene
+
+REDEEM = "/api/v1/redemptions"
+
+
+@pytest.fixture
+def general_path(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The codes that went through `redeem_cheque` (the general path), in order."""
+    calls: list[str] = []
+    real = svc.redeem_cheque
+
+    async def spy(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs["code"])
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(svc, "redeem_cheque", spy)
+    return calls
+
+
+async def committed(
+    sessionmaker: async_sessionmaker[AsyncSession], app: Any, cheques: int, sites: int = 1,
+    territory: tuple[str, ...] = ("35",),
+) -> tuple[Scene, list[Actor]]:
+    async with sessionmaker() as session:
+        scene = await make_scene(session, app.state.keyring, cheques=cheques, territory=territory)
+        actors = [await make_actor(session, app, OrganisationKind.site, qualified=True)
+                  for _ in range(sites)]
+        await session.commit()
+    return scene, actors
+
+
+async def redeem(client: httpx.AsyncClient, who: Actor, code: str,
+                 key: str | None = None) -> httpx.Response:
+    return await client.post(
+        REDEEM,
+        json={"code": code, "service": "realiser_demarche", "demarche_family": "caf"},
+        headers={**who.headers, "Idempotency-Key": key or str(uuid.uuid4())},
+    )
+
+
+async def first_redemption(client: httpx.AsyncClient, site: Actor, scene: Scene) -> None:
+    """A site's first redemption creates its payable account (general path); the one-statement
+    path needs the account to exist."""
+    response = await redeem(client, site, scene.cheques[-1].serial)
+    assert response.status_code == 201, response.text
+
+
+@pytest.fixture
+async def db(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    async with sessionmaker() as session:
+        yield session
+
+
+async def scalar(db: AsyncSession, sql: str, **params: Any) -> Any:
+    value = await db.scalar(text(sql), params)
+    await db.commit()  # a fresh snapshot for the next read
+    return value
+
+
+async def test_a_scanned_cheque_is_redeemed_in_one_statement_with_what_the_general_path_writes(
+    sessionmaker: async_sessionmaker[AsyncSession], app: Any,
+    committed_client: httpx.AsyncClient, general_path: list[str], db: AsyncSession,
+) -> None:
+    scene, (site,) = await committed(sessionmaker, app, 3)
+    await first_redemption(committed_client, site, scene)
+    cheque = scene.cheques[0]
+    key = str(uuid.uuid4())
+
+    response = await redeem(committed_client, site, cheque.token, key)
+
+    assert response.status_code == 201, response.text
+    assert general_path == [scene.cheques[-1].serial]  # the first one only
+    body = response.json()
+    # The very bytes the general path would have answered and stored.
+    expected = Answer.of(201, RedemptionRead(
+        id=body["id"], cheque_serial=cheque.serial, value_cents=1000,
+        redeemed_at=datetime.fromisoformat(body["redeemed_at"]), site_id=site.org.id,
+    ).model_dump(mode="json")).body
+    assert response.content.decode() == expected
+    assert response.headers["content-type"] == "application/json"
+    stored = (await db.execute(text(
+        "SELECT request_hash, status_code, CAST(response AS text) FROM idempotency_record "
+        "WHERE user_id = :u AND key = :k"), {"u": site.id, "k": key})).one()
+    assert (stored[1], stored[2]) == (201, expected)
+    row = (await db.execute(text(
+        "SELECT cheque_id, site_id, user_id, value_cents, service, demarche_family, "
+        "redeemed_at FROM redemption WHERE id = :id"), {"id": body["id"]})).one()
+    assert row[:6] == (cheque.id, site.org.id, site.id, 1000, "realiser_demarche", "caf")
+    assert await scalar(db, "SELECT status FROM cheque WHERE id = :id", id=cheque.id) == "redeemed"
+    entry = await ledger.get_entry(db, f"redeem:{body['id']}")
+    postings = [(f"programme:{scene.programme_id}:outstanding", -1000),
+                (f"site:{site.org.id}:payable", 1000)]
+    assert entry is not None
+    assert (entry.kind, entry.memo, sorted(entry.postings)) == (
+        "redemption", {"serial": cheque.serial}, postings)
+    assert entry.content_hash == content_hash("redemption", postings, {"serial": cheque.serial})
+    assert entry.created_at == row[6]
+    # Both paths' entries and rows agree with the cheques, as the audit recomputes them.
+    assert await svc.audit_redemptions(db, programme_id=scene.programme_id) == []
+
+
+async def test_a_retry_of_a_one_statement_redemption_replays_it_byte_for_byte(
+    sessionmaker: async_sessionmaker[AsyncSession], app: Any,
+    committed_client: httpx.AsyncClient, db: AsyncSession,
+) -> None:
+    scene, (site,) = await committed(sessionmaker, app, 2)
+    await first_redemption(committed_client, site, scene)
+    key = str(uuid.uuid4())
+    first = await redeem(committed_client, site, scene.cheques[0].token, key)
+    again = await redeem(committed_client, site, scene.cheques[0].token, key)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.content == first.content
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first.headers
+    assert await scalar(db, "SELECT count(*) FROM redemption WHERE cheque_id = :c",
+                        c=scene.cheques[0].id) == 1
+
+
+async def test_a_used_key_with_another_cheque_is_a_conflict_and_the_cheque_stays_active(
+    sessionmaker: async_sessionmaker[AsyncSession], app: Any,
+    committed_client: httpx.AsyncClient, db: AsyncSession,
+) -> None:
+    scene, (site,) = await committed(sessionmaker, app, 3)
+    await first_redemption(committed_client, site, scene)
+    key = str(uuid.uuid4())
+    assert (await redeem(committed_client, site, scene.cheques[0].token, key)).status_code == 201
+    before = await scalar(db, "SELECT count(*) FROM ledger_entry")
+
+    response = await redeem(committed_client, site, scene.cheques[1].token, key)
+
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "idempotency_conflict"
+    assert await scalar(db, "SELECT status FROM cheque WHERE id = :id",
+                        id=scene.cheques[1].id) == "active"
+    assert await scalar(db, "SELECT count(*) FROM redemption WHERE cheque_id = :c",
+                        c=scene.cheques[1].id) == 0
+    assert await scalar(db, "SELECT count(*) FROM ledger_entry") == before
+
+
+async def test_a_deactivated_account_is_refused_even_with_a_valid_token(
+    sessionmaker: async_sessionmaker[AsyncSession], app: Any,
+    committed_client: httpx.AsyncClient, db: AsyncSession,
+) -> None:
+    scene, (site,) = await committed(sessionmaker, app, 2)
+    await first_redemption(committed_client, site, scene)
+    await db.execute(text("UPDATE app_user SET is_active = false WHERE id = :id"), {"id": site.id})
+    await db.commit()
+    key = str(uuid.uuid4())
+
+    response = await redeem(committed_client, site, scene.cheques[0].token, key)
+
+    assert response.status_code == 401, response.text
+    assert response.json()["error"]["code"] == "unauthenticated"
+    assert await scalar(db, "SELECT status FROM cheque WHERE id = :id",
+                        id=scene.cheques[0].id) == "active"
+    # Authentication is not an answer to replay: the key stays free.
+    assert await scalar(db, "SELECT count(*) FROM idempotency_record WHERE user_id = :u "
+                        "AND key = :k", u=site.id, k=key) == 0
+
+
+async def test_a_refusal_is_explained_and_stored_by_the_general_path(
+    sessionmaker: async_sessionmaker[AsyncSession], app: Any,
+    committed_client: httpx.AsyncClient, general_path: list[str], db: AsyncSession,
+) -> None:
+    here, (site,) = await committed(sessionmaker, app, 1)
+    await first_redemption(committed_client, site, here)
+    elsewhere, _ = await committed(sessionmaker, app, 1, sites=0, territory=("13",))
+    key = str(uuid.uuid4())
+
+    response = await redeem(committed_client, site, elsewhere.cheques[0].token, key)
+
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "site_not_eligible"
+    assert general_path[-1] == elsewhere.cheques[0].token
+    stored = await scalar(db, "SELECT CAST(response AS text) FROM idempotency_record "
+                          "WHERE user_id = :u AND key = :k", u=site.id, k=key)
+    assert json.loads(stored)["error"]["code"] == "site_not_eligible"
+    assert await scalar(db, "SELECT status FROM cheque WHERE id = :id",
+                        id=elsewhere.cheques[0].id) == "active"
+
+
+async def test_100_cheques_20_attempts_3_sites_over_http_both_paths_redeem_exactly_once(
+    sessionmaker: async_sessionmaker[AsyncSession], app: Any,
+    committed_client: httpx.AsyncClient, db: AsyncSession,
+) -> None:
+    """DESIGN §5 over HTTP: scanned codes take the one-statement path, typed serials the
+    general one, all at once, each attempt with its own key."""
+    cheques, attempts = 100, 20
+    scene, sites = await committed(sessionmaker, app, cheques + 3, sites=3)
+    for n, site in enumerate(sites):  # each site's payable account exists
+        response = await redeem(committed_client, site, scene.cheques[cheques + n].serial)
+        assert response.status_code == 201, response.text
+    targets = scene.cheques[:cheques]
+    gate = asyncio.Semaphore(30)
+
+    async def attempt(n: int) -> tuple[int, dict[str, Any], int, int]:
+        cheque, site = targets[n // attempts], sites[n % 3]
+        code = cheque.token if n % 2 else cheque.serial.lower()
+        async with gate:
+            response = await redeem(committed_client, site, code)
+        return response.status_code, response.json(), cheque.id, site.org.id  # type: ignore[return-value]
+
+    outcomes = await asyncio.gather(*(attempt(n) for n in range(cheques * attempts)))
+
+    assert Counter(status for status, *_ in outcomes) == {
+        201: cheques, 409: cheques * (attempts - 1)}
+    for status, body, _, _ in outcomes:
+        if status == 409:
+            assert body["error"]["code"] == "cheque_already_redeemed"
+            assert set(body["error"]["details"]) == {"redeemed_at"}  # when, never where
+    winners = Counter(cheque for status, _, cheque, _ in outcomes if status == 201)
+    assert winners == {c.id: 1 for c in targets}
+    ids = [c.id for c in targets]
+    assert await scalar(db, "SELECT count(*) FROM redemption WHERE cheque_id = ANY(:ids) "
+                        "AND reversed_at IS NULL", ids=ids) == cheques
+    per_site = Counter(site for status, _, _, site in outcomes if status == 201)
+    balances = await ledger.balances(
+        db, [f"programme:{scene.programme_id}:outstanding",
+             *(f"site:{s.org.id}:payable" for s in sites)])
+    assert balances[f"programme:{scene.programme_id}:outstanding"] == 0
+    for site in sites:
+        assert balances[f"site:{site.org.id}:payable"] == (per_site[site.org.id] + 1) * 1000
+    assert await svc.audit_redemptions(db, programme_id=scene.programme_id) == []
+
+
+async def test_a_token_of_a_retired_key_is_refused_and_a_recased_one_still_redeems(
+    sessionmaker: async_sessionmaker[AsyncSession], app: Any,
+    committed_client: httpx.AsyncClient, general_path: list[str], db: AsyncSession,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    # A keyring of this test's own: retiring a key must not touch the other tests' cheques.
+    monkeypatch.setattr(app.state, "keyring", Keyring.load_or_create(tmp_path / "keys"))
+    scene, (site,) = await committed(sessionmaker, app, 3)
+    await first_redemption(committed_client, site, scene)
+    # A copy of the stored token in lower case is not byte-equal to it: the general path
+    # verifies its signature, and redeems it.
+    recased = scene.cheques[1].token.lower()
+    response = await redeem(committed_client, site, recased)
+    assert response.status_code == 201, response.text
+    assert general_path[-1] == recased
+
+    # Tokens signed by a retired key no longer verify, the exact stored copy included.
+    old_kid = read_unverified(scene.cheques[0].token).kid
+    app.state.keyring.rotate()
+    app.state.keyring.retire(old_kid)
+    response = await redeem(committed_client, site, scene.cheques[0].token)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid_token"
+    assert await scalar(db, "SELECT status FROM cheque WHERE id = :id",
+                        id=scene.cheques[0].id) == "active"
+    # Offline batches authenticate tokens the same way: the retired key's token is refused.
+    batch = await committed_client.post(
+        "/api/v1/redemptions/batch",
+        json={"items": [{"code": scene.cheques[2].token, "service": "naviguer_web",
+                         "scanned_at": datetime.now(UTC).isoformat(),
+                         "idempotency_key": str(uuid.uuid4())}]},
+        headers=site.headers,
+    )
+    assert batch.status_code == 200, batch.text
+    (item,) = batch.json()["results"]
+    assert (item["status"], item["error"]["code"]) == ("refused", "invalid_token")
