@@ -156,6 +156,9 @@ def create_app(
     app.state.settings = settings
     app.state.jwt_secret = settings.secret("jwt_secret")
     errors.install(app)
+    from api.routers.redemptions import RedeemLane
+
+    app.router.routes.insert(0, RedeemLane())  # before any other route: see its docstring
     _include_routers(app, "api.routers")
     with contextlib.suppress(ModuleNotFoundError):
         _include_routers(app, "api.web")

@@ -43,6 +43,7 @@ __all__ = [
     "InvalidIdempotencyKey",
     "answer_of_error",
     "fingerprint",
+    "is_valid_key",
     "load_many",
     "record_many",
     "reserve_many",
@@ -77,6 +78,15 @@ async def _idempotency_key(
         return _KEY.validate_python(key)
     except ValidationError:
         raise InvalidIdempotencyKey() from None
+
+
+def is_valid_key(key: str) -> bool:
+    """Whether `key` is an acceptable Idempotency-Key (the header dependency's rule)."""
+    try:
+        _KEY.validate_python(key)
+    except ValidationError:
+        return False
+    return True
 
 
 # async: FastAPI would run a plain function in its thread pool, a thread hop per request.

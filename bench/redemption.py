@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -255,13 +256,37 @@ def worker_pids(server: subprocess.Popen[bytes]) -> list[int]:
     return pids or [server.pid]
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of `pids` (Linux /proc)."""
+def cpu_seconds(pids: list[int], *, children: bool = False) -> float:
+    """User + system CPU time of `pids` (Linux /proc), with `children` that of their children
+    that have exited too (a PostgreSQL backend's time goes to the postmaster when it ends)."""
     total = 0
     for pid in pids:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])
+        if children:
+            total += int(fields[13]) + int(fields[14])
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu() -> dict[int, float]:
+    """CPU seconds of every PostgreSQL process of the machine, by pid, the ended backends
+    included (the server serves nothing else during the run: the sum is what the load cost)."""
+    found: dict[int, float] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if (proc / "comm").read_text().strip() != "postgres":
+                continue
+            found[int(proc.name)] = cpu_seconds([int(proc.name)], children=True)
+        except OSError:  # gone meanwhile
+            continue
+    return found
+
+
+def postgres_cpu_since(before: dict[int, float]) -> float:
+    after = postgres_cpu()
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
 def start_profilers(
@@ -479,9 +504,17 @@ async def main(args: argparse.Namespace) -> None:
                 await conn.fetchval("SELECT id FROM ledger_account WHERE code = $1", code)
                 for code in codes_
             ]
+            ceiling_pg_before = postgres_cpu()
+            pgbench_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            ceiling_started = time.perf_counter()
             ceiling = pgbench(url, first_id=min(ids), count=len(ids),
                               clients=args.concurrency, site=site,
                               accounts_=(account_ids[0], account_ids[1]))
+            ceiling_seconds = time.perf_counter() - ceiling_started
+            ceiling_pg_cpu = postgres_cpu_since(ceiling_pg_before)
+            pgbench_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            pgbench_cpu = (pgbench_after.ru_utime + pgbench_after.ru_stime
+                           - pgbench_before.ru_utime - pgbench_before.ru_stime)
             claimed = await conn.fetchval(
                 "SELECT count(*) FROM cheque WHERE id = ANY($1) AND status = 'redeemed'", ids)
             if claimed != len(ids):
@@ -516,9 +549,15 @@ async def main(args: argparse.Namespace) -> None:
         workers = worker_pids(server)
         load_before = os.getloadavg()[0]
         cpu_before = cpu_seconds(workers)
+        pg_before = postgres_cpu()
+        wrk_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         online = run_wrk(base, files, first=2 * warm, last=len(codes),
                          connections=args.concurrency, seconds=args.seconds, prefix="online")
         online_cpu = cpu_seconds(workers) - cpu_before
+        online_pg_cpu = postgres_cpu_since(pg_before)
+        wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wrk_cpu = (wrk_after.ru_utime + wrk_after.ru_stime
+                   - wrk_before.ru_utime - wrk_before.ru_stime)
         for profiler in profilers:
             profiler.send_signal(signal.SIGINT)
             profiler.wait(timeout=60)
@@ -555,11 +594,17 @@ async def main(args: argparse.Namespace) -> None:
               f"max {online['max']:6.1f} ms   ({done} redemptions)")
         print(f"        one connection alone ({alone['requests']:.0f} requests): p50 "
               f"{alone['p50']:.1f} ms, p99 {alone['p99']:.1f} ms (service time, no queue)")
-        print(f"        server CPU {online_cpu / done * 1000:.2f} ms a redemption "
-              f"(workers' user + system time, whatever the machine's load)")
+        busy = (online_cpu + online_pg_cpu + wrk_cpu) / online["seconds"]
+        print(f"        CPU a redemption: server {online_cpu / done * 1000:.2f} ms, "
+              f"PostgreSQL {online_pg_cpu / done * 1000:.2f} ms, "
+              f"wrk {wrk_cpu / done * 1000:.2f} ms (user + system; {busy:.2f} of the "
+              f"{cores} cores busy)")
         print(f"ceiling pgbench, same SQL writes as one transaction, {args.concurrency} clients, "
               f"prepared, {len(ids)} cheques (pgbench runs on the same cores)")
-        print(f"        {ceiling:8.0f} transactions/s")
+        print(f"        {ceiling:8.0f} transactions/s   CPU a transaction: PostgreSQL "
+              f"{ceiling_pg_cpu / len(ids) * 1000:.2f} ms, pgbench "
+              f"{pgbench_cpu / len(ids) * 1000:.2f} ms "
+              f"({(ceiling_pg_cpu + pgbench_cpu) / ceiling_seconds:.2f} of the {cores} cores busy)")
         print(f"ratio   {rate / ceiling:8.2f}   (aim ≥ 0.5 with p99 < 50 ms)")
         print(f"offline POST /api/v1/redemptions/batch, {args.batches} batches of "
               f"{args.batch_size}, {args.offline_concurrency} connections")

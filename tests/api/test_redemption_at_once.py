@@ -259,10 +259,21 @@ async def test_100_cheques_20_attempts_3_sites_over_http_both_paths_redeem_exact
 async def test_a_token_of_a_retired_key_is_refused_and_a_recased_one_still_redeems(
     sessionmaker: async_sessionmaker[AsyncSession], app: Any,
     committed_client: httpx.AsyncClient, general_path: list[str], db: AsyncSession,
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    tmp_path: Path,
 ) -> None:
     # A keyring of this test's own: retiring a key must not touch the other tests' cheques.
-    monkeypatch.setattr(app.state, "keyring", Keyring.load_or_create(tmp_path / "keys"))
+    shared = app.state.keyring
+    app.state.keyring = Keyring.load_or_create(tmp_path / "keys")
+    try:
+        await _retired_and_recased(sessionmaker, app, committed_client, general_path, db)
+    finally:
+        app.state.keyring = shared
+
+
+async def _retired_and_recased(
+    sessionmaker: async_sessionmaker[AsyncSession], app: Any,
+    committed_client: httpx.AsyncClient, general_path: list[str], db: AsyncSession,
+) -> None:
     scene, (site,) = await committed(sessionmaker, app, 3)
     await first_redemption(committed_client, site, scene)
     # A copy of the stored token in lower case is not byte-equal to it: the general path
@@ -292,3 +303,29 @@ async def test_a_token_of_a_retired_key_is_refused_and_a_recased_one_still_redee
     assert batch.status_code == 200, batch.text
     (item,) = batch.json()["results"]
     assert (item["status"], item["error"]["code"]) == ("refused", "invalid_token")
+
+
+async def test_scanned_codes_redeemed_at_once_are_not_charged_to_the_rate_limits(
+    sessionmaker: async_sessionmaker[AsyncSession], app: Any, settings: Any, engine: Any,
+) -> None:
+    """A genuine QR code cannot be guessed: the scanners' lane does not charge it (as offline
+    batches do not); whatever it declines is charged by the route, typed serials included."""
+    from api.app import create_app
+
+    strict = create_app(settings.model_copy(update={
+        "rate_limit_per_user_per_minute": 1, "rate_limit_burst": 2,
+    }), engine=engine, run_sealer=False)
+    scene, (site,) = await committed(sessionmaker, app, 9)
+    async with strict.router.lifespan_context(strict):
+        transport = httpx.ASGITransport(app=strict, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            # The site's first redemption goes through the route (its account is created).
+            assert (await redeem(client, site, scene.cheques[8].serial)).status_code == 201
+            for cheque in scene.cheques[:6]:  # a busy morning of scans: never throttled
+                response = await redeem(client, site, cheque.token)
+                assert response.status_code == 201, response.text
+            assert (await redeem(client, site, scene.cheques[6].serial)).status_code == 201
+            throttled = await redeem(client, site, scene.cheques[7].serial)
+    assert throttled.status_code == 429
+    assert throttled.json()["error"]["code"] == "rate_limited"
+    assert int(throttled.headers["Retry-After"]) >= 1
