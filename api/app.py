@@ -130,7 +130,7 @@ def create_app(
         app.state.hot_pool = await make_pool(engine.url.render_as_string(hide_password=False))
         app.state.keyring = Keyring.load_or_create(settings.keys_dir)
         task: asyncio.Task[Any] | None = None
-        if run_sealer:
+        if run_sealer and settings.sealer_in_app:
             from ledger.sealer import run_sealer_loop
 
             task = asyncio.create_task(run_sealer_loop(app.state.sessionmaker, interval=1.0))

@@ -8,10 +8,12 @@ functions as the API. Feature commands live in `api/commands/` (each module has
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import os
 import pkgutil
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -85,16 +87,43 @@ def serve(
     from pass_.tokens import Keyring
 
     Keyring.load_or_create(settings.keys_dir)
-    uvicorn.run(
-        "api.app:app_factory",
-        factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
-        workers=workers,
-        access_log=access_log,
-        log_level="warning",
-        proxy_headers=True,
-    )
+    # One sealer process beside the workers, rather than a sealer task in each worker.
+    sealer = None
+    if settings.sealer_in_app:
+        import multiprocessing
+
+        sealer = multiprocessing.get_context("spawn").Process(
+            target=_sealer_main, args=(os.environ["DATABASE_URL"], settings.log_json),
+            name="passnum-sealer", daemon=True,
+        )
+        sealer.start()
+        os.environ["PASSNUM_SEALER_IN_APP"] = "false"  # read by the workers' settings
+    try:
+        uvicorn.run(
+            "api.app:app_factory",
+            factory=True,
+            host=host or settings.host,
+            port=port or settings.port,
+            workers=workers,
+            access_log=access_log,
+            log_level="warning",
+            proxy_headers=True,
+        )
+    finally:
+        if sealer is not None:
+            sealer.terminate()
+            sealer.join(timeout=10)
+
+
+def _sealer_main(database_url: str, log_json: bool) -> None:
+    """The sealer process of `passnum serve` (ledger.sealer.run_forever), logging as the app."""
+    from api import logging as api_logging
+    from ledger.sealer import run_forever
+
+    api_logging.configure(json=log_json)
+    with contextlib.suppress(OSError):  # named in ps and top (Linux)
+        Path("/proc/self/comm").write_text("passnum-sealer")
+    run_forever(database_url)
 
 
 @app.command("create-admin")

@@ -252,8 +252,17 @@ def worker_pids(server: subprocess.Popen[bytes]) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(server.pid)],
                          capture_output=True, text=True, check=False).stdout
     pids = [int(p) for p in out.split()
-            if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+            if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()
+            and Path(f"/proc/{p}/comm").read_text().strip() != "passnum-sealer"]
     return pids or [server.pid]
+
+
+def sealer_pids(server: subprocess.Popen[bytes]) -> list[int]:
+    """The ledger sealer process `passnum serve` runs beside its workers."""
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(server.pid)],
+                         capture_output=True, text=True, check=False).stdout
+    return [int(p) for p in out.split()
+            if Path(f"/proc/{p}/comm").read_text().strip() == "passnum-sealer"]
 
 
 def cpu_seconds(pids: list[int], *, children: bool = False) -> float:
@@ -548,12 +557,15 @@ async def main(args: argparse.Namespace) -> None:
         )
         workers = worker_pids(server)
         load_before = os.getloadavg()[0]
+        sealers = sealer_pids(server)
         cpu_before = cpu_seconds(workers)
+        sealer_before = cpu_seconds(sealers)
         pg_before = postgres_cpu()
         wrk_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         online = run_wrk(base, files, first=2 * warm, last=len(codes),
                          connections=args.concurrency, seconds=args.seconds, prefix="online")
         online_cpu = cpu_seconds(workers) - cpu_before
+        sealer_cpu = cpu_seconds(sealers) - sealer_before
         online_pg_cpu = postgres_cpu_since(pg_before)
         wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         wrk_cpu = (wrk_after.ru_utime + wrk_after.ru_stime
@@ -594,11 +606,12 @@ async def main(args: argparse.Namespace) -> None:
               f"max {online['max']:6.1f} ms   ({done} redemptions)")
         print(f"        one connection alone ({alone['requests']:.0f} requests): p50 "
               f"{alone['p50']:.1f} ms, p99 {alone['p99']:.1f} ms (service time, no queue)")
-        busy = (online_cpu + online_pg_cpu + wrk_cpu) / online["seconds"]
-        print(f"        CPU a redemption: server {online_cpu / done * 1000:.2f} ms, "
+        busy = (online_cpu + sealer_cpu + online_pg_cpu + wrk_cpu) / online["seconds"]
+        print(f"        CPU a redemption: server workers {online_cpu / done * 1000:.2f} ms, "
+              f"sealer {sealer_cpu / done * 1000:.2f} ms, "
               f"PostgreSQL {online_pg_cpu / done * 1000:.2f} ms, "
-              f"wrk {wrk_cpu / done * 1000:.2f} ms (user + system; {busy:.2f} of the "
-              f"{cores} cores busy)")
+              f"wrk {wrk_cpu / done * 1000:.2f} ms")
+        print(f"        (user + system time; {busy:.2f} of the {cores} cores busy)")
         print(f"ceiling pgbench, same SQL writes as one transaction, {args.concurrency} clients, "
               f"prepared, {len(ids)} cheques (pgbench runs on the same cores)")
         print(f"        {ceiling:8.0f} transactions/s   CPU a transaction: PostgreSQL "

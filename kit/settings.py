@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     operator_bic: str = "AGRIFRPP"
     operator_name: str = "Opérateur Pass numérique"
     log_json: bool = True
+    # Whether each web worker seals the ledger in the background; `passnum serve` turns it
+    # off and runs one sealer process beside the workers instead (ledger.sealer).
+    sealer_in_app: bool = True
     secure_cookies: bool = False
 
     def secret(self, name: str, nbytes: int = 32) -> str:

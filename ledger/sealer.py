@@ -41,14 +41,19 @@ SELECT sealed_seq, hash FROM ledger_entry WHERE sealed_seq IS NOT NULL
 ORDER BY sealed_seq DESC LIMIT 1
 """)
 
+# Each entry's postings by the index on entry_id (LATERAL): a join over the whole posting
+# table let the planner hash it all, every second, a cost growing with the journal.
 _PENDING = text("""
-SELECT e.id, e.idempotency_key, e.kind, CAST(e.memo AS text), e.created_at,
-       array_agg(a.code ORDER BY p.id), array_agg(p.amount_cents ORDER BY p.id)
+SELECT e.id, e.idempotency_key, e.kind, CAST(e.memo AS text), e.created_at, x.codes, x.amounts
 FROM (SELECT id, idempotency_key, kind, memo, created_at FROM ledger_entry
       WHERE sealed_seq IS NULL ORDER BY id LIMIT :limit) AS e
-JOIN ledger_posting p ON p.entry_id = e.id
-JOIN ledger_account a ON a.id = p.account_id
-GROUP BY e.id, e.idempotency_key, e.kind, CAST(e.memo AS text), e.created_at
+CROSS JOIN LATERAL (
+    SELECT array_agg(a.code ORDER BY p.id) AS codes,
+           array_agg(p.amount_cents ORDER BY p.id) AS amounts
+    FROM ledger_posting p JOIN ledger_account a ON a.id = p.account_id
+    WHERE p.entry_id = e.id
+) AS x
+WHERE x.codes IS NOT NULL
 ORDER BY e.id
 """)
 
@@ -143,3 +148,19 @@ async def chain_head(session: AsyncSession) -> tuple[int, str] | None:
     even a truncated chain tail can be detected against the published value."""
     row = (await session.execute(_LAST_SEALED)).first()
     return (row[0], row[1]) if row else None
+
+
+def run_forever(database_url: str, interval: float = 1.0) -> None:
+    """A sealer process's main: seal every `interval` seconds until terminated. `passnum
+    serve` runs one beside its web workers, so that sealing a second's worth of entries
+    (hashing each in Python) never holds up a request on a worker's event loop."""
+    from kit.db import make_engine, make_sessionmaker
+
+    async def main() -> None:
+        engine = make_engine(database_url, pool_size=1, max_overflow=0)
+        try:
+            await run_sealer_loop(make_sessionmaker(engine), interval)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(main())

@@ -46,6 +46,31 @@ def row_counts(url: str) -> dict[str, int]:
     return asyncio.run(_row_counts(url))
 
 
+async def _post_and_wait_sealed(url: str) -> int | None:
+    """Post an entry; its sealed_seq once the running server's sealer has chained it."""
+    from sqlalchemy import text
+
+    from kit.db import make_engine, make_sessionmaker, transaction
+    from ledger import service as ledger
+
+    engine = make_engine(url, pool_size=1, max_overflow=0)
+    sessions = make_sessionmaker(engine)
+    try:
+        async with transaction(sessions) as session:
+            await ledger.post(session, key="cli:seal", kind="test",
+                              postings=[("test:cli:a", -1), ("test:cli:b", 1)])
+        for _ in range(150):
+            async with sessions() as session:
+                seq = await session.scalar(text(
+                    "SELECT sealed_seq FROM ledger_entry WHERE idempotency_key = 'cli:seal'"))
+            if seq is not None:
+                return int(seq)
+            await asyncio.sleep(0.1)
+        return None
+    finally:
+        await engine.dispose()
+
+
 @pytest.fixture
 def cli_env(server_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
     """Environment of the commands: a fresh database and a data folder of their own."""
@@ -178,6 +203,8 @@ def test_migrate_demo_create_admin_and_serve(cli_env: dict[str, str]) -> None:
                     "/api/v1/auth/token", data={"username": DEMO_LOGIN[0], "password": "non"}
                 )
                 assert refused.status_code == 401
+            # The sealer process started beside the workers chains a new entry within seconds.
+            assert asyncio.run(_post_and_wait_sealed(url)) is not None
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             try:
