@@ -247,22 +247,23 @@ async def login(base: str, emails: list[str]) -> list[str]:
         return tokens
 
 
-def worker_pids(server: subprocess.Popen[bytes]) -> list[int]:
-    """The processes serving requests: uvicorn's workers (children of the supervisor)."""
+def _children(server: subprocess.Popen[bytes]) -> list[tuple[int, str]]:
+    """(pid, process name) of the server's multiprocessing children: workers and sealer."""
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(server.pid)],
                          capture_output=True, text=True, check=False).stdout
-    pids = [int(p) for p in out.split()
-            if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()
-            and Path(f"/proc/{p}/comm").read_text().strip() != "passnum-sealer"]
+    return [(int(p), Path(f"/proc/{p}/comm").read_text().strip()) for p in out.split()
+            if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+
+
+def worker_pids(server: subprocess.Popen[bytes]) -> list[int]:
+    """The processes serving requests: uvicorn's workers (children of the supervisor)."""
+    pids = [pid for pid, name in _children(server) if name != "passnum-sealer"]
     return pids or [server.pid]
 
 
 def sealer_pids(server: subprocess.Popen[bytes]) -> list[int]:
     """The ledger sealer process `passnum serve` runs beside its workers."""
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(server.pid)],
-                         capture_output=True, text=True, check=False).stdout
-    return [int(p) for p in out.split()
-            if Path(f"/proc/{p}/comm").read_text().strip() == "passnum-sealer"]
+    return [pid for pid, name in _children(server) if name == "passnum-sealer"]
 
 
 def cpu_seconds(pids: list[int], *, children: bool = False) -> float:

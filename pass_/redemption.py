@@ -366,6 +366,18 @@ def ledger_postings(programme_id: int, site_id: int, value_cents: int) -> list[t
 
 # The rules of `_refusal`, in SQL, in the claim itself: the territory test is
 # `pass_.validation.in_territory` (a 5-character code is a commune, shorter ones a prefix).
+# The site's side of the rules, shared by both claims (`{site}`: the site id's parameter):
+# qualified, and its commune in the programme's territory as `pass_.validation.in_territory`
+# reads it (a 5-character code is a commune, a shorter one a prefix).
+_SITE_MAY_REDEEM = """
+      AND EXISTS (
+          SELECT 1 FROM organisation s JOIN programme p ON p.id = c.programme_id
+          WHERE s.id = {site} AND s.kind = 'site' AND s.qualification = 'qualified'
+            AND EXISTS (SELECT 1 FROM unnest(p.territory) AS t(code)
+                        WHERE t.code = s.commune_insee
+                           OR (length(t.code) < 5 AND starts_with(s.commune_insee, t.code))))
+"""
+
 _CLAIM = text("""
 WITH claimed AS (
     UPDATE cheque c SET status = 'redeemed', status_changed_at = :now
@@ -374,12 +386,7 @@ WITH claimed AS (
       AND CAST(:today AS date) BETWEEN c.valid_from AND c.redeem_until
       AND (CAST(:programme_id AS bigint) IS NULL
            OR (c.programme_id = :programme_id AND c.value_cents = :value_cents))
-      AND EXISTS (
-          SELECT 1 FROM organisation s JOIN programme p ON p.id = c.programme_id
-          WHERE s.id = :site_id AND s.kind = 'site' AND s.qualification = 'qualified'
-            AND EXISTS (SELECT 1 FROM unnest(p.territory) AS t(code)
-                        WHERE t.code = s.commune_insee
-                           OR (length(t.code) < 5 AND starts_with(s.commune_insee, t.code))))
+""" + _SITE_MAY_REDEEM.format(site=":site_id") + """\
     RETURNING c.id, c.programme_id, c.value_cents, c.serial
 ), inserted AS (
     INSERT INTO redemption (cheque_id, programme_id, site_id, user_id, value_cents, service,
@@ -478,12 +485,7 @@ WITH account AS (
       AND EXISTS (SELECT 1 FROM app_user u
                   WHERE u.id = $7 AND u.is_active AND u.organisation_id = $6
                     AND u.role = 'site_mediator')
-      AND EXISTS (
-          SELECT 1 FROM organisation s JOIN programme p ON p.id = c.programme_id
-          WHERE s.id = $6 AND s.kind = 'site' AND s.qualification = 'qualified'
-            AND EXISTS (SELECT 1 FROM unnest(p.territory) AS t(code)
-                        WHERE t.code = s.commune_insee
-                           OR (length(t.code) < 5 AND starts_with(s.commune_insee, t.code))))
+""" + _SITE_MAY_REDEEM.format(site="$6") + """\
     RETURNING c.id, c.programme_id, c.value_cents
 ), inserted AS (
     INSERT INTO redemption (cheque_id, programme_id, site_id, user_id, value_cents, service,
@@ -541,27 +543,26 @@ async def redeem_at_once(
     `conn` is an asyncpg connection (or pool) *outside* any transaction. `answer_format` is
     the answer's JSON text with `%s` where the redemption id goes (and `%%` for any other
     percent sign), so the stored answer is the one the caller returns, byte for byte."""
-    claims = stated
-    if not keyring.knows(claims.kid):
+    if not keyring.knows(stated.kid):
         return None
-    postings = ledger_postings(claims.programme_id, site_id, claims.value_cents)
+    postings = ledger_postings(stated.programme_id, site_id, stated.value_cents)
     content = ledger.prepare(
-        kind=ENTRY_KIND, postings=postings, memo={"serial": claims.serial}, at=now
+        kind=ENTRY_KIND, postings=postings, memo={"serial": stated.serial}, at=now
     )
     try:
         row = await conn.fetchrow(
             _REDEEM_AT_ONCE,
             now,
             paris_day(now),
-            claims.serial,
-            claims.programme_id,
-            claims.value_cents,
+            stated.serial,
+            stated.programme_id,
+            stated.value_cents,
             site_id,
             user_id,
             Service(service).value,
             _demarche(demarche_family),
-            [code for code, _ in postings],
-            [amount for _, amount in postings],
+            [posting.account for posting in content.postings],
+            [posting.amount_cents for posting in content.postings],
             content.kind,
             content.memo_text,
             content.content_hash,
