@@ -93,7 +93,8 @@ def serve(
         import multiprocessing
 
         sealer = multiprocessing.get_context("spawn").Process(
-            target=_sealer_main, args=(os.environ["DATABASE_URL"], settings.log_json),
+            target=_sealer_main,
+            args=(os.environ["DATABASE_URL"], settings.log_json, settings.sealer_interval),
             name="passnum-sealer", daemon=True,
         )
         sealer.start()
@@ -115,7 +116,7 @@ def serve(
             sealer.join(timeout=10)
 
 
-def _sealer_main(database_url: str, log_json: bool) -> None:
+def _sealer_main(database_url: str, log_json: bool, interval: float) -> None:
     """The sealer process of `passnum serve` (ledger.sealer.run_forever), logging as the app."""
     from api import logging as api_logging
     from ledger.sealer import run_forever
@@ -123,7 +124,7 @@ def _sealer_main(database_url: str, log_json: bool) -> None:
     api_logging.configure(json=log_json)
     with contextlib.suppress(OSError):  # named in ps and top (Linux)
         Path("/proc/self/comm").write_text("passnum-sealer")
-    run_forever(database_url)
+    run_forever(database_url, interval)
 
 
 @app.command("create-admin")

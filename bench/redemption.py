@@ -554,7 +554,7 @@ async def main(args: argparse.Namespace) -> None:
                         prefix="alone")
         profilers = (
             start_profilers(server, Path(args.profile), args.profile_format)
-            if args.profile else []
+            if args.profile and args.profile_stage == "online" else []
         )
         workers = worker_pids(server)
         load_before = os.getloadavg()[0]
@@ -588,10 +588,25 @@ async def main(args: argparse.Namespace) -> None:
                                f"{done + alone['requests']:.0f} answered 201")
 
         offline_codes = [token for _, token in world["cheques"]["offline"]]
+        profilers = (
+            start_profilers(server, Path(args.profile), args.profile_format)
+            if args.profile and args.profile_stage == "offline" else []
+        )
         cpu_before = cpu_seconds(workers)
+        sealer_before = cpu_seconds(sealers)
+        pg_before = postgres_cpu()
+        client_before = resource.getrusage(resource.RUSAGE_SELF)
         off_seconds, counts = await redeem_offline(
             base, tokens, offline_codes, args.batch_size, args.offline_concurrency)
         offline_cpu = cpu_seconds(workers) - cpu_before
+        offline_sealer_cpu = cpu_seconds(sealers) - sealer_before
+        offline_pg_cpu = postgres_cpu_since(pg_before)
+        client_after = resource.getrusage(resource.RUSAGE_SELF)
+        client_cpu = (client_after.ru_utime + client_after.ru_stime
+                      - client_before.ru_utime - client_before.ru_stime)
+        for profiler in profilers:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(timeout=60)
         load_after = os.getloadavg()[0]
         if counts.get("accepted") != len(offline_codes):
             raise RuntimeError(f"offline outcomes: {counts}")
@@ -625,7 +640,11 @@ async def main(args: argparse.Namespace) -> None:
         print(f"        {len(offline_codes) / off_seconds:8.0f} cheques/s   "
               f"({off_seconds / args.batches * args.offline_concurrency * 1000:.0f} ms a batch; "
               f"aim ≥ 5,000 cheques/s)")
-        print(f"        server CPU {offline_cpu / len(offline_codes) * 1e6:.0f} µs a cheque")
+        n_off = len(offline_codes)
+        print(f"        CPU a cheque: server workers {offline_cpu / n_off * 1e6:.0f} µs, "
+              f"sealer {offline_sealer_cpu / n_off * 1e6:.0f} µs, "
+              f"PostgreSQL {offline_pg_cpu / n_off * 1e6:.0f} µs, "
+              f"client (this process) {client_cpu / n_off * 1e6:.0f} µs")
         if args.profile:
             print(f"profiles: {args.profile}/worker-*.{args.profile_format}")
     finally:
@@ -651,6 +670,8 @@ if __name__ == "__main__":
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--offline-concurrency", type=int, default=4)
     parser.add_argument("--profile", metavar="DIR", default=None)
+    parser.add_argument("--profile-stage", choices=["online", "offline"], default="online",
+                        help="which load the py-spy profiles cover")
     parser.add_argument("--profile-format", choices=["flamegraph", "raw", "speedscope"],
                         default="flamegraph")
     args = parser.parse_args()

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     # Whether each web worker seals the ledger in the background; `passnum serve` turns it
     # off and runs one sealer process beside the workers instead (ledger.sealer).
     sealer_in_app: bool = True
+    # Seconds between two sealing runs. Short: each run seals what came in since the last, so
+    # the work arrives in small slices instead of a burst that delays the requests around it.
+    sealer_interval: float = Field(default=0.2, gt=0, le=60)
     secure_cookies: bool = False
 
     def secret(self, name: str, nbytes: int = 32) -> str:

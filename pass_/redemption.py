@@ -35,7 +35,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -79,6 +79,7 @@ __all__ = [
     "RedemptionAlreadyReversed",
     "RedemptionInBatch",
     "RedemptionNotFound",
+    "ScanAtOnce",
     "ReversalWindowClosed",
     "ScanOutOfRange",
     "SiteNotEligible",
@@ -89,6 +90,7 @@ __all__ = [
     "list_redemptions",
     "parse_code",
     "redeem_at_once",
+    "redeem_batch_at_once",
     "redeem_cheque",
     "redeem_offline",
     "reverse_redemption",
@@ -574,6 +576,199 @@ async def redeem_at_once(
     except asyncpg.UniqueViolationError:
         return None  # the idempotency key is taken: the general path replays or refuses
     return None if row is None else (int(row[0]), str(row[1]))
+
+
+# An offline batch in one transaction when every scan is a genuine QR code of a distinct
+# cheque, redeemable here on its scan's day, under a new key: three statements whatever the
+# number of scans (redemption ids, the idempotency records holding the answers, then the
+# claims with their redemptions, ledger entries and postings). Anything else — one scan
+# refused, a key already used, a cheque claimed meanwhile — and the transaction is rolled
+# back: the general path (`redeem_offline` under `api.idempotency.run_many`) decides each scan.
+_NEW_REDEMPTION_IDS = """
+SELECT nextval(pg_get_serial_sequence('redemption', 'id')) FROM generate_series(1, $1)
+"""
+
+# Keys first, in key order, as `api.idempotency.run_many` takes them: a batch and an online
+# request sharing a key never lock in opposite orders. A key already used inserts nothing.
+_RECORD_ANSWERS = """
+INSERT INTO idempotency_record (user_id, key, request_hash, status_code, response)
+SELECT $1, x.key, x.hash, 201, CAST(x.body AS json)
+FROM unnest(CAST($2 AS text[]), CAST($3 AS text[]), CAST($4 AS text[])) AS x(key, hash, body)
+ORDER BY x.key
+ON CONFLICT (user_id, key) DO NOTHING
+"""
+
+_CLAIM_BATCH = """
+WITH input AS (
+    SELECT * FROM unnest(CAST($1 AS bigint[]), CAST($2 AS text[]), CAST($3 AS text[]),
+                         CAST($4 AS bigint[]), CAST($5 AS bigint[]), CAST($6 AS text[]),
+                         CAST($7 AS text[]), CAST($8 AS timestamptz[]), CAST($9 AS date[]),
+                         CAST($10 AS text[]), CAST($11 AS text[]))
+         AS x(rid, serial, token, programme_id, value_cents, service, demarche_family,
+              scanned_at, day, memo, content_hash)
+), account AS (
+    SELECT a.id, a.code FROM ledger_account a WHERE a.code = ANY(CAST($12 AS text[]))
+), claimed AS (
+    UPDATE cheque c SET status = 'redeemed', status_changed_at = $13
+    FROM input x
+    WHERE c.serial = x.serial
+      AND c.token = x.token
+      AND c.status = 'active'
+      AND x.day BETWEEN c.valid_from AND c.redeem_until
+      AND c.programme_id = x.programme_id AND c.value_cents = x.value_cents
+      AND EXISTS (SELECT 1 FROM account
+                  WHERE code = 'programme:' || c.programme_id || ':outstanding')
+      AND EXISTS (SELECT 1 FROM account WHERE code = 'site:' || CAST($14 AS bigint) || ':payable')
+      AND EXISTS (SELECT 1 FROM app_user u
+                  WHERE u.id = $15 AND u.is_active AND u.organisation_id = $14
+                    AND u.role = 'site_mediator')
+""" + _SITE_MAY_REDEEM.format(site="$14") + """    RETURNING c.id, c.serial
+), inserted AS (
+    INSERT INTO redemption (id, cheque_id, programme_id, site_id, user_id, value_cents, service,
+                            demarche_family, redeemed_at, scanned_at)
+    SELECT x.rid, c.id, x.programme_id, $14, $15, x.value_cents, x.service,
+           x.demarche_family, $13, x.scanned_at
+    FROM claimed c JOIN input x ON x.serial = c.serial
+    ORDER BY x.rid
+    RETURNING id
+), entry AS (
+    INSERT INTO ledger_entry (idempotency_key, kind, memo, created_at, content_hash)
+    SELECT 'redeem:' || x.rid, $16, CAST(x.memo AS jsonb), $13, x.content_hash
+    FROM claimed c JOIN input x ON x.serial = c.serial
+    ORDER BY x.rid
+    RETURNING id, idempotency_key
+), posting AS (
+    INSERT INTO ledger_posting (entry_id, account_id, amount_cents)
+    SELECT e.id, a.id, p.amount
+    FROM entry e
+    JOIN input x ON e.idempotency_key = 'redeem:' || x.rid
+    CROSS JOIN LATERAL (VALUES (1, 'programme:' || x.programme_id || ':outstanding',
+                                -x.value_cents),
+                               (2, 'site:' || CAST($14 AS bigint) || ':payable',
+                                x.value_cents))
+         AS p(n, code, amount)
+    JOIN account a ON a.code = p.code
+    ORDER BY e.id, p.n
+)
+SELECT count(*) FROM inserted
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ScanAtOnce:
+    """A scan of an offline batch for `redeem_batch_at_once`: its QR token and what the token
+    states (`pass_.tokens.read_unverified`, trusted only once the token is found stored for
+    its cheque), and the client's key and request fingerprint."""
+
+    token: str
+    stated: ChequeClaims
+    service: Service
+    demarche_family: DemarcheFamily | None
+    scanned_at: datetime
+    idempotency_key: str
+    request_hash: str
+
+
+class Transactional(Protocol):
+    """What `redeem_batch_at_once` needs: an asyncpg connection outside any transaction."""
+
+    def transaction(self) -> Any: ...
+
+    async def fetch(self, query: str, *args: object) -> Any: ...
+
+    async def fetchval(self, query: str, *args: object) -> Any: ...
+
+    async def execute(self, query: str, *args: object) -> str: ...
+
+
+class _NotAtOnce(Exception):
+    """Rolls back the batch's transaction: the general path will decide."""
+
+
+async def redeem_batch_at_once(
+    conn: Transactional,
+    *,
+    keyring: Keyring,
+    site_id: int,
+    user_id: int,
+    scans: Sequence[ScanAtOnce],
+    now: datetime,
+    answer_of: Callable[[int, ScanAtOnce], str],
+) -> list[str] | None:
+    """Redeem a whole offline batch at once and store each scan's answer under its key;
+    returns the answers' bodies in scan order, or None (nothing written) when the batch is not
+    that simple: a scan out of the accepted time range or not redeemable here on its day, a
+    serial or a key twice, a key already used, a token not the very one stored for its
+    cheque, a ledger account still to create… The caller then takes the general path.
+
+    `answer_of(redemption_id, scan)` is the scan's answer as the general path would store it
+    (the JSON text of the online POST's 201 answer)."""
+    if not scans:
+        return None
+    if len({s.stated.serial for s in scans}) != len(scans):
+        return None
+    if len({s.idempotency_key for s in scans}) != len(scans):
+        return None
+    for scan in scans:
+        if not now - OFFLINE_MAX_AGE <= scan.scanned_at <= now + CLOCK_SKEW:
+            return None
+        if not keyring.knows(scan.stated.kid):
+            return None
+    contents = [
+        ledger.prepare(
+            kind=ENTRY_KIND,
+            postings=ledger_postings(s.stated.programme_id, site_id, s.stated.value_cents),
+            memo={"serial": s.stated.serial},
+            at=now,
+        )
+        for s in scans
+    ]
+    codes = sorted({p.account for content in contents for p in content.postings})
+    try:
+        async with conn.transaction():
+            # A key held by a concurrent request is waited for (then found used), but not for
+            # long: past a second the general path, which waits as long as it takes, decides.
+            await conn.execute("SET LOCAL lock_timeout = '1s'")
+            ids = [row[0] for row in await conn.fetch(_NEW_REDEMPTION_IDS, len(scans))]
+            answers = [answer_of(rid, scan) for rid, scan in zip(ids, scans, strict=True)]
+            status = await conn.execute(
+                _RECORD_ANSWERS,
+                user_id,
+                [s.idempotency_key for s in scans],
+                [s.request_hash for s in scans],
+                answers,
+            )
+            if status != f"INSERT 0 {len(scans)}":
+                raise _NotAtOnce
+            claimed = await conn.fetchval(
+                _CLAIM_BATCH,
+                ids,
+                [s.stated.serial for s in scans],
+                [s.token for s in scans],
+                [s.stated.programme_id for s in scans],
+                [s.stated.value_cents for s in scans],
+                [Service(s.service).value for s in scans],
+                [_demarche(s.demarche_family) for s in scans],
+                [s.scanned_at for s in scans],
+                [paris_day(s.scanned_at) for s in scans],
+                [content.memo_text for content in contents],
+                [content.content_hash for content in contents],
+                codes,
+                now,
+                site_id,
+                user_id,
+                ENTRY_KIND,
+            )
+            if claimed != len(scans):
+                raise _NotAtOnce
+    except (
+        _NotAtOnce,
+        asyncpg.IntegrityConstraintViolationError,  # a key or a cheque taken meanwhile
+        asyncpg.DeadlockDetectedError,
+        asyncpg.LockNotAvailableError,
+    ):
+        return None
+    return answers
 
 
 async def _raise_refusal(

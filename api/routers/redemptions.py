@@ -301,6 +301,11 @@ async def redeem_batch(
     # Only typed serials can be guessed; a signed QR code needs no rate limit.
     enforce(request, principal, cost=max(1, sum(is_serial_like(i.code) for i in data.items)))
     items = data.items
+    at_once = await _redeem_batch_at_once(request, principal, items)
+    if at_once is not None:
+        REDEMPTIONS.labels("redeemed").inc(len(items))
+        return Response(at_once, media_type="application/json")
+    # The general path: each scan decided on its own (refusals, replays, duplicates, serials).
     requests = [
         (i.idempotency_key, _fingerprint(i.code, i.service.value, _value(i.demarche_family)))
         for i in items
@@ -337,6 +342,71 @@ async def redeem_batch(
             "conflicts": statuses["conflict"],
         }
     )
+
+
+async def _redeem_batch_at_once(
+    request: Request, principal: Principal, items: list[OfflineScan]
+) -> bytes | None:
+    """A batch of genuine QR codes, all redeemable, under new keys, in one transaction
+    (`pass_.redemption.redeem_batch_at_once`): returns the response's body, or None for the
+    general path (nothing written). The answers stored are those the general path stores."""
+    pool = getattr(request.app.state, "hot_pool", None)
+    if pool is None:
+        return None
+    scans = []
+    for item in items:
+        if is_serial_like(item.code):
+            return None
+        try:
+            stated = read_unverified(item.code)
+        except DomainError:
+            return None
+        scans.append(
+            service.ScanAtOnce(
+                token=item.code,
+                stated=stated,
+                service=item.service,
+                demarche_family=item.demarche_family,
+                scanned_at=item.scanned_at,
+                idempotency_key=item.idempotency_key,
+                request_hash=_fingerprint(
+                    item.code, item.service.value, _value(item.demarche_family)
+                ),
+            )
+        )
+    now = utcnow()
+    site_id = principal.organisation_id
+
+    def answer_of(redemption_id: int, scan: service.ScanAtOnce) -> str:
+        redemption = RedemptionRead.model_construct(
+            id=redemption_id,
+            cheque_serial=scan.stated.serial,
+            value_cents=scan.stated.value_cents,
+            redeemed_at=now,
+            site_id=site_id,
+        )
+        return Answer.of(201, redemption.model_dump(mode="json")).body
+
+    async with pool.connection() as conn:
+        answers = await service.redeem_batch_at_once(
+            conn,
+            keyring=request.app.state.keyring,
+            site_id=site_id,
+            user_id=principal.user_id,
+            scans=scans,
+            now=now,
+            answer_of=answer_of,
+        )
+    if answers is None:
+        return None
+    # The response as `_item_result` shapes it, written around the stored answers' text.
+    results = ",".join(
+        f'{{"idempotency_key":{json.dumps(scan.idempotency_key)},"status":"accepted",'
+        f'"redemption":{answer}}}'
+        for scan, answer in zip(scans, answers, strict=True)
+    )
+    body = f'{{"results":[{results}],"accepted":{len(scans)},"refused":0,"conflicts":0}}'
+    return body.encode()
 
 
 @router.post("/redemptions/{redemption_id}/reverse", response_model=ReversalRead)

@@ -14,7 +14,7 @@ import json
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -329,3 +329,196 @@ async def test_scanned_codes_redeemed_at_once_are_not_charged_to_the_rate_limits
     assert throttled.status_code == 429
     assert throttled.json()["error"]["code"] == "rate_limited"
     assert int(throttled.headers["Retry-After"]) >= 1
+
+
+# ------------------------------------------------------------------ offline batches at once
+
+BATCH = "/api/v1/redemptions/batch"
+
+
+@pytest.fixture
+def general_offline(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many scans each call of `redeem_offline` (the batches' general path) decided."""
+    calls: list[int] = []
+    real = svc.redeem_offline
+
+    async def spy(*args: Any, **kwargs: Any) -> Any:
+        calls.append(len(kwargs["scans"]))
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(svc, "redeem_offline", spy)
+    return calls
+
+
+def scans_of(codes: list[str], at: datetime, keys: list[str] | None = None) -> dict[str, Any]:
+    return {"items": [
+        {"code": code, "service": "naviguer_web", "demarche_family": "impots",
+         "scanned_at": at.isoformat(), "idempotency_key": keys[n] if keys else str(uuid.uuid4())}
+        for n, code in enumerate(codes)
+    ]}
+
+
+async def test_a_batch_of_scanned_cheques_is_redeemed_at_once_with_what_the_general_path_writes(
+    sessionmaker: async_sessionmaker[AsyncSession], app: Any,
+    committed_client: httpx.AsyncClient, general_offline: list[int], db: AsyncSession,
+) -> None:
+    scene, (site,) = await committed(sessionmaker, app, 5)
+    await first_redemption(committed_client, site, scene)
+    cheques = scene.cheques[:4]
+    # Scanned two hours ago, while offline: kept as `scanned_at`, judged on that Paris day.
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    entries_before = await scalar(db, "SELECT count(*) FROM ledger_entry")
+
+    response = await committed_client.post(
+        BATCH, json=scans_of([c.token for c in cheques], at), headers=site.headers)
+
+    assert response.status_code == 200, response.text
+    assert general_offline == []  # decided at once
+    body = response.json()
+    assert (body["accepted"], body["refused"], body["conflicts"]) == (4, 0, 0)
+    assert await scalar(db, "SELECT count(*) FROM ledger_entry") == entries_before + 4
+    for cheque, result in zip(cheques, body["results"], strict=True):
+        assert result["status"] == "accepted"
+        redemption = result["redemption"]
+        expected = Answer.of(201, RedemptionRead(
+            id=redemption["id"], cheque_serial=cheque.serial, value_cents=1000,
+            redeemed_at=datetime.fromisoformat(redemption["redeemed_at"]), site_id=site.org.id,
+        ).model_dump(mode="json")).body
+        stored = (await db.execute(text(
+            "SELECT request_hash, status_code, CAST(response AS text) FROM idempotency_record "
+            "WHERE user_id = :u AND key = :k"),
+            {"u": site.id, "k": result["idempotency_key"]})).one()
+        assert (stored[1], stored[2]) == (201, expected)
+        row = (await db.execute(text(
+            "SELECT cheque_id, site_id, user_id, value_cents, service, demarche_family, "
+            "redeemed_at, scanned_at FROM redemption WHERE id = :id"),
+            {"id": redemption["id"]})).one()
+        assert row[:6] == (cheque.id, site.org.id, site.id, 1000, "naviguer_web", "impots")
+        assert row[7] == at
+        entry = await ledger.get_entry(db, f"redeem:{redemption['id']}")
+        postings = [(f"programme:{scene.programme_id}:outstanding", -1000),
+                    (f"site:{site.org.id}:payable", 1000)]
+        assert entry is not None
+        assert (entry.kind, entry.memo, sorted(entry.postings)) == (
+            "redemption", {"serial": cheque.serial}, postings)
+        assert entry.content_hash == content_hash("redemption", postings,
+                                                  {"serial": cheque.serial})
+        assert entry.created_at == row[6]
+    await db.commit()
+    assert await svc.audit_redemptions(db, programme_id=scene.programme_id) == []
+
+    # The same batch again (the scanner never saw the answer): replayed by the general path,
+    # which finds every key answered and redeems nothing.
+    again = await committed_client.post(BATCH, json={"items": [
+        {**item, "idempotency_key": result["idempotency_key"]}
+        for item, result in zip(scans_of([c.token for c in cheques], at)["items"],
+                                body["results"], strict=True)
+    ]}, headers=site.headers)
+    assert again.status_code == 200, again.text
+    assert again.json() == body
+    assert general_offline == [0]
+    assert await scalar(db, "SELECT count(*) FROM ledger_entry") == entries_before + 4
+
+
+async def test_a_batch_with_one_refusal_is_decided_scan_by_scan_and_nothing_of_the_attempt_stays(
+    sessionmaker: async_sessionmaker[AsyncSession], app: Any,
+    committed_client: httpx.AsyncClient, general_offline: list[int], db: AsyncSession,
+) -> None:
+    scene, (site,) = await committed(sessionmaker, app, 5)
+    await first_redemption(committed_client, site, scene)
+    cheques = scene.cheques[:4]
+    await db.execute(text("UPDATE cheque SET status = 'cancelled' WHERE id = :id"),
+                     {"id": cheques[2].id})
+    await db.commit()
+    entries_before = await scalar(db, "SELECT count(*) FROM ledger_entry")
+    at = datetime.now(UTC) - timedelta(minutes=30)
+    # The same cheque twice as well: one redemption and one conflict.
+    codes = [c.token for c in cheques] + [cheques[0].token]
+
+    response = await committed_client.post(BATCH, json=scans_of(codes, at), headers=site.headers)
+
+    assert response.status_code == 200, response.text
+    assert general_offline == [5]
+    body = response.json()
+    assert [r["status"] for r in body["results"]] == [
+        "accepted", "accepted", "refused", "accepted", "conflict"]
+    assert body["results"][2]["error"]["code"] == "cheque_cancelled"
+    assert await scalar(db, "SELECT count(*) FROM redemption WHERE cheque_id = ANY(:ids)",
+                        ids=[c.id for c in cheques]) == 3
+    assert await scalar(db, "SELECT count(*) FROM ledger_entry") == entries_before + 3
+    keys = [r["idempotency_key"] for r in body["results"]]
+    assert await scalar(db, "SELECT count(*) FROM idempotency_record WHERE user_id = :u "
+                        "AND key = ANY(:k)", u=site.id, k=keys) == 5
+    assert await svc.audit_redemptions(db, programme_id=scene.programme_id) == []
+
+
+async def test_a_batch_with_a_key_already_used_online_replays_that_answer(
+    sessionmaker: async_sessionmaker[AsyncSession], app: Any,
+    committed_client: httpx.AsyncClient, general_offline: list[int], db: AsyncSession,
+) -> None:
+    """A scan tried online, then queued offline under the same key: redeemed once."""
+    scene, (site,) = await committed(sessionmaker, app, 4)
+    await first_redemption(committed_client, site, scene)
+    key = str(uuid.uuid4())
+    online = await redeem(committed_client, site, scene.cheques[0].token, key)
+    assert online.status_code == 201
+    keys = [key, str(uuid.uuid4()), str(uuid.uuid4())]
+    at = datetime.now(UTC) - timedelta(minutes=5)
+    items = [
+        {"code": c.token, "service": "realiser_demarche", "demarche_family": "caf",
+         "scanned_at": at.isoformat(), "idempotency_key": k}
+        for c, k in zip(scene.cheques[:3], keys, strict=True)
+    ]
+
+    response = await committed_client.post(BATCH, json={"items": items}, headers=site.headers)
+
+    assert response.status_code == 200, response.text
+    assert general_offline == [2]  # the at-once attempt gave way; two scans were new
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == ["accepted"] * 3
+    assert results[0]["redemption"] == online.json()
+    assert await scalar(db, "SELECT count(*) FROM redemption WHERE cheque_id = :c",
+                        c=scene.cheques[0].id) == 1
+
+
+async def test_overlapping_batches_and_online_scans_at_once_redeem_each_cheque_exactly_once(
+    sessionmaker: async_sessionmaker[AsyncSession], app: Any,
+    committed_client: httpx.AsyncClient, db: AsyncSession,
+) -> None:
+    cheques = 60
+    scene, sites = await committed(sessionmaker, app, cheques + 3, sites=3)
+    for n, site in enumerate(sites):
+        response = await redeem(committed_client, site, scene.cheques[cheques + n].serial)
+        assert response.status_code == 201, response.text
+    targets = scene.cheques[:cheques]
+    at = datetime.now(UTC) - timedelta(hours=1)
+
+    async def batch(site: Actor, part: list[Any]) -> list[tuple[int, str]]:
+        response = await committed_client.post(
+            BATCH, json=scans_of([c.token for c in part], at), headers=site.headers)
+        assert response.status_code == 200, response.text
+        return [(c.id, r["status"]) for c, r in zip(part, response.json()["results"],
+                                                    strict=True)]
+
+    async def online(site: Actor, cheque: Any) -> list[tuple[int, str]]:
+        response = await redeem(committed_client, site, cheque.token)
+        assert response.status_code in (201, 409), response.text
+        return [(cheque.id, "accepted" if response.status_code == 201 else "refused")]
+
+    jobs = [
+        batch(sites[0], targets[0:40]),
+        batch(sites[1], targets[20:60]),
+        batch(sites[0], targets[30:50]),
+        *(online(sites[2], c) for c in targets[10:50:3]),
+    ]
+    outcomes = [o for done in await asyncio.gather(*jobs) for o in done]
+
+    winners = Counter(cheque for cheque, status in outcomes if status == "accepted")
+    assert winners == {c.id: 1 for c in targets}
+    ids = [c.id for c in targets]
+    assert await scalar(db, "SELECT count(*) FROM redemption WHERE cheque_id = ANY(:ids) "
+                        "AND reversed_at IS NULL", ids=ids) == cheques
+    balances = await ledger.balances(db, [f"programme:{scene.programme_id}:outstanding"])
+    assert balances[f"programme:{scene.programme_id}:outstanding"] == 0
+    await db.commit()
+    assert await svc.audit_redemptions(db, programme_id=scene.programme_id) == []
