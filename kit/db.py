@@ -221,14 +221,8 @@ class HotPool:
 async def make_pool(url: str, *, max_size: int = 10) -> HotPool:
     """The pool of the hot statements (`HotPool`), beside the SQLAlchemy engine: no ORM, no
     BEGIN/COMMIT round trips. Connections are opened on first use."""
-    return HotPool(url, max_size=max_size, server_settings={
-        "application_name": "passnum-hot-path",
-        # PostgreSQL plans a prepared statement afresh for each of its first five runs, then
-        # keeps a generic plan only if it looks no costlier than those; for the redemption's
-        # statement it kept replanning (hundreds of µs of the server's CPU each time). Every
-        # statement on this pool is a keyed lookup, for which the generic plan is the plan.
-        "plan_cache_mode": "force_generic_plan",
-    })
+    return HotPool(url, max_size=max_size,
+                   server_settings={"application_name": "passnum-hot-path"})
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
