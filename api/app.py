@@ -133,7 +133,9 @@ def create_app(
         if run_sealer and settings.sealer_in_app:
             from ledger.sealer import run_sealer_loop
 
-            task = asyncio.create_task(run_sealer_loop(app.state.sessionmaker, interval=settings.sealer_interval))
+            task = asyncio.create_task(
+                run_sealer_loop(app.state.sessionmaker, interval=settings.sealer_interval)
+            )
         try:
             yield
         finally:
