@@ -380,11 +380,19 @@ _SITE_MAY_REDEEM = """
                            OR (length(t.code) < 5 AND starts_with(s.commune_insee, t.code))))
 """
 
+# "Still active", as the claims test it: `c.status = (SELECT 'active')` rather than
+# `c.status = 'active'`. Same meaning, but the planner cannot match it to the partial index
+# `ix_cheque_active_redeem_until` (WHERE status = 'active', for expiry), so every claim finds
+# its cheques by their serial or id. With statistics lagging behind a run of new cheques (a
+# campaign, an import: "hardly any active cheque"), that index looked free and the planner
+# started from it, scanning every active cheque — 74,000 for one batch, seconds at full CPU.
+_STILL_ACTIVE = "c.status = (SELECT CAST('active' AS text))"
+
 _CLAIM = text("""
 WITH claimed AS (
     UPDATE cheque c SET status = 'redeemed', status_changed_at = :now
     WHERE c.serial = :serial
-      AND c.status = 'active'
+      AND """ + _STILL_ACTIVE + """
       AND CAST(:today AS date) BETWEEN c.valid_from AND c.redeem_until
       AND (CAST(:programme_id AS bigint) IS NULL
            OR (c.programme_id = :programme_id AND c.value_cents = :value_cents))
@@ -480,7 +488,7 @@ WITH account AS (
     UPDATE cheque c SET status = 'redeemed', status_changed_at = $1
     WHERE c.serial = $3
       AND c.token = $18
-      AND c.status = 'active'
+      AND """ + _STILL_ACTIVE + """
       AND CAST($2 AS date) BETWEEN c.valid_from AND c.redeem_until
       AND c.programme_id = $4 AND c.value_cents = $5
       AND (SELECT count(*) FROM account) = cardinality(CAST($10 AS text[]))
@@ -608,12 +616,21 @@ WITH input AS (
               scanned_at, day, memo, content_hash)
 ), account AS (
     SELECT a.id, a.code FROM ledger_account a WHERE a.code = ANY(CAST($12 AS text[]))
+), target AS MATERIALIZED (
+    -- Each scan's cheque by its serial, one index probe per scan (LIMIT 1 keeps it so); the
+    -- claim reaches the row by its address (see _STILL_ACTIVE for why no plan may start from
+    -- the active cheques).
+    SELECT x.*, t.row_address
+    FROM input x
+    CROSS JOIN LATERAL (SELECT c.ctid AS row_address FROM cheque c
+                        WHERE c.serial = x.serial LIMIT 1) AS t
 ), claimed AS (
     UPDATE cheque c SET status = 'redeemed', status_changed_at = $13
-    FROM input x
-    WHERE c.serial = x.serial
+    FROM target x
+    WHERE c.ctid = x.row_address
+      AND c.serial = x.serial
       AND c.token = x.token
-      AND c.status = 'active'
+      AND """ + _STILL_ACTIVE + """
       AND x.day BETWEEN c.valid_from AND c.redeem_until
       AND c.programme_id = x.programme_id AND c.value_cents = x.value_cents
       AND EXISTS (SELECT 1 FROM account
@@ -728,13 +745,7 @@ async def redeem_batch_at_once(
         async with conn.transaction():
             # A key held by a concurrent request is waited for (then found used), but not for
             # long: past a second the general path, which waits as long as it takes, decides.
-            # And the claim is planned for its arrays each time (a millisecond a batch): left
-            # to the plan cache, two benchmark runs in five took a second a batch, PostgreSQL
-            # at full CPU, from the sixth batch of a connection on (when a generic plan, blind
-            # to the arrays, may replace the custom ones); none has since.
-            await conn.execute(
-                "SET LOCAL lock_timeout = '1s'; SET LOCAL plan_cache_mode = force_custom_plan"
-            )
+            await conn.execute("SET LOCAL lock_timeout = '1s'")
             ids = [row[0] for row in await conn.fetch(_NEW_REDEMPTION_IDS, len(scans))]
             answers = [answer_of(rid, scan) for rid, scan in zip(ids, scans, strict=True)]
             status = await conn.execute(
@@ -816,12 +827,12 @@ WITH input AS (
          AS x(cheque_id, service, demarche_family, scanned_at)
 ), locked AS MATERIALIZED (
     SELECT c.id FROM cheque c
-    WHERE c.id = ANY(CAST(:cheque_ids AS bigint[])) AND c.status = 'active'
+    WHERE c.id = ANY(CAST(:cheque_ids AS bigint[])) AND """ + _STILL_ACTIVE + """
     ORDER BY c.id
     FOR UPDATE
 ), claimed AS (
     UPDATE cheque c SET status = 'redeemed', status_changed_at = :now
-    FROM locked WHERE c.id = locked.id AND c.status = 'active'
+    FROM locked WHERE c.id = locked.id AND """ + _STILL_ACTIVE + """
     RETURNING c.id, c.programme_id, c.value_cents
 )
 INSERT INTO redemption (cheque_id, programme_id, site_id, user_id, value_cents, service,
