@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import pkgutil
 import time
@@ -129,6 +130,12 @@ def create_app(
         # The redemption's one-statement path runs on plain asyncpg connections (kit.db).
         app.state.hot_pool = await make_pool(engine.url.render_as_string(hide_password=False))
         app.state.keyring = Keyring.load_or_create(settings.keys_dir)
+        # Everything loaded so far (modules, routes, models) lives as long as the process: out
+        # of the collector's sight, a full collection walks only what requests left behind
+        # instead of pausing a worker for the whole heap (67 ms measured, a tail latency of
+        # its own). Garbage is collected first, so none is frozen with the rest.
+        gc.collect()
+        gc.freeze()
         task: asyncio.Task[Any] | None = None
         if run_sealer and settings.sealer_in_app:
             from ledger.sealer import run_sealer_loop
