@@ -26,6 +26,12 @@ under the lock and inserts the redemptions. A batch's QR tokens are authenticate
 comparing them with the token stored for their cheque (the one we signed at issuance), an
 Ed25519 verification only for any other token: verifying 500 signatures was most of a batch.
 
+The common cases take a shorter road, with the same rules and the same rows written:
+`redeem_at_once` (a scanned QR code online: one statement) and `redeem_batch_at_once` (an
+offline batch of genuine QR codes, all redeemable, under new keys: one transaction of three
+statements). Either gives way, having written nothing, to the general path above for
+anything else, which then says why, replays, or decides scan by scan.
+
 Functions take `now` (UTC) as an argument; the Paris day is derived from it, so tests need no
 clock patching.
 """
