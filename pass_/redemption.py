@@ -625,11 +625,12 @@ WITH input AS (
 ), target AS MATERIALIZED (
     -- Each scan's cheque by its serial, one index probe per scan (LIMIT 1 keeps it so); the
     -- claim reaches the row by its address (see _STILL_ACTIVE for why no plan may start from
-    -- the active cheques).
+    -- the active cheques), in serial order, so two batches lock shared cheques in one order.
     SELECT x.*, t.row_address
     FROM input x
     CROSS JOIN LATERAL (SELECT c.ctid AS row_address FROM cheque c
                         WHERE c.serial = x.serial LIMIT 1) AS t
+    ORDER BY x.serial
 ), claimed AS (
     UPDATE cheque c SET status = 'redeemed', status_changed_at = $13
     FROM target x
