@@ -25,7 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.idempotency import Answer
 from ledger import service as ledger
+from ledger.audit import audit_ledger
 from ledger.canonical import content_hash
+from ledger.sealer import seal_once
 from pass_ import redemption as svc
 from pass_.enums import OrganisationKind
 from pass_.redemption_schemas import RedemptionRead
@@ -406,6 +408,15 @@ async def test_a_batch_of_scanned_cheques_is_redeemed_at_once_with_what_the_gene
         assert entry.created_at == row[6]
     await db.commit()
     assert await svc.audit_redemptions(db, programme_id=scene.programme_id) == []
+    # The sealer chains these entries like any other, and the ledger's audit finds them sound.
+    await seal_once(sessionmaker)
+    keys = [f"redeem:{r['redemption']['id']}" for r in body["results"]]
+    ids = set((await db.execute(text(
+        "SELECT id FROM ledger_entry WHERE idempotency_key = ANY(:k) AND sealed_seq IS NOT NULL"),
+        {"k": keys})).scalars())
+    assert len(ids) == 4
+    assert [d for d in await audit_ledger(db) if d.entry_id in ids] == []
+    await db.commit()
 
     # The same batch again (the scanner never saw the answer): replayed by the general path,
     # which finds every key answered and redeems nothing.
