@@ -299,6 +299,35 @@ def postgres_cpu_since(before: dict[int, float]) -> float:
     return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
+def _own_cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+class CpuMeter:
+    """CPU seconds spent during a load by the server's workers, its sealer, PostgreSQL, and
+    the load generator (`load`: this process, or its ended children such as wrk); py-spy on
+    the workers meanwhile when `profile` says where to write."""
+
+    def __init__(self, server: subprocess.Popen[bytes], *, load: int,
+                 profile: tuple[Path, str] | None = None) -> None:
+        self.workers, self.sealers, self.load = worker_pids(server), sealer_pids(server), load
+        self.profilers = start_profilers(server, *profile) if profile else []
+        self.before = (cpu_seconds(self.workers), cpu_seconds(self.sealers), postgres_cpu(),
+                       _own_cpu(load))
+
+    def stop(self) -> dict[str, float]:
+        workers, sealers, pg, load = self.before
+        spent = {"workers": cpu_seconds(self.workers) - workers,
+                 "sealer": cpu_seconds(self.sealers) - sealers,
+                 "postgres": postgres_cpu_since(pg),
+                 "load": _own_cpu(self.load) - load}
+        for profiler in self.profilers:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(timeout=60)
+        return spent
+
+
 def start_profilers(
     server: subprocess.Popen[bytes], out: Path, fmt: str
 ) -> list[subprocess.Popen[bytes]]:
@@ -552,28 +581,13 @@ async def main(args: argparse.Namespace) -> None:
         # Service time without queueing: one connection, one request at a time.
         alone = run_wrk(base, files, first=warm, last=2 * warm, connections=1, seconds=2,
                         prefix="alone")
-        profilers = (
-            start_profilers(server, Path(args.profile), args.profile_format)
-            if args.profile and args.profile_stage == "online" else []
-        )
-        workers = worker_pids(server)
+        profile = (Path(args.profile), args.profile_format) if args.profile else None
         load_before = os.getloadavg()[0]
-        sealers = sealer_pids(server)
-        cpu_before = cpu_seconds(workers)
-        sealer_before = cpu_seconds(sealers)
-        pg_before = postgres_cpu()
-        wrk_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        meter = CpuMeter(server, load=resource.RUSAGE_CHILDREN,
+                         profile=profile if args.profile_stage == "online" else None)
         online = run_wrk(base, files, first=2 * warm, last=len(codes),
                          connections=args.concurrency, seconds=args.seconds, prefix="online")
-        online_cpu = cpu_seconds(workers) - cpu_before
-        sealer_cpu = cpu_seconds(sealers) - sealer_before
-        online_pg_cpu = postgres_cpu_since(pg_before)
-        wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        wrk_cpu = (wrk_after.ru_utime + wrk_after.ru_stime
-                   - wrk_before.ru_utime - wrk_before.ru_stime)
-        for profiler in profilers:
-            profiler.send_signal(signal.SIGINT)
-            profiler.wait(timeout=60)
+        online_cpu = meter.stop()
         done = int(online["requests"])
         rate = done / online["seconds"]
         conn = await asyncpg.connect(libpq_url(url))
@@ -588,25 +602,11 @@ async def main(args: argparse.Namespace) -> None:
                                f"{done + alone['requests']:.0f} answered 201")
 
         offline_codes = [token for _, token in world["cheques"]["offline"]]
-        profilers = (
-            start_profilers(server, Path(args.profile), args.profile_format)
-            if args.profile and args.profile_stage == "offline" else []
-        )
-        cpu_before = cpu_seconds(workers)
-        sealer_before = cpu_seconds(sealers)
-        pg_before = postgres_cpu()
-        client_before = resource.getrusage(resource.RUSAGE_SELF)
+        meter = CpuMeter(server, load=resource.RUSAGE_SELF,
+                         profile=profile if args.profile_stage == "offline" else None)
         off_seconds, counts = await redeem_offline(
             base, tokens, offline_codes, args.batch_size, args.offline_concurrency)
-        offline_cpu = cpu_seconds(workers) - cpu_before
-        offline_sealer_cpu = cpu_seconds(sealers) - sealer_before
-        offline_pg_cpu = postgres_cpu_since(pg_before)
-        client_after = resource.getrusage(resource.RUSAGE_SELF)
-        client_cpu = (client_after.ru_utime + client_after.ru_stime
-                      - client_before.ru_utime - client_before.ru_stime)
-        for profiler in profilers:
-            profiler.send_signal(signal.SIGINT)
-            profiler.wait(timeout=60)
+        offline_cpu = meter.stop()
         load_after = os.getloadavg()[0]
         if counts.get("accepted") != len(offline_codes):
             raise RuntimeError(f"offline outcomes: {counts}")
@@ -622,11 +622,12 @@ async def main(args: argparse.Namespace) -> None:
               f"max {online['max']:6.1f} ms   ({done} redemptions)")
         print(f"        one connection alone ({alone['requests']:.0f} requests): p50 "
               f"{alone['p50']:.1f} ms, p99 {alone['p99']:.1f} ms (service time, no queue)")
-        busy = (online_cpu + sealer_cpu + online_pg_cpu + wrk_cpu) / online["seconds"]
-        print(f"        CPU a redemption: server workers {online_cpu / done * 1000:.2f} ms, "
-              f"sealer {sealer_cpu / done * 1000:.2f} ms, "
-              f"PostgreSQL {online_pg_cpu / done * 1000:.2f} ms, "
-              f"wrk {wrk_cpu / done * 1000:.2f} ms")
+        busy = sum(online_cpu.values()) / online["seconds"]
+        print(f"        CPU a redemption: server workers "
+              f"{online_cpu['workers'] / done * 1000:.2f} ms, "
+              f"sealer {online_cpu['sealer'] / done * 1000:.2f} ms, "
+              f"PostgreSQL {online_cpu['postgres'] / done * 1000:.2f} ms, "
+              f"wrk {online_cpu['load'] / done * 1000:.2f} ms")
         print(f"        (user + system time; {busy:.2f} of the {cores} cores busy)")
         print(f"ceiling pgbench, same SQL writes as one transaction, {args.concurrency} clients, "
               f"prepared, {len(ids)} cheques (pgbench runs on the same cores)")
@@ -641,10 +642,11 @@ async def main(args: argparse.Namespace) -> None:
               f"({off_seconds / args.batches * args.offline_concurrency * 1000:.0f} ms a batch; "
               f"aim ≥ 5,000 cheques/s)")
         n_off = len(offline_codes)
-        print(f"        CPU a cheque: server workers {offline_cpu / n_off * 1e6:.0f} µs, "
-              f"sealer {offline_sealer_cpu / n_off * 1e6:.0f} µs, "
-              f"PostgreSQL {offline_pg_cpu / n_off * 1e6:.0f} µs, "
-              f"client (this process) {client_cpu / n_off * 1e6:.0f} µs")
+        print(f"        CPU a cheque: server workers "
+              f"{offline_cpu['workers'] / n_off * 1e6:.0f} µs, "
+              f"sealer {offline_cpu['sealer'] / n_off * 1e6:.0f} µs, "
+              f"PostgreSQL {offline_cpu['postgres'] / n_off * 1e6:.0f} µs, "
+              f"client (this process) {offline_cpu['load'] / n_off * 1e6:.0f} µs")
         if args.profile:
             print(f"profiles: {args.profile}/worker-*.{args.profile_format}")
     finally:

@@ -38,18 +38,23 @@ from tests.pass_.redemption_factories import Scene, make_scene
 REDEEM = "/api/v1/redemptions"
 
 
+def spy_on(monkeypatch: pytest.MonkeyPatch, name: str, noted: Any) -> list[Any]:
+    """What `noted(kwargs)` says of each call of `pass_.redemption.<name>`, which still runs."""
+    calls: list[Any] = []
+    real = getattr(svc, name)
+
+    async def spy(*args: Any, **kwargs: Any) -> Any:
+        calls.append(noted(kwargs))
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(svc, name, spy)
+    return calls
+
+
 @pytest.fixture
 def general_path(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The codes that went through `redeem_cheque` (the general path), in order."""
-    calls: list[str] = []
-    real = svc.redeem_cheque
-
-    async def spy(*args: Any, **kwargs: Any) -> Any:
-        calls.append(kwargs["code"])
-        return await real(*args, **kwargs)
-
-    monkeypatch.setattr(svc, "redeem_cheque", spy)
-    return calls
+    return spy_on(monkeypatch, "redeem_cheque", lambda kwargs: kwargs["code"])
 
 
 async def committed(
@@ -71,6 +76,19 @@ async def redeem(client: httpx.AsyncClient, who: Actor, code: str,
         json={"code": code, "service": "realiser_demarche", "demarche_family": "caf"},
         headers={**who.headers, "Idempotency-Key": key or str(uuid.uuid4())},
     )
+
+
+async def three_sites_open(
+    sessionmaker: async_sessionmaker[AsyncSession], app: Any, client: httpx.AsyncClient,
+    cheques: int,
+) -> tuple[Scene, list[Actor]]:
+    """`cheques` cheques to contend for and three sites, each with its payable account (made
+    by a first redemption, of one of three more cheques)."""
+    scene, sites = await committed(sessionmaker, app, cheques + 3, sites=3)
+    for n, site in enumerate(sites):
+        response = await redeem(client, site, scene.cheques[cheques + n].serial)
+        assert response.status_code == 201, response.text
+    return scene, sites
 
 
 async def first_redemption(client: httpx.AsyncClient, site: Actor, scene: Scene) -> None:
@@ -221,10 +239,7 @@ async def test_100_cheques_20_attempts_3_sites_over_http_both_paths_redeem_exact
     """DESIGN §5 over HTTP: scanned codes take the one-statement path, typed serials the
     general one, all at once, each attempt with its own key."""
     cheques, attempts = 100, 20
-    scene, sites = await committed(sessionmaker, app, cheques + 3, sites=3)
-    for n, site in enumerate(sites):  # each site's payable account exists
-        response = await redeem(committed_client, site, scene.cheques[cheques + n].serial)
-        assert response.status_code == 201, response.text
+    scene, sites = await three_sites_open(sessionmaker, app, committed_client, cheques)
     targets = scene.cheques[:cheques]
     gate = asyncio.Semaphore(30)
 
@@ -341,15 +356,7 @@ BATCH = "/api/v1/redemptions/batch"
 @pytest.fixture
 def general_offline(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many scans each call of `redeem_offline` (the batches' general path) decided."""
-    calls: list[int] = []
-    real = svc.redeem_offline
-
-    async def spy(*args: Any, **kwargs: Any) -> Any:
-        calls.append(len(kwargs["scans"]))
-        return await real(*args, **kwargs)
-
-    monkeypatch.setattr(svc, "redeem_offline", spy)
-    return calls
+    return spy_on(monkeypatch, "redeem_offline", lambda kwargs: len(kwargs["scans"]))
 
 
 def scans_of(codes: list[str], at: datetime, keys: list[str] | None = None) -> dict[str, Any]:
@@ -497,10 +504,7 @@ async def test_overlapping_batches_and_online_scans_at_once_redeem_each_cheque_e
     committed_client: httpx.AsyncClient, db: AsyncSession,
 ) -> None:
     cheques = 60
-    scene, sites = await committed(sessionmaker, app, cheques + 3, sites=3)
-    for n, site in enumerate(sites):
-        response = await redeem(committed_client, site, scene.cheques[cheques + n].serial)
-        assert response.status_code == 201, response.text
+    scene, sites = await three_sites_open(sessionmaker, app, committed_client, cheques)
     targets = scene.cheques[:cheques]
     at = datetime.now(UTC) - timedelta(hours=1)
 
