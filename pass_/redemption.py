@@ -372,6 +372,23 @@ def ledger_postings(programme_id: int, site_id: int, value_cents: int) -> list[t
     ]
 
 
+def _prepared_entry(stated: ChequeClaims, site_id: int, now: datetime) -> ledger.NewContent:
+    """The redemption's ledger entry as the short roads write it inside their own statements:
+    the postings of `ledger_postings` and the memo every path gives it."""
+    return ledger.prepare(
+        kind=ENTRY_KIND,
+        postings=ledger_postings(stated.programme_id, site_id, stated.value_cents),
+        memo={"serial": stated.serial},
+        at=now,
+    )
+
+
+def _scanned_in_range(scanned_at: datetime, now: datetime) -> bool:
+    """Whether an offline scan's time is acceptable: at most OFFLINE_MAX_AGE ago, at most
+    CLOCK_SKEW ahead."""
+    return now - OFFLINE_MAX_AGE <= scanned_at <= now + CLOCK_SKEW
+
+
 # The rules of `_refusal`, in SQL, in the claim itself: the territory test is
 # `pass_.validation.in_territory` (a 5-character code is a commune, shorter ones a prefix).
 # The site's side of the rules, shared by both claims (`{site}`: the site id's parameter):
@@ -561,10 +578,7 @@ async def redeem_at_once(
     percent sign), so the stored answer is the one the caller returns, byte for byte."""
     if not keyring.knows(stated.kid):
         return None
-    postings = ledger_postings(stated.programme_id, site_id, stated.value_cents)
-    content = ledger.prepare(
-        kind=ENTRY_KIND, postings=postings, memo={"serial": stated.serial}, at=now
-    )
+    content = _prepared_entry(stated, site_id, now)
     try:
         row = await conn.fetchrow(
             _REDEEM_AT_ONCE,
@@ -733,20 +747,11 @@ async def redeem_batch_at_once(
         return None
     if len({s.idempotency_key for s in scans}) != len(scans):
         return None
-    for scan in scans:
-        if not now - OFFLINE_MAX_AGE <= scan.scanned_at <= now + CLOCK_SKEW:
-            return None
-        if not keyring.knows(scan.stated.kid):
-            return None
-    contents = [
-        ledger.prepare(
-            kind=ENTRY_KIND,
-            postings=ledger_postings(s.stated.programme_id, site_id, s.stated.value_cents),
-            memo={"serial": s.stated.serial},
-            at=now,
-        )
-        for s in scans
-    ]
+    if not all(_scanned_in_range(s.scanned_at, now) for s in scans):
+        return None
+    if not all(keyring.knows(kid) for kid in {s.stated.kid for s in scans}):
+        return None
+    contents = [_prepared_entry(s.stated, site_id, now) for s in scans]
     codes = sorted({p.account for content in contents for p in content.postings})
     try:
         async with conn.transaction():
@@ -880,7 +885,7 @@ async def redeem_offline(
     parsed: dict[int, ParsedCode] = {}
     for i, scan in enumerate(scans):
         try:
-            if not now - OFFLINE_MAX_AGE <= scan.scanned_at <= now + CLOCK_SKEW:
+            if not _scanned_in_range(scan.scanned_at, now):
                 raise ScanOutOfRange(scanned_at=scan.scanned_at)
             parsed[i] = _read_code(scan.code)
         except DomainError as exc:

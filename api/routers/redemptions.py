@@ -41,7 +41,7 @@ from pass_.redemption_schemas import (
     RedemptionRead,
     ReversalRead,
 )
-from pass_.tokens import read_unverified
+from pass_.tokens import ChequeClaims, read_unverified
 
 router = APIRouter(prefix="/api/v1", tags=["encaissements"])
 
@@ -133,6 +133,21 @@ async def _redeem_in_session(
 _ID_MARK = 918_273_645_546_372_819
 
 
+def _redeemed_body(
+    redemption_id: int, stated: ChequeClaims, site_id: int, now: datetime
+) -> str:
+    """The 201 answer's body as `run_once` stores it, for a cheque redeemed at once (the
+    short roads build it themselves, before or while the statement assigns the id)."""
+    redemption = RedemptionRead.model_construct(
+        id=redemption_id,
+        cheque_serial=stated.serial,
+        value_cents=stated.value_cents,
+        redeemed_at=now,
+        site_id=site_id,
+    )
+    return Answer.of(201, redemption.model_dump(mode="json")).body
+
+
 async def _redeem_at_once(
     request: Request,
     principal: Principal,
@@ -152,18 +167,9 @@ async def _redeem_at_once(
     except DomainError:
         return None
     # The answer as `run_once` would store it, the id left to the statement.
-    answer = Answer.of(
-        201,
-        RedemptionRead.model_construct(
-            id=_ID_MARK,
-            cheque_serial=claims.serial,
-            value_cents=claims.value_cents,
-            redeemed_at=now,
-            site_id=principal.organisation_id,
-        ).model_dump(mode="json"),
-    )
+    body = _redeemed_body(_ID_MARK, claims, principal.organisation_id, now)
     mark = str(_ID_MARK)
-    if answer.body.count(mark) != 1:
+    if body.count(mark) != 1:
         return None
     done = await service.redeem_at_once(
         pool,
@@ -177,7 +183,7 @@ async def _redeem_at_once(
         now=now,
         idempotency_key=key,
         request_hash=fingerprint,
-        answer_format=answer.body.replace("%", "%%").replace(mark, "%s"),
+        answer_format=body.replace("%", "%%").replace(mark, "%s"),
     )
     return None if done is None else done[1]
 
@@ -378,14 +384,7 @@ async def _redeem_batch_at_once(
     site_id = principal.organisation_id
 
     def answer_of(redemption_id: int, scan: service.ScanAtOnce) -> str:
-        redemption = RedemptionRead.model_construct(
-            id=redemption_id,
-            cheque_serial=scan.stated.serial,
-            value_cents=scan.stated.value_cents,
-            redeemed_at=now,
-            site_id=site_id,
-        )
-        return Answer.of(201, redemption.model_dump(mode="json")).body
+        return _redeemed_body(redemption_id, scan.stated, site_id, now)
 
     async with pool.connection() as conn:
         answers = await service.redeem_batch_at_once(
