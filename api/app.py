@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from fastapi import FastAPI
@@ -43,7 +43,7 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex[:16]
+        request_id = request_id_of(scope)
         structlog.contextvars.bind_contextvars(request_id=request_id)
         # Also in the request's state: the handler of unexpected errors runs outside this
         # middleware (in Starlette's ServerErrorMiddleware) and still names the request.
@@ -55,31 +55,45 @@ class RequestContext:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
-                headers.append((b"x-content-type-options", b"nosniff"))
-                headers.append((b"referrer-policy", b"same-origin"))
-                headers.append((b"x-frame-options", b"DENY"))
-                message["headers"] = headers
+                message["headers"] = [
+                    *message.get("headers", []), *context_headers(request_id)
+                ]
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            elapsed = time.perf_counter() - start
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
-            REQUESTS.labels(scope["method"], path, str(status)).inc()
-            LATENCY.labels(scope["method"], path).observe(elapsed)
-            if not path.startswith("/static"):
-                log.info(
-                    "request",
-                    method=scope["method"],
-                    route=path,
-                    status=status,
-                    ms=round(elapsed * 1000, 2),
-                )
+            record_request(scope["method"], path, status, time.perf_counter() - start,
+                           request_id=None)
             structlog.contextvars.clear_contextvars()
+
+
+def request_id_of(scope: Scope) -> str:
+    """The client's X-Request-Id (64 safe characters at most), or a new one."""
+    return _header(scope, b"x-request-id") or uuid.uuid4().hex[:16]
+
+
+def context_headers(request_id: str) -> list[tuple[bytes, bytes]]:
+    """The headers every answer carries: its request id and the security headers."""
+    return [
+        (b"x-request-id", request_id.encode()),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"same-origin"),
+        (b"x-frame-options", b"DENY"),
+    ]
+
+
+def record_request(method: str, path: str, status: int, elapsed: float, *,
+                   request_id: str | None) -> None:
+    """A request's metrics and access log line (`request_id` when not bound in the context)."""
+    REQUESTS.labels(method, path, str(status)).inc()
+    LATENCY.labels(method, path).observe(elapsed)
+    if not path.startswith("/static"):
+        extra = {} if request_id is None else {"request_id": request_id}
+        log.info("request", method=method, route=path, status=status,
+                 ms=round(elapsed * 1000, 2), **extra)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -88,6 +102,101 @@ def _header(scope: Scope, name: bytes) -> str | None:
             text = value.decode("latin-1")[:64]
             return "".join(c for c in text if c.isalnum() or c in "-_") or None
     return None
+
+
+class FastLane(Protocol):
+    """A request's common case answered ahead of the application's whole stack
+    (`PassNumApp`): `answer` returns the body of a 201 JSON answer, exactly as the route
+    would give it, or None to hand the request, untouched, to the route."""
+
+    method: str
+    path: str
+    max_body: int
+
+    async def answer(self, app: FastAPI, scope: Scope, body: bytes) -> bytes | None: ...
+
+
+class PassNumApp(FastAPI):
+    """The FastAPI application, with fast lanes in front of its middleware and routing.
+
+    A fast lane (`FastLane`, today only the scanners' `POST /api/v1/redemptions`) answers the
+    common case of its route without Starlette's and FastAPI's layers — error and exception
+    middleware, body limit, telemetry, routing, exit stacks, dependency injection —, which
+    cost a worker more CPU than the redemption's own code. What those layers give every
+    answer, it gives too: the request id and security headers, the access log line and the
+    metrics (`record_request`). Anything else, and any error inside the lane before it
+    answers, hands the same request (its body replayed) to the whole stack, where the route
+    decides as it always does: it says why, replays a key, or reports the error."""
+
+    fast_lanes: dict[tuple[str, str], FastLane]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        lane = (
+            self.fast_lanes.get((scope["method"], scope["path"]))
+            if scope["type"] == "http" else None
+        )
+        if lane is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self._fast(lane, scope, receive, send)
+
+    async def _fast(self, lane: FastLane, scope: Scope, receive: Receive, send: Send) -> None:
+        start = time.perf_counter()
+        body, more = await _read_body(receive, lane.max_body)
+        answer = None
+        if not more:
+            scope["app"] = self
+            try:
+                answer = await lane.answer(self, scope, body)
+            except Exception:  # the whole stack decides, and reports the error if it recurs
+                log.warning("fast_lane_failed", route=lane.path, exc_info=True)
+        if answer is None:
+            await super().__call__(scope, _replay(body, more, receive), send)
+            return
+        request_id = request_id_of(scope)
+        await send({
+            "type": "http.response.start",
+            "status": 201,
+            "headers": [
+                (b"content-length", str(len(answer)).encode()),
+                (b"content-type", b"application/json"),
+                *context_headers(request_id),
+            ],
+        })
+        await send({"type": "http.response.body", "body": answer})
+        record_request(lane.method, lane.path, 201, time.perf_counter() - start,
+                       request_id=request_id)
+
+
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
+    """The request's body up to `limit` bytes; True if more remains (or the client left)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks), True
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks), False
+        if size > limit:
+            return b"".join(chunks), True
+
+
+def _replay(body: bytes, more: bool, receive: Receive) -> Receive:
+    """`receive` again from the start: what the lane read, then the rest from the client."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": more}
+        return await receive()
+
+    return replay
 
 
 # Routers tried first: the router matches a request by trying each route in turn, so the
@@ -154,7 +263,7 @@ def create_app(
             if owned:
                 await engine.dispose()
 
-    app = FastAPI(
+    app = PassNumApp(
         title="Pass numérique",
         version="0.1.0",
         lifespan=lifespan,
@@ -167,7 +276,7 @@ def create_app(
     errors.install(app)
     from api.routers.redemptions import RedeemLane
 
-    app.router.routes.insert(0, RedeemLane())  # before any other route: see its docstring
+    app.fast_lanes = {(lane.method, lane.path): lane for lane in (RedeemLane(),)}
     _include_routers(app, "api.routers")
     with contextlib.suppress(ModuleNotFoundError):
         _include_routers(app, "api.web")

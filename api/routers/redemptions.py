@@ -11,8 +11,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.routing import BaseRoute, Match
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from api import idempotency
 from api.deps import (
@@ -84,7 +83,9 @@ async def redeem(
     enforce(request, principal)
     now = utcnow()
     fingerprint = _fingerprint(data.code, data.service.value, _value(data.demarche_family))
-    body = await _redeem_at_once(request, principal, data, key, fingerprint, now)
+    tried = request.scope.get(_TRIED_AT_ONCE, False)  # by the scanners' lane, for this request
+    body = None if tried else await _redeem_at_once(request, principal, data, key, fingerprint,
+                                                    now)
     if body is not None:
         REDEMPTIONS.labels("redeemed").inc()
         return Response(body, status_code=201, media_type="application/json")
@@ -191,53 +192,25 @@ async def _redeem_at_once(
 # ------------------------------------------------------------------ the scanners' fast lane
 
 
-class RedeemLane(BaseRoute):
-    """`POST /api/v1/redemptions` for its common case, ahead of FastAPI's routing: a mediator's
-    bearer token, a JSON body with a QR code, a well-formed Idempotency-Key, and the cheque
-    redeemable in one statement (`_redeem_at_once`). It answers only when the route would
-    answer exactly that — 201 and the same body, byte for byte — and otherwise hands the
-    untouched request to the route (which says why, replays, applies the rate limits…), so
-    every other behaviour is the route's own. Saves the dependency injection and request
-    wrappers, which were most of a redemption's CPU after the database.
+class RedeemLane:
+    """`POST /api/v1/redemptions` for its common case, ahead of the application's whole stack
+    (a `api.app.FastLane`): a mediator's bearer token, a JSON body with a QR code, a
+    well-formed Idempotency-Key, and the cheque redeemable in one statement
+    (`_redeem_at_once`). It answers only when the route would answer exactly that — 201 and
+    the same body, byte for byte — and otherwise hands the untouched request to the route
+    (which says why, replays, applies the rate limits…), so every other behaviour is the
+    route's own. Saves the middleware, routing and dependency injection, which were most of a
+    redemption's CPU after the database.
 
     Not charged to the rate limits, as scanned codes in offline batches are not: a genuine QR
     code redeemed at once is not a guess; every request the lane declines is charged by the
-    route. Installed by api.app (first of all routes)."""
+    route. Installed by api.app."""
 
+    method = "POST"
     path = REDEEM_PATH
-    name = "redeem_lane"
-    include_in_schema = False
-    MAX_BODY = 4096  # a redemption is ~250 bytes; anything larger is the route's to refuse
+    max_body = 4096  # a redemption is ~250 bytes; anything larger is the route's to refuse
 
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if (
-            scope["type"] == "http"
-            and scope["method"] == "POST"
-            and scope["path"] == REDEEM_PATH
-            and not scope.get(_DECLINED)
-        ):
-            return Match.FULL, {}
-        return Match.NONE, {}
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body, more = await _read_body(receive, self.MAX_BODY)
-        answer = None if more else await self._answer(scope, body)
-        if answer is None:  # the route's: same request, body replayed
-            scope[_DECLINED] = True
-            await scope["app"].router(scope, _replay(body, more, receive), send)
-            return
-        REDEMPTIONS.labels("redeemed").inc()
-        await send({
-            "type": "http.response.start",
-            "status": 201,
-            "headers": [
-                (b"content-length", str(len(answer)).encode()),
-                (b"content-type", b"application/json"),
-            ],
-        })
-        await send({"type": "http.response.body", "body": answer})
-
-    async def _answer(self, scope: Scope, body: bytes) -> bytes | None:
+    async def answer(self, app: Any, scope: Scope, body: bytes) -> bytes | None:
         request = Request(scope)
         headers = request.headers
         authorization = headers.get("authorization", "")
@@ -250,9 +223,7 @@ class RedeemLane(BaseRoute):
         ):
             return None
         try:
-            principal = decode_access_token(
-                authorization[7:].strip(), secret=request.app.state.jwt_secret
-            )
+            principal = decode_access_token(authorization[7:].strip(), secret=app.state.jwt_secret)
             # Parsed then validated as FastAPI does, so the lane accepts exactly what it would.
             data = RedemptionCreate.model_validate(json.loads(body))
         except (DomainError, ValidationError, ValueError):
@@ -262,41 +233,15 @@ class RedeemLane(BaseRoute):
         now = utcnow()
         fingerprint = _fingerprint(data.code, data.service.value, _value(data.demarche_family))
         answer = await _redeem_at_once(request, principal, data, key, fingerprint, now)
-        return None if answer is None else answer.encode()
+        if answer is None:
+            # The statement found something in the way: the route need not try it again.
+            scope[_TRIED_AT_ONCE] = True
+            return None
+        REDEMPTIONS.labels("redeemed").inc()
+        return answer.encode()
 
 
-_DECLINED = "passnum.redeem_lane_declined"
-
-
-async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
-    """The request's body up to `limit` bytes; True if more remains (or the client left)."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b"".join(chunks), True
-        chunk = message.get("body", b"")
-        chunks.append(chunk)
-        size += len(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks), False
-        if size > limit:
-            return b"".join(chunks), True
-
-
-def _replay(body: bytes, more: bool, receive: Receive) -> Receive:
-    """`receive` again from the start: what the lane read, then the rest from the client."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": more}
-        return await receive()
-
-    return replay
+_TRIED_AT_ONCE = "passnum.redeemed_at_once_tried"
 
 
 @router.post("/redemptions/batch", response_model=OfflineBatchResult)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -346,6 +347,89 @@ async def test_scanned_codes_redeemed_at_once_are_not_charged_to_the_rate_limits
     assert throttled.status_code == 429
     assert throttled.json()["error"]["code"] == "rate_limited"
     assert int(throttled.headers["Retry-After"]) >= 1
+
+
+async def test_the_scanners_lane_answers_with_the_request_id_security_headers_and_metrics(
+    sessionmaker: async_sessionmaker[AsyncSession], app: Any,
+    committed_client: httpx.AsyncClient, general_path: list[str],
+) -> None:
+    """The lane answers ahead of the middleware (api.app.PassNumApp): what the middleware
+    gives every answer, it gives too."""
+    scene, (site,) = await committed(sessionmaker, app, 2)
+    await first_redemption(committed_client, site, scene)
+    series = 'passnum_http_requests_total{method="POST",route="/api/v1/redemptions",status="201"}'
+
+    def counted(metrics: str) -> float:
+        found = re.search("^" + re.escape(series) + r" (\S+)$", metrics, re.MULTILINE)
+        assert found, metrics
+        return float(found.group(1))
+
+    before = counted((await committed_client.get("/metrics")).text)
+    response = await committed_client.post(
+        REDEEM, json={"code": scene.cheques[0].token, "service": "realiser_demarche"},
+        headers={**site.headers, "Idempotency-Key": str(uuid.uuid4()), "X-Request-Id": "scan-9"},
+    )
+
+    assert response.status_code == 201, response.text
+    assert general_path == [scene.cheques[-1].serial]  # answered by the lane
+    assert response.headers["x-request-id"] == "scan-9"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "same-origin"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert int(response.headers["content-length"]) == len(response.content)
+    assert counted((await committed_client.get("/metrics")).text) == before + 1
+
+
+async def test_a_failure_inside_the_lane_after_its_commit_is_replayed_by_the_route(
+    sessionmaker: async_sessionmaker[AsyncSession], app: Any,
+    committed_client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, db: AsyncSession,
+) -> None:
+    """The connection lost between the commit and the answer: the lane hands the request to
+    the route, which finds the key used and replays what was stored — one redemption.
+    (A lost connection at that very instant cannot be provoked from here: the failure is
+    injected at the service's boundary, after the real statement has run.)"""
+    scene, (site,) = await committed(sessionmaker, app, 2)
+    await first_redemption(committed_client, site, scene)
+    real = svc.redeem_at_once
+    failures = []
+
+    async def commit_then_lose_the_connection(*args: Any, **kwargs: Any) -> Any:
+        done = await real(*args, **kwargs)
+        if not failures:
+            failures.append(done)
+            raise ConnectionResetError("connexion perdue après la validation")
+        return done
+
+    monkeypatch.setattr(svc, "redeem_at_once", commit_then_lose_the_connection)
+    cheque = scene.cheques[0]
+
+    response = await redeem(committed_client, site, cheque.token)
+
+    assert response.status_code == 201, response.text
+    assert response.headers["idempotent-replayed"] == "true"
+    assert failures and failures[0] is not None  # the lane's statement did redeem it
+    assert response.json()["id"] == failures[0][0]
+    assert await scalar(db, "SELECT count(*) FROM redemption WHERE cheque_id = :c",
+                        c=cheque.id) == 1
+
+
+async def test_a_refused_scan_runs_the_one_statement_once_then_the_general_path(
+    sessionmaker: async_sessionmaker[AsyncSession], app: Any,
+    committed_client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch,
+    general_path: list[str],
+) -> None:
+    scene, (site,) = await committed(sessionmaker, app, 2)
+    await first_redemption(committed_client, site, scene)
+    cheque = scene.cheques[0]
+    assert (await redeem(committed_client, site, cheque.token)).status_code == 201
+    tried = spy_on(monkeypatch, "redeem_at_once", lambda kwargs: kwargs["token"])
+
+    again = await redeem(committed_client, site, cheque.token)
+
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "cheque_already_redeemed"
+    assert tried == [cheque.token]  # by the lane; the route did not try it a second time
+    assert general_path[-1] == cheque.token
 
 
 # ------------------------------------------------------------------ offline batches at once
