@@ -239,6 +239,9 @@ def create_app(
         # The redemption's one-statement path runs on plain asyncpg connections (kit.db).
         app.state.hot_pool = await make_pool(engine.url.render_as_string(hide_password=False))
         app.state.keyring = Keyring.load_or_create(settings.keys_dir)
+        from pass_.redemption import AtOnceQueue
+
+        app.state.redeem_queue = AtOnceQueue(app.state.hot_pool, app.state.keyring)
         # Everything loaded so far (modules, routes, models) lives as long as the process: out
         # of the collector's sight, a full collection walks only what requests left behind
         # instead of pausing a worker for the whole heap (67 ms measured, a tail latency of

@@ -123,6 +123,10 @@ class HotPool:
         async with self.connection() as conn:
             return await conn.fetchrow(query, *args)
 
+    async def fetch(self, query: str, *args: object) -> list[Any]:
+        async with self.connection() as conn:
+            return await conn.fetch(query, *args)  # type: ignore[no-any-return]
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Any]:
         """A connection of the pool for a few statements (a transaction the caller opens and

@@ -160,8 +160,8 @@ async def _redeem_at_once(
     """The common case in one statement (`pass_.redemption.redeem_at_once`): a genuine QR
     code, redeemable here, under a new key. Returns the answer's body, or None for the general
     path (anything else: a typed serial, a refusal to explain, a replay), nothing written."""
-    pool = getattr(request.app.state, "hot_pool", None)
-    if pool is None or is_serial_like(data.code):
+    queue = getattr(request.app.state, "redeem_queue", None)
+    if queue is None or is_serial_like(data.code):
         return None
     try:  # what the token states; the statement checks it is the cheque's own token
         claims = read_unverified(data.code)
@@ -172,9 +172,7 @@ async def _redeem_at_once(
     mark = str(_ID_MARK)
     if body.count(mark) != 1:
         return None
-    done = await service.redeem_at_once(
-        pool,
-        keyring=request.app.state.keyring,
+    done = await queue.redeem(service.OnlineAtOnce(
         token=data.code,
         stated=claims,
         site_id=principal.organisation_id,
@@ -185,7 +183,7 @@ async def _redeem_at_once(
         idempotency_key=key,
         request_hash=fingerprint,
         answer_format=body.replace("%", "%%").replace(mark, "%s"),
-    )
+    ))
     return None if done is None else done[1]
 
 

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy import text
@@ -430,6 +431,142 @@ async def test_a_refused_scan_runs_the_one_statement_once_then_the_general_path(
     assert again.json()["error"]["code"] == "cheque_already_redeemed"
     assert tried == [cheque.token]  # by the lane; the route did not try it a second time
     assert general_path[-1] == cheque.token
+
+
+# ------------------------------------------------------------ online scans grouped at once
+
+
+def online_item(actor: Actor, token: str, key: str | None = None,
+                now: datetime | None = None) -> svc.OnlineAtOnce:
+    """A scan as the lane hands it to the queue (api/routers/redemptions.py)."""
+    from api.routers.redemptions import _ID_MARK, _fingerprint, _redeemed_body
+
+    now = now or datetime.now(UTC)
+    stated = read_unverified(token)
+    body = _redeemed_body(_ID_MARK, stated, actor.org.id, now)
+    return svc.OnlineAtOnce(
+        token=token, stated=stated, site_id=actor.org.id, user_id=actor.id,
+        service=svc.Service.realiser_demarche, demarche_family=None, now=now,
+        idempotency_key=key or str(uuid.uuid4()),
+        request_hash=_fingerprint(token, "realiser_demarche", None),
+        answer_format=body.replace("%", "%%").replace(str(_ID_MARK), "%s"),
+    )
+
+
+async def test_a_grouped_statement_writes_for_each_scan_what_one_alone_writes(
+    sessionmaker: async_sessionmaker[AsyncSession], app: Any,
+    committed_client: httpx.AsyncClient, db: AsyncSession,
+) -> None:
+    scene, sites = await committed(sessionmaker, app, 8, sites=2)
+    for n, site in enumerate(sites):  # each site's payable account, by a first redemption
+        assert (await redeem(committed_client, site, scene.cheques[6 + n].serial)).status_code \
+            == 201
+    a, b = sites
+    used_key = str(uuid.uuid4())
+    items = [
+        online_item(a, scene.cheques[0].token),
+        online_item(b, scene.cheques[1].token),
+        online_item(a, scene.cheques[2].token, key=used_key),
+        online_item(b, scene.cheques[3].token),
+        online_item(b, scene.cheques[0].token),  # the same cheque again: left out
+        online_item(a, scene.cheques[4].token, key=used_key),  # the same key again: left out
+        online_item(a, scene.cheques[6].token),  # already redeemed: left out
+    ]
+
+    done = await svc.redeem_many_at_once(app.state.hot_pool, keyring=app.state.keyring,
+                                         items=items)
+
+    assert [d is not None for d in done] == [True, True, True, True, False, False, False]
+    for item, result in zip(items[:4], done[:4], strict=True):
+        assert result is not None
+        rid, body = result
+        # The very answer one scan alone would have given and stored.
+        expected = Answer.of(201, RedemptionRead(
+            id=rid, cheque_serial=item.stated.serial, value_cents=1000,
+            redeemed_at=item.now, site_id=item.site_id,
+        ).model_dump(mode="json")).body
+        assert body == expected
+        stored = (await db.execute(text(
+            "SELECT request_hash, status_code, CAST(response AS text) FROM idempotency_record "
+            "WHERE user_id = :u AND key = :k"),
+            {"u": item.user_id, "k": item.idempotency_key})).one()
+        assert tuple(stored) == (item.request_hash, 201, expected)
+        row = (await db.execute(text(
+            "SELECT c.serial, r.site_id, r.user_id, r.value_cents, r.service, "
+            "r.demarche_family, r.redeemed_at, c.status FROM redemption r "
+            "JOIN cheque c ON c.id = r.cheque_id WHERE r.id = :id"), {"id": rid})).one()
+        assert tuple(row) == (item.stated.serial, item.site_id, item.user_id, 1000,
+                              "realiser_demarche", None, item.now, "redeemed")
+        entry = await ledger.get_entry(db, f"redeem:{rid}")
+        postings = [(f"programme:{scene.programme_id}:outstanding", -1000),
+                    (f"site:{item.site_id}:payable", 1000)]
+        assert entry is not None
+        assert (entry.kind, entry.memo, sorted(entry.postings), entry.created_at) == (
+            "redemption", {"serial": item.stated.serial}, postings, item.now)
+        assert entry.content_hash == content_hash("redemption", postings,
+                                                  {"serial": item.stated.serial})
+    assert await scalar(db, "SELECT status FROM cheque WHERE id = :id",
+                        id=scene.cheques[4].id) == "active"
+    assert await svc.audit_redemptions(db, programme_id=scene.programme_id) == []
+    await seal_once(sessionmaker)
+    assert await audit_ledger(db) == []
+    await db.commit()
+
+
+async def test_a_grouped_statement_with_a_key_already_used_writes_nothing(
+    sessionmaker: async_sessionmaker[AsyncSession], app: Any,
+    committed_client: httpx.AsyncClient, db: AsyncSession,
+) -> None:
+    scene, (site,) = await committed(sessionmaker, app, 4)
+    await first_redemption(committed_client, site, scene)
+    key = str(uuid.uuid4())
+    assert (await redeem(committed_client, site, scene.cheques[0].token, key)).status_code == 201
+    items = [online_item(site, scene.cheques[1].token),
+             online_item(site, scene.cheques[2].token, key=key)]
+
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await svc.redeem_many_at_once(app.state.hot_pool, keyring=app.state.keyring,
+                                      items=items)
+
+    assert await scalar(db, "SELECT count(*) FROM redemption WHERE cheque_id = ANY(:c)",
+                        c=[scene.cheques[1].id, scene.cheques[2].id]) == 0
+    assert await scalar(db, "SELECT count(*) FROM idempotency_record WHERE key = :k",
+                        k=items[0].idempotency_key) == 0
+
+
+async def test_the_queue_groups_scans_that_wait_and_each_is_decided_as_if_alone(
+    sessionmaker: async_sessionmaker[AsyncSession], app: Any,
+    committed_client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, db: AsyncSession,
+) -> None:
+    """One statement at a time: the first scan goes alone, the others wait and go together.
+    Among them a cheque scanned twice and a key already used: the group fails on the key
+    and each of its scans is tried alone — one redemption a cheque, the reused key refused."""
+    scene, sites = await committed(sessionmaker, app, 12, sites=2)
+    for n, site in enumerate(sites):
+        assert (await redeem(committed_client, site, scene.cheques[10 + n].serial)).status_code \
+            == 201
+    used = str(uuid.uuid4())
+    assert (await redeem(committed_client, sites[0], scene.cheques[9].token, used)).status_code \
+        == 201
+    grouped = spy_on(monkeypatch, "redeem_many_at_once", lambda kwargs: len(kwargs["items"]))
+    queue = svc.AtOnceQueue(app.state.hot_pool, app.state.keyring, statements=1)
+    items = [online_item(sites[n % 2], scene.cheques[n].token) for n in range(8)]
+    items += [online_item(sites[1], scene.cheques[3].token),  # cheque 3 twice
+              online_item(sites[0], scene.cheques[8].token, key=used)]
+
+    done = await asyncio.gather(*(queue.redeem(item) for item in items))
+
+    assert grouped and grouped[0] > 1  # the waiting scans went together
+    redeemed = {items[n].stated.serial for n, d in enumerate(done) if d is not None}
+    assert redeemed == {c.serial for c in scene.cheques[:8]}
+    assert sum(d is not None for d in done) == 8  # cheque 3 once; the reused key refused
+    assert done[-1] is None
+    counts = (await db.execute(text(
+        "SELECT cheque_id, count(*) FROM redemption WHERE cheque_id = ANY(:c) "
+        "GROUP BY cheque_id"), {"c": [c.id for c in scene.cheques[:9]]})).all()
+    await db.commit()
+    assert sorted(counts) == sorted((c.id, 1) for c in scene.cheques[:8])
+    assert await svc.audit_redemptions(db, programme_id=scene.programme_id) == []
 
 
 # ------------------------------------------------------------------ offline batches at once
