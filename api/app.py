@@ -241,7 +241,9 @@ def create_app(
         app.state.keyring = Keyring.load_or_create(settings.keys_dir)
         from pass_.redemption import AtOnceQueue
 
-        app.state.redeem_queue = AtOnceQueue(app.state.hot_pool, app.state.keyring)
+        app.state.redeem_queue = AtOnceQueue(
+            app.state.hot_pool, app.state.keyring, statements=settings.redeem_statements
+        )
         # Everything loaded so far (modules, routes, models) lives as long as the process: out
         # of the collector's sight, a full collection walks only what requests left behind
         # instead of pausing a worker for the whole heap (67 ms measured, a tail latency of

@@ -225,8 +225,12 @@ class HotPool:
 async def make_pool(url: str, *, max_size: int = 10) -> HotPool:
     """The pool of the hot statements (`HotPool`), beside the SQLAlchemy engine: no ORM, no
     BEGIN/COMMIT round trips. Connections are opened on first use."""
+    # A statement of the hot path waits for a row lock one second at most, then fails
+    # (LockNotAvailableError) and its request takes the general path, which waits as long as
+    # it takes: one contested cheque never holds up a worker's queue of scans.
     return HotPool(url, max_size=max_size,
-                   server_settings={"application_name": "passnum-hot-path"})
+                   server_settings={"application_name": "passnum-hot-path",
+                                    "lock_timeout": "1s"})
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

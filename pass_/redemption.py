@@ -610,6 +610,8 @@ async def redeem_at_once(
         )
     except asyncpg.UniqueViolationError:
         return None  # the idempotency key is taken: the general path replays or refuses
+    except asyncpg.LockNotAvailableError:
+        return None  # a row locked past the connection's lock_timeout: the general path waits
     return None if row is None else (int(row[0]), str(row[1]))
 
 
@@ -773,7 +775,7 @@ class AtOnceQueue:
     lost connection…), is tried alone, as if it had come alone, then falls to the general path
     as before."""
 
-    def __init__(self, conn: Connection, keyring: Keyring, *, statements: int = 2,
+    def __init__(self, conn: Connection, keyring: Keyring, *, statements: int = 1,
                  max_items: int = 64) -> None:
         if statements < 1 or max_items < 1:
             raise ValueError("statements and max_items must be at least 1")

@@ -569,6 +569,36 @@ async def test_the_queue_groups_scans_that_wait_and_each_is_decided_as_if_alone(
     assert await svc.audit_redemptions(db, programme_id=scene.programme_id) == []
 
 
+async def test_a_cheque_locked_elsewhere_sends_its_scan_to_the_general_path_after_a_second(
+    sessionmaker: async_sessionmaker[AsyncSession], app: Any,
+    committed_client: httpx.AsyncClient, engine: Any, general_path: list[str],
+) -> None:
+    """The hot connections wait one second at most for a row lock: the scan then goes to the
+    general path, which waits as long as it takes, and the worker's queue moves on."""
+    scene, (site,) = await committed(sessionmaker, app, 2)
+    await first_redemption(committed_client, site, scene)
+    cheque = scene.cheques[0]
+    async with engine.connect() as other:
+        async with other.begin():
+            await other.execute(text("SELECT 1 FROM cheque WHERE id = :id FOR UPDATE"),
+                                {"id": cheque.id})
+            alone = await svc.redeem_at_once(
+                app.state.hot_pool, keyring=app.state.keyring, token=cheque.token,
+                stated=read_unverified(cheque.token), site_id=site.org.id, user_id=site.id,
+                service=svc.Service.realiser_demarche, demarche_family=None,
+                now=datetime.now(UTC), idempotency_key=str(uuid.uuid4()),
+                request_hash="0" * 64, answer_format="{}",
+            )
+            assert alone is None  # gave way, nothing written
+            # Meanwhile over HTTP: the lane gives way too, and the general path waits.
+            waiting = asyncio.create_task(redeem(committed_client, site, cheque.token))
+            await asyncio.sleep(1.5)
+            assert not waiting.done()
+        response = await waiting  # the lock released: redeemed by the general path
+    assert response.status_code == 201, response.text
+    assert general_path[-1] == cheque.token
+
+
 # ------------------------------------------------------------------ offline batches at once
 
 BATCH = "/api/v1/redemptions/batch"
