@@ -841,6 +841,9 @@ class AtOnceQueue:
             raise
         finally:
             self._running -= 1
+        # The next group's statement is sent first, then this group's answers go out while
+        # PostgreSQL works on it (both are scheduled: the statement's task comes first).
+        self._start_next()
         for future, result in zip(futures, results, strict=True):
             if future.done():
                 continue
@@ -848,7 +851,6 @@ class AtOnceQueue:
                 future.set_exception(result)
             else:
                 future.set_result(result)
-        self._start_next()
 
 
 _ALONE = object()  # a scan left out of a grouped statement: try it alone
