@@ -615,6 +615,39 @@ async def redeem_at_once(
     return None if row is None else (int(row[0]), str(row[1]))
 
 
+# The claim of scans by serial, shared by the grouped online statement and the offline batch:
+# each scan's cheque found by its serial, one index probe per scan (LIMIT 1 keeps it so), then
+# claimed by its address (see _STILL_ACTIVE for why no plan may start from the active
+# cheques), in serial order, so two statements lock shared cheques in one order. `input` holds
+# the scans (serial, token, programme_id, value_cents, day); `account` the ledger accounts.
+_TARGET_BY_SERIAL = """SELECT x.*, t.row_address
+    FROM input x
+    CROSS JOIN LATERAL (SELECT c.ctid AS row_address FROM cheque c
+                        WHERE c.serial = x.serial LIMIT 1) AS t
+    ORDER BY x.serial"""
+
+
+def _claim_by_address(*, at: str, site: str, user: str) -> str:
+    """The claim of the `target` rows with every rule of `_refusal` (`at`, `site`, `user`: SQL
+    expressions of the instant, the site id and the user id)."""
+    return """UPDATE cheque c SET status = 'redeemed', status_changed_at = """ + at + """
+    FROM target x
+    WHERE c.ctid = x.row_address
+      AND c.serial = x.serial
+      AND c.token = x.token
+      AND """ + _STILL_ACTIVE + """
+      AND x.day BETWEEN c.valid_from AND c.redeem_until
+      AND c.programme_id = x.programme_id AND c.value_cents = x.value_cents
+      AND EXISTS (SELECT 1 FROM account
+                  WHERE code = 'programme:' || c.programme_id || ':outstanding')
+      AND EXISTS (SELECT 1 FROM account WHERE code = 'site:' || """ + site + """ || ':payable')
+      AND EXISTS (SELECT 1 FROM app_user u
+                  WHERE u.id = """ + user + """ AND u.is_active
+                    AND u.organisation_id = """ + site + """
+                    AND u.role = 'site_mediator')
+""" + _SITE_MAY_REDEEM.format(site=site)
+
+
 # Online redemptions at once, several in one statement (`redeem_many_at_once`): each scan's
 # claim, redemption, ledger entry and stored answer, exactly as `_REDEEM_AT_ONCE` writes them
 # for one, every row of a scan joined to its claim, so a scan has all its rows or none. A scan
@@ -634,27 +667,10 @@ WITH input AS (
 ), account AS (
     SELECT a.id, a.code FROM ledger_account a WHERE a.code = ANY(CAST($17 AS text[]))
 ), target AS MATERIALIZED (
-    SELECT x.*, t.row_address
-    FROM input x
-    CROSS JOIN LATERAL (SELECT c.ctid AS row_address FROM cheque c
-                        WHERE c.serial = x.serial LIMIT 1) AS t
-    ORDER BY x.serial
+    """ + _TARGET_BY_SERIAL + """
 ), claimed AS (
-    UPDATE cheque c SET status = 'redeemed', status_changed_at = x.at
-    FROM target x
-    WHERE c.ctid = x.row_address
-      AND c.serial = x.serial
-      AND c.token = x.token
-      AND """ + _STILL_ACTIVE + """
-      AND x.day BETWEEN c.valid_from AND c.redeem_until
-      AND c.programme_id = x.programme_id AND c.value_cents = x.value_cents
-      AND EXISTS (SELECT 1 FROM account
-                  WHERE code = 'programme:' || c.programme_id || ':outstanding')
-      AND EXISTS (SELECT 1 FROM account WHERE code = 'site:' || x.site_id || ':payable')
-      AND EXISTS (SELECT 1 FROM app_user u
-                  WHERE u.id = x.user_id AND u.is_active AND u.organisation_id = x.site_id
-                    AND u.role = 'site_mediator')
-""" + _SITE_MAY_REDEEM.format(site="x.site_id") + """    RETURNING x.n, c.id
+    """ + _claim_by_address(at="x.at", site="x.site_id", user="x.user_id") + """
+    RETURNING x.n, c.id
 ), inserted AS (
     INSERT INTO redemption (cheque_id, programme_id, site_id, user_id, value_cents, service,
                             demarche_family, redeemed_at)
@@ -887,30 +903,10 @@ WITH input AS (
 ), account AS (
     SELECT a.id, a.code FROM ledger_account a WHERE a.code = ANY(CAST($12 AS text[]))
 ), target AS MATERIALIZED (
-    -- Each scan's cheque by its serial, one index probe per scan (LIMIT 1 keeps it so); the
-    -- claim reaches the row by its address (see _STILL_ACTIVE for why no plan may start from
-    -- the active cheques), in serial order, so two batches lock shared cheques in one order.
-    SELECT x.*, t.row_address
-    FROM input x
-    CROSS JOIN LATERAL (SELECT c.ctid AS row_address FROM cheque c
-                        WHERE c.serial = x.serial LIMIT 1) AS t
-    ORDER BY x.serial
+    """ + _TARGET_BY_SERIAL + """
 ), claimed AS (
-    UPDATE cheque c SET status = 'redeemed', status_changed_at = $13
-    FROM target x
-    WHERE c.ctid = x.row_address
-      AND c.serial = x.serial
-      AND c.token = x.token
-      AND """ + _STILL_ACTIVE + """
-      AND x.day BETWEEN c.valid_from AND c.redeem_until
-      AND c.programme_id = x.programme_id AND c.value_cents = x.value_cents
-      AND EXISTS (SELECT 1 FROM account
-                  WHERE code = 'programme:' || c.programme_id || ':outstanding')
-      AND EXISTS (SELECT 1 FROM account WHERE code = 'site:' || CAST($14 AS bigint) || ':payable')
-      AND EXISTS (SELECT 1 FROM app_user u
-                  WHERE u.id = $15 AND u.is_active AND u.organisation_id = $14
-                    AND u.role = 'site_mediator')
-""" + _SITE_MAY_REDEEM.format(site="$14") + """    RETURNING c.id, c.serial
+    """ + _claim_by_address(at="$13", site="CAST($14 AS bigint)", user="$15") + """
+    RETURNING c.id, c.serial
 ), inserted AS (
     INSERT INTO redemption (id, cheque_id, programme_id, site_id, user_id, value_cents, service,
                             demarche_family, redeemed_at, scanned_at)

@@ -83,6 +83,14 @@ class Planner:
         return None
 
 
+class FetchPlanner(Planner):
+    """As `Planner`, for `redeem_many_at_once`, whose claim is fetched (several rows)."""
+
+    async def fetch(self, query: str, *args: object) -> Any:
+        await self._explain(query, *args)
+        return []
+
+
 def starts_from_the_cheques_by_key(plan: str) -> bool:
     # (A sequential scan may be chosen on the test's small table, rightly: it is the index
     # believed nearly empty that must never be.)
@@ -134,6 +142,18 @@ async def test_every_claim_finds_its_cheques_by_key_whatever_the_statistics(
         answer_of=lambda rid, scan: f'{{"id":{rid}}}',
     ) is None
     assert len(planner.plans) == 3
+    # Online scans grouped in one statement.
+    grouped = FetchPlanner(planner.conn)
+    items = [
+        svc.OnlineAtOnce(token=c.token, stated=read_unverified(c.token), site_id=site.id,  # type: ignore[arg-type]
+                         user_id=1, service=Service.naviguer_web, demarche_family=None,
+                         now=now, idempotency_key=str(uuid.uuid4()), request_hash="0" * 64,
+                         answer_format='{"id":%s}')
+        for c in cheques[:64]
+    ]
+    assert await svc.redeem_many_at_once(grouped, keyring=keyring, items=items) == [None] * 64
+    planner.plans += grouped.plans
+    assert len(planner.plans) == 4
     # The general paths: a typed serial, and the claim of an offline batch's candidates.
     for statement, params in (
         (svc._CLAIM, {"now": now, "today": now.date(), "serial": cheques[1].serial,
