@@ -149,7 +149,8 @@ class PassNumApp(FastAPI):
             try:
                 answer = await lane.answer(self, scope, body)
             except Exception:  # the whole stack decides, and reports the error if it recurs
-                log.warning("fast_lane_failed", route=lane.path, exc_info=True)
+                log.warning("fast_lane_failed", route=lane.path, exc_info=True,
+                            request_id=request_id_of(scope))
         if answer is None:
             await super().__call__(scope, _replay(body, more, receive), send)
             return

@@ -157,8 +157,9 @@ async def _redeem_at_once(
     fingerprint: str,
     now: datetime,
 ) -> str | None:
-    """The common case in one statement (`pass_.redemption.redeem_at_once`): a genuine QR
-    code, redeemable here, under a new key. Returns the answer's body, or None for the general
+    """The common case in one statement (`pass_.redemption.redeem_at_once`, or with other
+    scans in one under load: `AtOnceQueue`): a genuine QR code, redeemable here, under a new
+    key. Returns the answer's body, or None for the general
     path (anything else: a typed serial, a refusal to explain, a replay), nothing written."""
     queue = getattr(request.app.state, "redeem_queue", None)
     if queue is None or is_serial_like(data.code):
