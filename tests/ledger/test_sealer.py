@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ledger import service as ledger
 from ledger.audit import audit_ledger
 from ledger.canonical import GENESIS_HASH
-from ledger.sealer import chain_head, run_sealer_loop, seal_once, seal_pending
+from ledger.sealer import chain_head, next_wait, run_sealer_loop, seal_once, seal_pending
 
 
 def fresh() -> str:
@@ -127,3 +127,14 @@ async def test_the_background_loop_seals_new_entries_until_stopped(
         async with asyncio.timeout(10):
             await task
     assert task.done() and task.exception() is None
+
+
+def test_the_loop_seals_every_interval_under_load_and_spaces_out_when_idle() -> None:
+    waits = []
+    wait = 0.05
+    for sealed in (0, 0, 0, 0, 0, 0, 0, 3, 0, 120):
+        wait = next_wait(wait, sealed=sealed, interval=0.05, idle_interval=1.0)
+        waits.append(wait)
+    assert waits == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0, 0.05, 0.1, 0.05]
+    # An interval longer than the idle one is kept as it is.
+    assert next_wait(5.0, sealed=0, interval=5.0, idle_interval=1.0) == 5.0
