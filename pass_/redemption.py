@@ -736,13 +736,13 @@ async def redeem_many_at_once(
     caller then decides alone. Raises `asyncpg.UniqueViolationError` (nothing written) when a
     key was already used: the caller then decides each scan alone."""
     results: list[tuple[int, str] | None] = [None] * len(items)
+    known = {kid for kid in {i.stated.kid for i in items} if keyring.knows(kid)}
     serials: set[str] = set()
     keys: set[tuple[int, str]] = set()
     chosen: list[int] = []
     for n, item in enumerate(items):
         key = (item.user_id, item.idempotency_key)
-        if (item.stated.serial in serials or key in keys
-                or not keyring.knows(item.stated.kid)):
+        if item.stated.serial in serials or key in keys or item.stated.kid not in known:
             continue
         serials.add(item.stated.serial)
         keys.add(key)

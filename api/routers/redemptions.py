@@ -149,6 +149,17 @@ def _redeemed_body(
     return Answer.of(201, redemption.model_dump(mode="json")).body
 
 
+def _answer_format(stated: ChequeClaims, site_id: int, now: datetime) -> str | None:
+    """The 201 answer as `run_once` would store it, as a format for the statement that
+    assigns the id: `%s` where the id goes, `%%` for any other percent sign; None if the
+    answer could not be told apart from its id."""
+    body = _redeemed_body(_ID_MARK, stated, site_id, now)
+    mark = str(_ID_MARK)
+    if body.count(mark) != 1:
+        return None
+    return body.replace("%", "%%").replace(mark, "%s")
+
+
 async def _redeem_at_once(
     request: Request,
     principal: Principal,
@@ -168,10 +179,8 @@ async def _redeem_at_once(
         claims = read_unverified(data.code)
     except DomainError:
         return None
-    # The answer as `run_once` would store it, the id left to the statement.
-    body = _redeemed_body(_ID_MARK, claims, principal.organisation_id, now)
-    mark = str(_ID_MARK)
-    if body.count(mark) != 1:
+    answer_format = _answer_format(claims, principal.organisation_id, now)
+    if answer_format is None:
         return None
     done = await queue.redeem(service.OnlineAtOnce(
         token=data.code,
@@ -183,7 +192,7 @@ async def _redeem_at_once(
         now=now,
         idempotency_key=key,
         request_hash=fingerprint,
-        answer_format=body.replace("%", "%%").replace(mark, "%s"),
+        answer_format=answer_format,
     ))
     return None if done is None else done[1]
 

@@ -439,17 +439,18 @@ async def test_a_refused_scan_runs_the_one_statement_once_then_the_general_path(
 def online_item(actor: Actor, token: str, key: str | None = None,
                 now: datetime | None = None) -> svc.OnlineAtOnce:
     """A scan as the lane hands it to the queue (api/routers/redemptions.py)."""
-    from api.routers.redemptions import _ID_MARK, _fingerprint, _redeemed_body
+    from api.routers.redemptions import _answer_format, _fingerprint
 
     now = now or datetime.now(UTC)
     stated = read_unverified(token)
-    body = _redeemed_body(_ID_MARK, stated, actor.org.id, now)
+    answer_format = _answer_format(stated, actor.org.id, now)
+    assert answer_format is not None
     return svc.OnlineAtOnce(
         token=token, stated=stated, site_id=actor.org.id, user_id=actor.id,
         service=svc.Service.realiser_demarche, demarche_family=None, now=now,
         idempotency_key=key or str(uuid.uuid4()),
         request_hash=_fingerprint(token, "realiser_demarche", None),
-        answer_format=body.replace("%", "%%").replace(str(_ID_MARK), "%s"),
+        answer_format=answer_format,
     )
 
 
