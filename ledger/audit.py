@@ -31,28 +31,35 @@ class Difference:
 
 _ENTRIES = text("""
 SELECT e.id, e.idempotency_key, e.kind, CAST(e.memo AS text), e.created_at, e.content_hash,
-       e.sealed_seq, e.hash, e.prev_hash,
+       s.sealed_seq, s.hash, s.prev_hash,
        array_agg(p.id ORDER BY p.id) FILTER (WHERE p.id IS NOT NULL),
        array_agg(a.code ORDER BY p.id) FILTER (WHERE p.id IS NOT NULL),
        array_agg(p.amount_cents ORDER BY p.id) FILTER (WHERE p.id IS NOT NULL)
 FROM (SELECT * FROM ledger_entry WHERE id > :after ORDER BY id LIMIT :chunk) AS e
+LEFT JOIN ledger_seal s ON s.entry_id = e.id
 LEFT JOIN ledger_posting p ON p.entry_id = e.id
 LEFT JOIN ledger_account a ON a.id = p.account_id
 GROUP BY e.id, e.idempotency_key, e.kind, CAST(e.memo AS text), e.created_at, e.content_hash,
-         e.sealed_seq, e.hash, e.prev_hash
+         s.sealed_seq, s.hash, s.prev_hash
 ORDER BY e.id
 """)
 
-# A link is broken when prev_hash is not the hash of the entry sealed just before; a missing
+# A link is broken when prev_hash is not the hash of the seal just before; a missing
 # predecessor (deleted row, gap in sealed_seq) breaks it too.
 _BROKEN_LINKS = text("""
-SELECT e.id, e.sealed_seq, e.prev_hash, prev.id, prev.hash
-FROM ledger_entry e
-LEFT JOIN ledger_entry prev ON prev.sealed_seq = e.sealed_seq - 1
-WHERE e.sealed_seq IS NOT NULL
-  AND CASE WHEN e.sealed_seq = 1 THEN e.prev_hash IS DISTINCT FROM :genesis
-           ELSE prev.id IS NULL OR prev.hash IS DISTINCT FROM e.prev_hash END
-ORDER BY e.sealed_seq
+SELECT s.entry_id, s.sealed_seq, s.prev_hash, prev.entry_id, prev.hash
+FROM ledger_seal s
+LEFT JOIN ledger_seal prev ON prev.sealed_seq = s.sealed_seq - 1
+WHERE CASE WHEN s.sealed_seq = 1 THEN s.prev_hash IS DISTINCT FROM :genesis
+           ELSE prev.entry_id IS NULL OR prev.hash IS DISTINCT FROM s.prev_hash END
+ORDER BY s.sealed_seq
+""")
+
+_ORPHAN_SEALS = text("""
+SELECT s.entry_id, s.sealed_seq FROM ledger_seal s
+LEFT JOIN ledger_entry e ON e.id = s.entry_id
+WHERE e.id IS NULL
+ORDER BY s.sealed_seq
 """)
 
 _ORPHAN_POSTINGS = text("""
@@ -110,21 +117,16 @@ def _check_entry(row: tuple[Any, ...]) -> list[Difference]:
             "content_hash_mismatch",
             f"Le contenu de l'écriture {key} ne correspond plus à son empreinte d'origine.",
             **where, details={"stored": fingerprint, "recomputed": recomputed}))
-    if seq is not None:
-        if digest is None or prev_hash is None:
+    if seq is not None:  # the seal's columns are NOT NULL: a seal is whole or absent
+        resealed = seal_hash(prev_hash, seq=seq, entry_id=entry_id, key=key, kind=kind,
+                             memo=memo, created_at=created_at, postings=postings)
+        if resealed != digest:
             found.append(Difference(
-                "seal_incomplete", f"Le scellement de l'écriture {key} est incomplet.",
-                **where, details={"sealed_seq": seq}))
-        else:
-            resealed = seal_hash(prev_hash, seq=seq, entry_id=entry_id, key=key, kind=kind,
-                                 memo=memo, created_at=created_at, postings=postings)
-            if resealed != digest:
-                found.append(Difference(
-                    "seal_hash_mismatch",
-                    f"L'écriture scellée n° {seq} ({key}) ne correspond plus à son sceau : "
-                    "elle ou son sceau a été modifié.",
-                    **where, details={"sealed_seq": seq, "stored": digest,
-                                      "recomputed": resealed}))
+                "seal_hash_mismatch",
+                f"L'écriture scellée n° {seq} ({key}) ne correspond plus à son sceau : "
+                "elle ou son sceau a été modifié.",
+                **where, details={"sealed_seq": seq, "stored": digest,
+                                  "recomputed": resealed}))
     return found
 
 
@@ -133,7 +135,8 @@ async def audit_ledger(session: AsyncSession, *, chunk: int = 5_000) -> list[Dif
 
     Checks each entry (≥ 2 non-zero postings on existing accounts, summing to zero, content
     matching its fingerprint), each seal (hash recomputed from the entry and its prev_hash)
-    and each link of the chain (prev_hash = hash of the entry sealed just before, no gap).
+    and each link of the chain (prev_hash = hash of the seal just before, no gap, no seal
+    without its entry).
     """
     found: list[Difference] = []
     async for row in _entries(session, chunk):
@@ -150,6 +153,11 @@ async def audit_ledger(session: AsyncSession, *, chunk: int = 5_000) -> list[Dif
             "chain_broken", message, entry_id=entry_id,
             details={"sealed_seq": seq, "prev_hash": prev_hash, "previous_entry_id": before_id,
                      "previous_hash": before_hash}))
+    for entry_id, seq in (await session.execute(_ORPHAN_SEALS)).all():
+        found.append(Difference(
+            "orphan_seal",
+            f"Le sceau n° {seq} scelle une écriture {entry_id} qui n'existe pas.",
+            entry_id=entry_id, details={"sealed_seq": seq}))
     for posting_id, entry_id, amount in (await session.execute(_ORPHAN_POSTINGS)).all():
         found.append(Difference(
             "orphan_posting",

@@ -1,7 +1,7 @@
 """Tables of the double-entry journal: accounts, entries and their postings.
 
 The journal is append-only: the database refuses UPDATE, DELETE and TRUNCATE on every table
-here, except the sealer filling an entry's seal columns once (see migration 0002_ledger).
+here (migrations 0002_ledger and 0007_ledger_seal); an entry's seal is a row of its own.
 Balances are never stored; they are sums of postings, so a post touches no shared row.
 """
 
@@ -17,6 +17,7 @@ from sqlmodel import Field, SQLModel
 from kit.db import metadata  # noqa: F401  (naming convention set before tables are declared)
 
 SHA256_HEX = "^[0-9a-f]{64}$"
+XACT_DEFAULT = "CAST(CAST(pg_current_xact_id() AS text) AS bigint)"
 
 
 class LedgerAccount(SQLModel, table=True):
@@ -42,7 +43,8 @@ class LedgerAccount(SQLModel, table=True):
 
 
 class LedgerEntry(SQLModel, table=True):
-    """One balanced movement, identified by its idempotency key; sealed later into the chain."""
+    """One balanced movement, identified by its idempotency key; sealed later into the chain
+    (`LedgerSeal`)."""
 
     __tablename__ = "ledger_entry"
     __table_args__ = (
@@ -50,14 +52,6 @@ class LedgerEntry(SQLModel, table=True):
                            name="idempotency_key_length"),
         sa.CheckConstraint("length(kind) BETWEEN 1 AND 64", name="kind_length"),
         sa.CheckConstraint(f"content_hash ~ '{SHA256_HEX}'", name="content_hash_format"),
-        # The three seal columns are set together, once, by the sealer.
-        sa.CheckConstraint(
-            "(sealed_seq IS NULL AND hash IS NULL AND prev_hash IS NULL) OR "
-            f"(sealed_seq >= 1 AND hash ~ '{SHA256_HEX}' AND prev_hash ~ '{SHA256_HEX}')",
-            name="seal_complete",
-        ),
-        # Lets the sealer find what is left to seal without scanning the sealed history.
-        sa.Index("ix_ledger_entry_unsealed", "id", postgresql_where=sa.text("sealed_seq IS NULL")),
     )
 
     id: int | None = Field(
@@ -73,9 +67,40 @@ class LedgerEntry(SQLModel, table=True):
     )
     # sha256 of kind, memo and sorted postings: tells a retry from a different use of a key.
     content_hash: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
-    sealed_seq: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, unique=True))
-    hash: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
-    prev_hash: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+    # The writer's top-level transaction id (pg_current_xact_id), always from this default:
+    # how the sealer finds the entries its previous run could not see yet (ledger.sealer).
+    xact: int | None = Field(
+        default=None,
+        sa_column=sa.Column(sa.BigInteger, nullable=False, index=True,
+                            server_default=sa.text(XACT_DEFAULT)),
+    )
+
+
+class LedgerSeal(SQLModel, table=True):
+    """An entry's link in the hash chain, written once by the sealer:
+    `hash = sha256(prev_hash ‖ canonical entry)`, `prev_hash` the hash of seal `sealed_seq - 1`.
+
+    Each sealer run's last seal also keeps where the next run looks (`open_from`,
+    `open_xids`: see ledger.sealer); NULL on every other seal."""
+
+    __tablename__ = "ledger_seal"
+    __table_args__ = (
+        sa.CheckConstraint("sealed_seq >= 1", name="seq_positive"),
+        sa.CheckConstraint(f"hash ~ '{SHA256_HEX}' AND prev_hash ~ '{SHA256_HEX}'",
+                           name="hash_format"),
+        sa.CheckConstraint("(open_from IS NULL) = (open_xids IS NULL)",
+                           name="snapshot_complete"),
+    )
+
+    entry_id: int = Field(
+        sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("ledger_entry.id"), primary_key=True)
+    )
+    sealed_seq: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False, unique=True))
+    hash: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    prev_hash: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    open_from: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger))
+    open_xids: list[int] | None = Field(default=None,
+                                        sa_column=sa.Column(sa.ARRAY(sa.BigInteger)))
 
 
 class LedgerPosting(SQLModel, table=True):

@@ -62,7 +62,8 @@ async def _post_and_wait_sealed(url: str) -> int | None:
         for _ in range(150):
             async with sessions() as session:
                 seq = await session.scalar(text(
-                    "SELECT sealed_seq FROM ledger_entry WHERE idempotency_key = 'cli:seal'"))
+                    "SELECT s.sealed_seq FROM ledger_entry e JOIN ledger_seal s "
+                    "ON s.entry_id = e.id WHERE e.idempotency_key = 'cli:seal'"))
             if seq is not None:
                 return int(seq)
             await asyncio.sleep(0.1)

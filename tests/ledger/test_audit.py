@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -87,13 +88,14 @@ async def test_a_tampered_seal_breaks_its_hash_and_the_next_link(session: AsyncS
     await seal_pending(session)
     await post(session, ns, 2)
     await seal_pending(session)
-    seq = (await session.execute(text("SELECT sealed_seq FROM ledger_entry WHERE id = :id"),
+    seq = (await session.execute(text("SELECT sealed_seq FROM ledger_seal WHERE entry_id = :id"),
                                  {"id": entry_id})).scalar_one()
-    next_id = (await session.execute(text("SELECT id FROM ledger_entry WHERE sealed_seq = :s"),
-                                     {"s": seq + 1})).scalar_one()
+    next_id = (await session.execute(text(
+        "SELECT entry_id FROM ledger_seal WHERE sealed_seq = :s"), {"s": seq + 1})).scalar_one()
     async with triggers_off(session):
         await session.execute(text(
-            "UPDATE ledger_entry SET hash = repeat('a', 64) WHERE id = :id"), {"id": entry_id})
+            "UPDATE ledger_seal SET hash = repeat('a', 64) WHERE entry_id = :id"),
+            {"id": entry_id})
     differences = await audit_ledger(session)
     assert {d.kind for d in differences if d.entry_id == entry_id} == {"seal_hash_mismatch"}
     # The forged entry's own link is intact; the next one no longer points to its hash.
@@ -102,24 +104,34 @@ async def test_a_tampered_seal_breaks_its_hash_and_the_next_link(session: AsyncS
     assert [(d.entry_id, d.details["sealed_seq"]) for d in around] == [(next_id, seq + 1)]
 
 
-async def test_a_sealed_entry_deleted_behind_the_database_leaves_a_gap_and_orphans(
-    session: AsyncSession,
+@pytest.mark.parametrize("with_its_seal", [True, False])
+async def test_a_sealed_entry_deleted_behind_the_database_is_found(
+    session: AsyncSession, with_its_seal: bool,
 ) -> None:
     ns = f"audit:{uuid.uuid4().hex[:10]}"
     entry_id = await post(session, ns, 1)
     await seal_pending(session)
     await post(session, ns, 2)
     await seal_pending(session)
-    seq = (await session.execute(text("SELECT sealed_seq FROM ledger_entry WHERE id = :id"),
+    seq = (await session.execute(text("SELECT sealed_seq FROM ledger_seal WHERE entry_id = :id"),
                                  {"id": entry_id})).scalar_one()
     async with triggers_off(session):
         # With triggers off, foreign keys are not enforced either.
+        if with_its_seal:
+            await session.execute(text("DELETE FROM ledger_seal WHERE entry_id = :id"),
+                                  {"id": entry_id})
         await session.execute(text("DELETE FROM ledger_entry WHERE id = :id"), {"id": entry_id})
     differences = await audit_ledger(session)
     gaps = [d for d in differences
             if d.kind == "chain_broken" and d.details["sealed_seq"] in (seq, seq + 1)]
-    assert [d.details["sealed_seq"] for d in gaps] == [seq + 1]
-    assert "absente" in gaps[0].message
+    orphan_seals = [d for d in differences if d.kind == "orphan_seal"]
+    if with_its_seal:  # the chain has a hole where the seal was
+        assert [d.details["sealed_seq"] for d in gaps] == [seq + 1]
+        assert "absente" in gaps[0].message
+        assert orphan_seals == []
+    else:  # the chain holds, and its seal points to nothing
+        assert gaps == []
+        assert [(d.entry_id, d.details["sealed_seq"]) for d in orphan_seals] == [(entry_id, seq)]
     orphans = [d for d in differences if d.kind == "orphan_posting"]
     assert {d.entry_id for d in orphans} == {entry_id} and len(orphans) == 2
 

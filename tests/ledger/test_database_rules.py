@@ -111,9 +111,9 @@ async def committed(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
     "WHERE id IN (SELECT account_id FROM ledger_posting WHERE entry_id = $1)",
     "DELETE FROM ledger_account "
     "WHERE id IN (SELECT account_id FROM ledger_posting WHERE entry_id = $1)",
-    # Sealing while changing anything else is not sealing.
-    "UPDATE ledger_entry SET sealed_seq = 999999999, hash = repeat('a', 64), "
-    "prev_hash = repeat('b', 64), kind = 'other' WHERE id = $1",
+    # Not even the column the database fills itself.
+    "UPDATE ledger_entry SET xact = 0 WHERE id = $1",
+    "UPDATE ledger_entry SET content_hash = content_hash WHERE id = $1",
 ])
 async def test_journal_rows_cannot_be_updated_or_deleted(
     conn: asyncpg.Connection, committed: int, statement: str,
@@ -122,41 +122,63 @@ async def test_journal_rows_cannot_be_updated_or_deleted(
         await conn.execute(statement, committed)
 
 
-@pytest.mark.parametrize("table", ["ledger_posting", "ledger_entry", "ledger_account"])
+@pytest.mark.parametrize("table", ["ledger_posting", "ledger_entry", "ledger_account",
+                                   "ledger_seal"])
 async def test_journal_tables_cannot_be_truncated(conn: asyncpg.Connection, table: str) -> None:
     # CASCADE would reach the other tables: still refused.
     with pytest.raises(asyncpg.RestrictViolationError, match="TRUNCATE"):
         await conn.execute(f"TRUNCATE {table} CASCADE")
 
 
-async def test_the_seal_columns_of_an_unsealed_entry_can_be_set_once(
-    conn: asyncpg.Connection, committed: int,
-) -> None:
+async def test_an_entry_is_sealed_once(conn: asyncpg.Connection, committed: int) -> None:
     tr = conn.transaction()
     await tr.start()
     try:
         await conn.execute(
-            "UPDATE ledger_entry SET sealed_seq = 999999999, hash = repeat('a', 64), "
-            "prev_hash = repeat('b', 64) WHERE id = $1", committed)
-        with pytest.raises(asyncpg.RestrictViolationError):
+            "INSERT INTO ledger_seal (entry_id, sealed_seq, hash, prev_hash) "
+            "VALUES ($1, 999999999, repeat('a', 64), repeat('b', 64))", committed)
+        with pytest.raises(asyncpg.UniqueViolationError):
             await conn.execute(
-                "UPDATE ledger_entry SET hash = repeat('c', 64) WHERE id = $1", committed)
+                "INSERT INTO ledger_seal (entry_id, sealed_seq, hash, prev_hash) "
+                "VALUES ($1, 999999998, repeat('c', 64), repeat('b', 64))", committed)
     finally:
         await tr.rollback()  # a fake seal must not stay in the shared chain
 
 
 @pytest.mark.parametrize("statement", [
-    "UPDATE ledger_entry SET hash = repeat('c', 64) WHERE id = $1",
-    "UPDATE ledger_entry SET sealed_seq = NULL, hash = NULL, prev_hash = NULL WHERE id = $1",
-    "UPDATE ledger_entry SET sealed_seq = sealed_seq + 1000000 WHERE id = $1",
-    "UPDATE ledger_entry SET idempotency_key = idempotency_key || ':x' WHERE id = $1",
+    "INSERT INTO ledger_seal (entry_id, sealed_seq, hash, prev_hash) "
+    "VALUES ($1, 999999999, 'not a hash', repeat('b', 64))",
+    "INSERT INTO ledger_seal (entry_id, sealed_seq, hash, prev_hash) "
+    "VALUES ($1, 0, repeat('a', 64), repeat('b', 64))",
+    "INSERT INTO ledger_seal (entry_id, sealed_seq, hash, prev_hash, open_from) "
+    "VALUES ($1, 999999999, repeat('a', 64), repeat('b', 64), 7)",
+    "INSERT INTO ledger_seal (entry_id, sealed_seq, hash, prev_hash) "
+    "VALUES ($1 + 1000000000, 999999999, repeat('a', 64), repeat('b', 64))",
 ])
-async def test_a_sealed_entry_cannot_be_changed_nor_unsealed(
+async def test_a_malformed_seal_is_refused(
+    conn: asyncpg.Connection, committed: int, statement: str,
+) -> None:
+    tr = conn.transaction()
+    await tr.start()
+    try:
+        with pytest.raises((asyncpg.CheckViolationError, asyncpg.ForeignKeyViolationError)):
+            await conn.execute(statement, committed)
+    finally:
+        await tr.rollback()
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE ledger_seal SET hash = repeat('c', 64) WHERE entry_id = $1",
+    "UPDATE ledger_seal SET sealed_seq = sealed_seq + 1000000 WHERE entry_id = $1",
+    "DELETE FROM ledger_seal WHERE entry_id = $1",
+    "UPDATE ledger_entry SET idempotency_key = idempotency_key || ':x' WHERE id = $1",
+    "DELETE FROM ledger_entry WHERE id = $1",
+])
+async def test_a_sealed_entry_and_its_seal_cannot_be_changed(
     conn: asyncpg.Connection, committed: int, sessionmaker: async_sessionmaker[AsyncSession],
     statement: str,
 ) -> None:
     await seal_once(sessionmaker)
-    assert await conn.fetchval(
-        "SELECT sealed_seq IS NOT NULL FROM ledger_entry WHERE id = $1", committed)
+    assert await conn.fetchval("SELECT count(*) FROM ledger_seal WHERE entry_id = $1", committed)
     with pytest.raises(asyncpg.RestrictViolationError):
         await conn.execute(statement, committed)

@@ -1,4 +1,5 @@
-"""Revision 0002_ledger builds exactly the ledger models, and downgrades cleanly."""
+"""The ledger's revisions (0002_ledger, 0007_ledger_seal) build exactly the ledger models, and
+downgrade cleanly, seals included."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from kit.db import async_url, libpq_url, metadata, with_database
+from kit.db import async_url, libpq_url, make_engine, make_sessionmaker, metadata, with_database
+from ledger import service as ledger
+from ledger.audit import audit_ledger
+from ledger.canonical import GENESIS_HASH, seal_hash
+from ledger.sealer import seal_once
 from migrations import registry
 
 
@@ -48,8 +53,12 @@ async def ledger_objects(url: str) -> tuple[list[str], list[str]]:
         await engine.dispose()
 
 
-async def test_the_ledger_revision_matches_the_models_and_downgrades(scratch_url: str) -> None:
+async def test_the_ledger_revisions_match_the_models_and_downgrade(scratch_url: str) -> None:
     registry.upgrade_in_thread(scratch_url, "0002_ledger")
+    assert await ledger_objects(scratch_url) == (
+        ["ledger_account", "ledger_entry", "ledger_posting"],
+        ["ledger_check_entry_balanced", "ledger_entry_guard_update", "ledger_refuse_change"])
+    registry.upgrade_in_thread(scratch_url)
     engine = create_async_engine(async_url(scratch_url))
     try:
         async with engine.connect() as conn:
@@ -57,10 +66,61 @@ async def test_the_ledger_revision_matches_the_models_and_downgrades(scratch_url
     finally:
         await engine.dispose()
     assert await ledger_objects(scratch_url) == (
-        ["ledger_account", "ledger_entry", "ledger_posting"],
-        ["ledger_check_entry_balanced", "ledger_entry_guard_update", "ledger_refuse_change"])
+        ["ledger_account", "ledger_entry", "ledger_posting", "ledger_seal"],
+        ["ledger_check_entry_balanced", "ledger_refuse_change"])
     registry.downgrade_in_thread(scratch_url, "0001_accounts")
     assert await ledger_objects(scratch_url) == ([], [])
     registry.upgrade_in_thread(scratch_url, "0002_ledger")
     assert (await ledger_objects(scratch_url))[0] == [
         "ledger_account", "ledger_entry", "ledger_posting"]
+
+
+async def test_the_seals_move_out_of_the_entries_and_back_with_the_chain_intact(
+    scratch_url: str,
+) -> None:
+    """A journal sealed the old way (seal columns on the entry) keeps its chain across 0007:
+    the seals are copied, the first run after the upgrade finds the entry left unsealed, and a
+    downgrade puts every seal back on its entry."""
+    registry.upgrade_in_thread(scratch_url, "0006_idempotency_purge")
+    engine = make_engine(scratch_url)
+    sessions = make_sessionmaker(engine)
+    try:
+        async with sessions() as s, s.begin():
+            first = await ledger.post(s, key="mig:1", kind="t", postings=[("m:a", 5), ("m:b", -5)],
+                                      memo={"n": 1})
+            second = await ledger.post(s, key="mig:2", kind="t",
+                                       postings=[("m:a", 7), ("m:b", -7)])
+        sealed = seal_hash(GENESIS_HASH, seq=1, entry_id=first.id, key="mig:1", kind="t",
+                           memo={"n": 1}, created_at=first.created_at,
+                           postings=[("m:a", 5), ("m:b", -5)])
+        async with sessions() as s, s.begin():  # the only UPDATE revision 0002 allowed
+            await s.execute(text(
+                "UPDATE ledger_entry SET sealed_seq = 1, hash = :h, prev_hash = :p WHERE id = :id"),
+                {"h": sealed, "p": GENESIS_HASH, "id": first.id})
+        await engine.dispose()
+
+        registry.upgrade_in_thread(scratch_url)
+        engine = make_engine(scratch_url)
+        sessions = make_sessionmaker(engine)
+        async with sessions() as s:
+            assert (await s.execute(text(
+                "SELECT entry_id, sealed_seq, hash, prev_hash, open_from FROM ledger_seal"
+            ))).all() == [(first.id, 1, sealed, GENESIS_HASH, None)]
+        assert await seal_once(sessions) == 1
+        async with sessions() as s:
+            assert await audit_ledger(s) == []
+            chain = (await s.execute(text(
+                "SELECT entry_id, sealed_seq, prev_hash FROM ledger_seal ORDER BY sealed_seq"
+            ))).all()
+        assert [(r[0], r[1]) for r in chain] == [(first.id, 1), (second.id, 2)]
+        assert chain[1][2] == sealed
+        await engine.dispose()
+
+        registry.downgrade_in_thread(scratch_url, "0006_idempotency_purge")
+        engine = make_engine(scratch_url)
+        async with engine.connect() as conn:
+            back = (await conn.execute(text(
+                "SELECT id, sealed_seq, prev_hash FROM ledger_entry ORDER BY id"))).all()
+        assert back == [(first.id, 1, GENESIS_HASH), (second.id, 2, sealed)]
+    finally:
+        await engine.dispose()
