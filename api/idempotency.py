@@ -97,6 +97,11 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
+def json_text(value: str) -> str:
+    """A string as stored answers write it inside their JSON (`Answer.of`'s encoder)."""
+    return _dumps(value)
+
+
 def fingerprint(method: str, path: str, body: Mapping[str, Any]) -> str:
     """sha256 of the method, the path and the body as canonical JSON (sorted keys, no spaces),
     so the same request written differently has the same fingerprint."""

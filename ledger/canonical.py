@@ -31,12 +31,18 @@ def sorted_postings(postings: Iterable[tuple[str, int]]) -> list[tuple[str, int]
     return sorted((str(code), int(amount)) for code, amount in postings)
 
 
+def content_text(kind: str, postings: Iterable[tuple[str, int]],
+                 memo: dict[str, Any] | None) -> str:
+    """The canonical text that `content_hash` hashes."""
+    body = {"kind": kind, "memo": memo,
+            "postings": [list(p) for p in sorted_postings(postings)]}
+    return _dumps(body)
+
+
 def content_hash(kind: str, postings: Iterable[tuple[str, int]],
                  memo: dict[str, Any] | None) -> str:
     """Fingerprint of what an entry says (not when): equal for a faithful retry."""
-    body = {"kind": kind, "memo": memo,
-            "postings": [list(p) for p in sorted_postings(postings)]}
-    return hashlib.sha256(_dumps(body).encode()).hexdigest()
+    return hashlib.sha256(content_text(kind, postings, memo).encode()).hexdigest()
 
 
 def utc_text(instant: datetime) -> str:

@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hmac
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -377,14 +378,21 @@ def ledger_postings(programme_id: int, site_id: int, value_cents: int) -> list[t
     ]
 
 
-def _prepared_entry(stated: ChequeClaims, site_id: int, now: datetime) -> ledger.NewContent:
+def _prepared_entry(stated: ChequeClaims, site_id: int) -> ledger.NewContent:
     """The redemption's ledger entry as the short roads write it inside their own statements:
-    the postings of `ledger_postings` and the memo every path gives it."""
-    return ledger.prepare(
+    the postings of `ledger_postings` and the memo every path gives it, `{"serial": …}`
+    (`ledger.prepare`'s content, through a family kept per programme, site and value)."""
+    return _entry_family(stated.programme_id, site_id, stated.value_cents)(stated.serial)
+
+
+@functools.lru_cache(maxsize=4096)
+def _entry_family(
+    programme_id: int, site_id: int, value_cents: int
+) -> Callable[[str], ledger.NewContent]:
+    return ledger.prepare_family(
         kind=ENTRY_KIND,
-        postings=ledger_postings(stated.programme_id, site_id, stated.value_cents),
-        memo={"serial": stated.serial},
-        at=now,
+        postings=ledger_postings(programme_id, site_id, value_cents),
+        memo_field="serial",
     )
 
 
@@ -585,7 +593,7 @@ async def redeem_at_once(
     percent sign), so the stored answer is the one the caller returns, byte for byte."""
     if not keyring.knows(stated.kid):
         return None
-    content = _prepared_entry(stated, site_id, now)
+    content = _prepared_entry(stated, site_id)
     try:
         row = await conn.fetchrow(
             _REDEEM_AT_ONCE,
@@ -750,7 +758,7 @@ async def redeem_many_at_once(
     if not chosen:
         return results
     picked = [items[n] for n in chosen]
-    contents = [_prepared_entry(i.stated, i.site_id, i.now) for i in picked]
+    contents = [_prepared_entry(i.stated, i.site_id) for i in picked]
     codes = sorted({p.account for content in contents for p in content.postings})
     rows = await conn.fetch(
         _REDEEM_MANY_AT_ONCE,
@@ -997,7 +1005,7 @@ async def redeem_batch_at_once(
         return None
     if not all(keyring.knows(kid) for kid in {s.stated.kid for s in scans}):
         return None
-    contents = [_prepared_entry(s.stated, site_id, now) for s in scans]
+    contents = [_prepared_entry(s.stated, site_id) for s in scans]
     codes = sorted({p.account for content in contents for p in content.postings})
     try:
         async with conn.transaction():

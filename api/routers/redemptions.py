@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import Scope
 
@@ -132,6 +132,35 @@ async def _redeem_in_session(
 
 # Stands for the redemption id in the answer built before the statement that assigns it.
 _ID_MARK = 918_273_645_546_372_819
+# Stand for the other fields while the answer's format is built (`_body_format`).
+_VALUE_MARK = 918_273_645_546_372_817
+_SITE_MARK = 918_273_645_546_372_813
+_SERIAL_MARK = "cheque-serial-mark-41f7"
+_AT_MARK = "redeemed-at-mark-41f7"
+_INSTANT = TypeAdapter(datetime)
+
+
+def _body_format() -> str:
+    """The 201 answer's body as `Answer.of(201, RedemptionRead(…).model_dump(mode="json"))`
+    writes it, as a %-format with a slot for each field: built once from pydantic's own
+    output, so that filling it is byte for byte that output, at a tenth of the cost."""
+    data = RedemptionRead.model_construct(
+        id=_ID_MARK, cheque_serial=_SERIAL_MARK, value_cents=_VALUE_MARK,
+        redeemed_at=datetime(2000, 1, 1, tzinfo=UTC), site_id=_SITE_MARK,
+    ).model_dump(mode="json")
+    data["redeemed_at"] = _AT_MARK
+    body = Answer.of(201, data).body.replace("%", "%%")
+    slots = {str(_ID_MARK): "%(id)d", idempotency.json_text(_SERIAL_MARK): "%(serial)s",
+             str(_VALUE_MARK): "%(value)d", idempotency.json_text(_AT_MARK): "%(at)s",
+             str(_SITE_MARK): "%(site)d"}
+    for mark, slot in slots.items():
+        if body.count(mark) != 1:
+            raise RuntimeError(f"the redemption answer's format lost its mark {mark}")
+        body = body.replace(mark, slot)
+    return body
+
+
+_BODY_FORMAT = _body_format()
 
 
 def _redeemed_body(
@@ -139,14 +168,13 @@ def _redeemed_body(
 ) -> str:
     """The 201 answer's body as `run_once` stores it, for a cheque redeemed at once (the
     short roads build it themselves, before or while the statement assigns the id)."""
-    redemption = RedemptionRead.model_construct(
-        id=redemption_id,
-        cheque_serial=stated.serial,
-        value_cents=stated.value_cents,
-        redeemed_at=now,
-        site_id=site_id,
-    )
-    return Answer.of(201, redemption.model_dump(mode="json")).body
+    return _BODY_FORMAT % {
+        "id": redemption_id,
+        "serial": idempotency.json_text(stated.serial),
+        "value": stated.value_cents,
+        "at": idempotency.json_text(_INSTANT.dump_python(now, mode="json")),
+        "site": site_id,
+    }
 
 
 def _answer_format(stated: ChequeClaims, site_id: int, now: datetime) -> str | None:
