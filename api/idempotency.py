@@ -93,8 +93,13 @@ def is_valid_key(key: str) -> bool:
 IdempotencyKey = Annotated[str, Depends(_idempotency_key)]
 
 
+# `json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)`, without
+# building the encoder again at each call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return _ENCODER.encode(value)
 
 
 def json_text(value: str) -> str:

@@ -17,9 +17,14 @@ from typing import Any
 GENESIS_HASH = "0" * 64
 
 
+# What `json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+# allow_nan=False)` does, without building the encoder again at each call.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                            allow_nan=False)
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False)
+    return _ENCODER.encode(value)
 
 
 def canonical_memo(memo: dict[str, Any] | None) -> str | None:

@@ -238,9 +238,12 @@ def prepare_family(*, kind: str, postings: PostingsIn,
     return member
 
 
+_TEXT_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
 def _dumps_text(value: str) -> str:
     """A string as the canonical JSON texts write it (ledger.canonical's encoder settings)."""
-    return json.dumps(value, ensure_ascii=False)
+    return _TEXT_ENCODER.encode(value)
 
 
 def _exact_json(value: object) -> bool:

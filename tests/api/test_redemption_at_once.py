@@ -478,6 +478,7 @@ async def test_a_grouped_statement_writes_for_each_scan_what_one_alone_writes(
                                          items=items)
 
     assert [d is not None for d in done] == [True, True, True, True, False, False, False]
+    entry_ids = []
     for item, result in zip(items[:4], done[:4], strict=True):
         assert result is not None
         rid, body = result
@@ -502,6 +503,7 @@ async def test_a_grouped_statement_writes_for_each_scan_what_one_alone_writes(
         postings = [(f"programme:{scene.programme_id}:outstanding", -1000),
                     (f"site:{item.site_id}:payable", 1000)]
         assert entry is not None
+        entry_ids.append(entry.id)
         assert (entry.kind, entry.memo, sorted(entry.postings), entry.created_at) == (
             "redemption", {"serial": item.stated.serial}, postings, item.now)
         assert entry.content_hash == content_hash("redemption", postings,
@@ -510,7 +512,11 @@ async def test_a_grouped_statement_writes_for_each_scan_what_one_alone_writes(
                         id=scene.cheques[4].id) == "active"
     assert await svc.audit_redemptions(db, programme_id=scene.programme_id) == []
     await seal_once(sessionmaker)
-    assert await audit_ledger(db) == []
+    # This test's entries (the shared database holds other tests' deliberately broken ones).
+    assert [d for d in await audit_ledger(db) if d.entry_id in entry_ids] == []
+    sealed = (await db.execute(text(
+        "SELECT count(*) FROM ledger_seal WHERE entry_id = ANY(:ids)"), {"ids": entry_ids}))
+    assert sealed.scalar_one() == 4
     await db.commit()
 
 
