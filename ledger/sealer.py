@@ -76,13 +76,12 @@ FROM (SELECT l.id, l.idempotency_key, l.kind, l.memo, l.created_at
       WHERE NOT EXISTS (SELECT 1 FROM ledger_seal s WHERE s.entry_id = c.id)
       ORDER BY c.id LIMIT :limit) AS e
 CROSS JOIN seen
-CROSS JOIN LATERAL (
+LEFT JOIN LATERAL (
     SELECT array_agg(a.code ORDER BY p.id) AS codes,
            array_agg(p.amount_cents ORDER BY p.id) AS amounts
     FROM ledger_posting p JOIN ledger_account a ON a.id = p.account_id
     WHERE p.entry_id = e.id
-) AS x
-WHERE x.codes IS NOT NULL
+) AS x ON true
 ORDER BY e.id
 """)
 
@@ -129,6 +128,11 @@ async def seal_pending(session: AsyncSession, *, limit: int = 10_000, wait: bool
     hashes: list[str] = []
     prevs: list[str] = []
     for entry_id, key, kind, memo_text, created_at, codes, amounts, _, _ in rows:
+        if codes is None:
+            # No posting yet: only this very transaction's own entry, still being written
+            # (any other is balanced at its commit). Its transaction id is among those noted,
+            # so a later run finds it whole.
+            continue
         seq += 1
         digest = seal_hash(prev, seq=seq, entry_id=entry_id, key=key, kind=kind,
                            memo=None if memo_text is None else json.loads(memo_text),
@@ -138,6 +142,8 @@ async def seal_pending(session: AsyncSession, *, limit: int = 10_000, wait: bool
         hashes.append(digest)
         prevs.append(prev)
         prev = digest
+    if not ids:
+        return 0
     # A race with another sealer (impossible under the lock) would break the unique keys of
     # ledger_seal and undo this whole run.
     await session.execute(_SEAL, {"ids": ids, "seqs": seqs, "hashes": hashes,

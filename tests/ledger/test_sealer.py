@@ -242,3 +242,30 @@ async def test_entries_a_transaction_writes_after_sealing_are_sealed_later(
         state = await seal_state(s, [before, after])
         assert (await s.execute(_LEFT_TO_LOOK_AT)).all() == []
     assert state[after][0] is not None and state[after][0] > state[before][0]
+
+
+async def test_an_entry_still_without_postings_is_left_for_later_without_losing_the_rest(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """The sealer's own transaction may hold an entry whose postings are not written yet: it
+    is skipped, and counts toward the limit, so the run that stopped at it keeps looking."""
+    await seal_once(sessionmaker)
+    ns = fresh()
+    async with sessionmaker() as s, s.begin():
+        own = (await s.execute(text(
+            "INSERT INTO ledger_entry (idempotency_key, kind, content_hash) "
+            "VALUES (:k, 't', repeat('0', 64)) RETURNING id"), {"k": f"{ns}:own"})).scalar_one()
+        second = await post_committed(sessionmaker, f"{ns}:2", ns)
+        third = await post_committed(sessionmaker, f"{ns}:3", ns)
+        assert own < second < third
+        assert await seal_pending(s, limit=2) == 1  # the second; its own has no posting yet
+        await s.execute(text(
+            "INSERT INTO ledger_posting (entry_id, account_id, amount_cents) "
+            "SELECT :id, a.id, CASE WHEN a.code = :c THEN 3 ELSE -3 END "
+            "FROM ledger_account a WHERE a.code IN (:c, :d)"),
+            {"id": own, "c": f"{ns}:c", "d": f"{ns}:d"})
+    assert await seal_once(sessionmaker) == 2
+    async with sessionmaker() as s:
+        state = await seal_state(s, [own, second, third])
+        assert (await s.execute(_LEFT_TO_LOOK_AT)).all() == []
+    assert state[second][0] < state[own][0] < state[third][0]
