@@ -656,33 +656,6 @@ def _claim_by_address(*, at: str, site: str, user: str) -> str:
 """ + _SITE_MAY_REDEEM.format(site=site)
 
 
-def _entries_and_postings(*, kind: str, at: str, site: str) -> str:
-    """The `entry` and `posting` CTEs shared by the grouped online statement and the offline
-    batch: for each claimed scan of `done` (`rid`, `memo`, `content_hash`, `programme_id`,
-    `value_cents`), its ledger entry `redeem:<rid>` and the two postings of `ledger_postings`,
-    on the accounts of `account` (`kind`, `at`, `site`: SQL expressions of the entry's kind,
-    its instant and the site id)."""
-    return """entry AS (
-    INSERT INTO ledger_entry (idempotency_key, kind, memo, created_at, content_hash)
-    SELECT 'redeem:' || d.rid, """ + kind + """, CAST(d.memo AS jsonb), """ + at + """,
-           d.content_hash
-    FROM done d
-    ORDER BY d.rid
-    RETURNING id, idempotency_key
-), posting AS (
-    INSERT INTO ledger_posting (entry_id, account_id, amount_cents)
-    SELECT e.id, a.id, p.amount
-    FROM entry e
-    JOIN done d ON e.idempotency_key = 'redeem:' || d.rid
-    CROSS JOIN LATERAL (VALUES (1, 'programme:' || d.programme_id || ':outstanding',
-                                -d.value_cents),
-                               (2, 'site:' || """ + site + """ || ':payable', d.value_cents))
-         AS p(n, code, amount)
-    JOIN account a ON a.code = p.code
-    ORDER BY e.id, p.n
-)"""
-
-
 # Online redemptions at once, several in one statement (`redeem_many_at_once`): each scan's
 # claim, redemption, ledger entry and stored answer, exactly as `_REDEEM_AT_ONCE` writes them
 # for one, every row of a scan joined to its claim, so a scan has all its rows or none. A scan
@@ -717,7 +690,24 @@ WITH input AS (
 ), done AS (
     SELECT x.*, i.id AS rid FROM inserted i JOIN claimed c ON c.id = i.cheque_id
     JOIN input x ON x.n = c.n
-), """ + _entries_and_postings(kind="$18", at="d.at", site="d.site_id") + """, answer AS (
+), entry AS (
+    INSERT INTO ledger_entry (idempotency_key, kind, memo, created_at, content_hash)
+    SELECT 'redeem:' || d.rid, $18, CAST(d.memo AS jsonb), d.at, d.content_hash
+    FROM done d
+    ORDER BY d.rid
+    RETURNING id, idempotency_key
+), posting AS (
+    INSERT INTO ledger_posting (entry_id, account_id, amount_cents)
+    SELECT e.id, a.id, p.amount
+    FROM entry e
+    JOIN done d ON e.idempotency_key = 'redeem:' || d.rid
+    CROSS JOIN LATERAL (VALUES (1, 'programme:' || d.programme_id || ':outstanding',
+                                -d.value_cents),
+                               (2, 'site:' || d.site_id || ':payable', d.value_cents))
+         AS p(n, code, amount)
+    JOIN account a ON a.code = p.code
+    ORDER BY e.id, p.n
+), answer AS (
     INSERT INTO idempotency_record (user_id, key, request_hash, status_code, response)
     SELECT d.user_id, d.key, d.request_hash, 201, CAST(format(d.answer_format, d.rid) AS json)
     FROM done d
@@ -925,17 +915,33 @@ WITH input AS (
 ), claimed AS (
     """ + _claim_by_address(at="$13", site="CAST($14 AS bigint)", user="$15") + """
     RETURNING c.id, c.serial
-), done AS (
-    SELECT x.*, c.id AS cheque_id FROM claimed c JOIN input x ON x.serial = c.serial
 ), inserted AS (
     INSERT INTO redemption (id, cheque_id, programme_id, site_id, user_id, value_cents, service,
                             demarche_family, redeemed_at, scanned_at)
-    SELECT d.rid, d.cheque_id, d.programme_id, $14, $15, d.value_cents, d.service,
-           d.demarche_family, $13, d.scanned_at
-    FROM done d
-    ORDER BY d.rid
+    SELECT x.rid, c.id, x.programme_id, $14, $15, x.value_cents, x.service,
+           x.demarche_family, $13, x.scanned_at
+    FROM claimed c JOIN input x ON x.serial = c.serial
+    ORDER BY x.rid
     RETURNING id
-), """ + _entries_and_postings(kind="$16", at="$13", site="CAST($14 AS bigint)") + """
+), entry AS (
+    INSERT INTO ledger_entry (idempotency_key, kind, memo, created_at, content_hash)
+    SELECT 'redeem:' || x.rid, $16, CAST(x.memo AS jsonb), $13, x.content_hash
+    FROM claimed c JOIN input x ON x.serial = c.serial
+    ORDER BY x.rid
+    RETURNING id, idempotency_key
+), posting AS (
+    INSERT INTO ledger_posting (entry_id, account_id, amount_cents)
+    SELECT e.id, a.id, p.amount
+    FROM entry e
+    JOIN input x ON e.idempotency_key = 'redeem:' || x.rid
+    CROSS JOIN LATERAL (VALUES (1, 'programme:' || x.programme_id || ':outstanding',
+                                -x.value_cents),
+                               (2, 'site:' || CAST($14 AS bigint) || ':payable',
+                                x.value_cents))
+         AS p(n, code, amount)
+    JOIN account a ON a.code = p.code
+    ORDER BY e.id, p.n
+)
 SELECT count(*) FROM inserted
 """
 
