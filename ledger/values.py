@@ -29,16 +29,6 @@ class NewEntry:
 
 
 @dataclass(frozen=True)
-class NewContent:
-    """A validated entry's content, as `prepare` returns it: to be written by the caller."""
-
-    kind: str
-    postings: tuple[Posting, ...]
-    memo_text: str | None
-    content_hash: str
-
-
-@dataclass(frozen=True)
 class Entry:
     """A posted entry. `created` says whether this call wrote it or found it already there."""
 

@@ -3,8 +3,11 @@ downgrade cleanly, seals included."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
 
 import asyncpg
 import pytest
@@ -14,9 +17,8 @@ from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from kit.db import async_url, libpq_url, make_engine, make_sessionmaker, metadata, with_database
-from ledger import service as ledger
 from ledger.audit import audit_ledger
-from ledger.canonical import GENESIS_HASH, seal_hash
+from ledger.canonical import GENESIS_HASH, content_hash, seal_hash
 from ledger.sealer import seal_once
 from migrations import registry
 
@@ -67,12 +69,32 @@ async def test_the_ledger_revisions_match_the_models_and_downgrade(scratch_url: 
         await engine.dispose()
     assert await ledger_objects(scratch_url) == (
         ["ledger_account", "ledger_entry", "ledger_posting", "ledger_seal"],
-        ["ledger_check_entry_balanced", "ledger_refuse_change"])
+        ["ledger_canonical_json", "ledger_check_entry_balanced", "ledger_content_hash",
+         "ledger_post", "ledger_refuse_change"])
     registry.downgrade_in_thread(scratch_url, "0001_accounts")
     assert await ledger_objects(scratch_url) == ([], [])
     registry.upgrade_in_thread(scratch_url, "0002_ledger")
     assert (await ledger_objects(scratch_url))[0] == [
         "ledger_account", "ledger_entry", "ledger_posting"]
+
+
+async def _post_at_0006(
+    s: Any, key: str, postings: list[tuple[str, int]], memo: dict[str, int] | None
+) -> Any:
+    """An entry as written before `ledger_post` existed (0008): plain inserts."""
+    row = (await s.execute(text(
+        "INSERT INTO ledger_entry (idempotency_key, kind, memo, content_hash) "
+        "VALUES (:k, 't', CAST(:m AS jsonb), :h) RETURNING id, created_at"),
+        {"k": key, "m": None if memo is None else json.dumps(memo),
+         "h": content_hash("t", postings, memo)})).one()
+    for code, amount in postings:
+        await s.execute(text("INSERT INTO ledger_account (code) VALUES (:c) "
+                             "ON CONFLICT (code) DO NOTHING"), {"c": code})
+        await s.execute(text(
+            "INSERT INTO ledger_posting (entry_id, account_id, amount_cents) "
+            "SELECT :e, id, :amount FROM ledger_account WHERE code = :c"),
+            {"c": code, "e": row[0], "amount": amount})
+    return SimpleNamespace(id=row[0], created_at=row[1])
 
 
 async def test_the_seals_move_out_of_the_entries_and_back_with_the_chain_intact(
@@ -86,10 +108,8 @@ async def test_the_seals_move_out_of_the_entries_and_back_with_the_chain_intact(
     sessions = make_sessionmaker(engine)
     try:
         async with sessions() as s, s.begin():
-            first = await ledger.post(s, key="mig:1", kind="t", postings=[("m:a", 5), ("m:b", -5)],
-                                      memo={"n": 1})
-            second = await ledger.post(s, key="mig:2", kind="t",
-                                       postings=[("m:a", 7), ("m:b", -7)])
+            first = await _post_at_0006(s, "mig:1", [("m:a", 5), ("m:b", -5)], {"n": 1})
+            second = await _post_at_0006(s, "mig:2", [("m:a", 7), ("m:b", -7)], None)
         sealed = seal_hash(GENESIS_HASH, seq=1, entry_id=first.id, key="mig:1", kind="t",
                            memo={"n": 1}, created_at=first.created_at,
                            postings=[("m:a", 5), ("m:b", -5)])

@@ -294,3 +294,22 @@ async def test_a_post_racing_with_the_creation_of_its_account_still_writes_all_p
         read = await ledger.get_entry(s, f"{ns}:1")
         assert read is not None and read.id == entry.id
         assert sorted(read.postings) == [Posting(f"{ns}:new", 5), Posting(f"{ns}:old", -5)]
+
+
+@pytest.mark.parametrize("memo", [
+    None,
+    {"serial": "PN-ABCD-EFGH-JKMN-P"},
+    {"é": "ünï\u2028", "a": [1, -2, {"z": None, "b": True}], "ctl": "\x01\t\n\"\\", "B": 2**62},
+    {"": [], "x": {}},
+])
+async def test_the_database_fingerprint_is_the_canonical_one_of_ledger_canonical(
+    session: AsyncSession, memo: dict[str, object] | None,
+) -> None:
+    """`ledger_post` (SQL) and `ledger.canonical.content_hash` (the auditor's Python) agree."""
+    from ledger.canonical import content_hash
+
+    ns = fresh()
+    postings = [(f"{ns}:b", -7), (f"{ns}:a", 3), (f"{ns}:a", 4)]
+    entry = await ledger.post(session, key=f"{ns}:k", kind="t\u00e9", postings=postings,
+                              memo=memo)
+    assert entry.content_hash == content_hash("t\u00e9", postings, entry.memo)

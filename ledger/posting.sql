@@ -1,0 +1,103 @@
+-- The ledger's posting, as database functions: the one definition of how an entry is written.
+-- Installed by migration 0008_redeem_function; `ledger.service.post` / `post_many` call
+-- `ledger_post`, and so does any SQL that must post inside its own transaction (the
+-- redemption, pass_/redeem.sql). Nothing else inserts into ledger_entry or ledger_posting.
+
+-- The canonical JSON text of a jsonb value, as Python's
+-- json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False) writes it:
+-- object keys sorted by code point (UTF-8 bytes, collation "C"), no spaces, strings escaped as
+-- to_json does (", \, \b \f \n \r \t, other control characters as \u00xx, nothing else).
+CREATE OR REPLACE FUNCTION ledger_canonical_json(v jsonb) RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT AS $$
+BEGIN
+    CASE jsonb_typeof(v)
+    WHEN 'object' THEN
+        RETURN '{' || coalesce((
+            SELECT string_agg(to_json(e.k)::text || ':' || ledger_canonical_json(e.x), ','
+                              ORDER BY e.k COLLATE "C")
+            FROM jsonb_each(v) AS e(k, x)), '') || '}';
+    WHEN 'array' THEN
+        RETURN '[' || coalesce((
+            SELECT string_agg(ledger_canonical_json(a.x), ',' ORDER BY a.n)
+            FROM jsonb_array_elements(v) WITH ORDINALITY AS a(x, n)), '') || ']';
+    ELSE
+        RETURN v::text;
+    END CASE;
+END
+$$;
+
+-- The fingerprint of what an entry says (not when): sha256, in hex, of
+-- {"kind":<kind>,"memo":<memo or null>,"postings":[[<code>,<amount>],…]} with the postings
+-- sorted by (code, amount). Same text as ledger.canonical.content_text.
+CREATE OR REPLACE FUNCTION ledger_content_hash(p_kind text, p_memo jsonb, p_codes text[],
+                                               p_amounts bigint[]) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+SELECT encode(sha256(convert_to(
+    '{"kind":' || to_json(p_kind)::text
+    || ',"memo":' || coalesce(ledger_canonical_json(p_memo), 'null')
+    || ',"postings":[' || coalesce((
+        SELECT string_agg('[' || to_json(x.code)::text || ',' || x.amount || ']', ','
+                          ORDER BY x.code COLLATE "C", x.amount)
+        FROM unnest(p_codes, p_amounts) AS x(code, amount)), '')
+    || ']}', 'UTF8')), 'hex')
+$$;
+
+-- Post a balanced entry under an idempotency key, or find the one already posted under it.
+-- Accounts are created on first use. Returns the entry's id and instant, whether this call
+-- created it, its fingerprint, and whether an existing entry says the same (`same_content`;
+-- false: an idempotency conflict, which the caller reports — nothing was written).
+-- Raises (SQLSTATE LD001) for an entry with fewer than two postings, a zero amount or
+-- postings that do not sum to zero: the deferred trigger of 0002_ledger re-checks at commit.
+CREATE OR REPLACE FUNCTION ledger_post(
+    p_key text, p_kind text, p_memo jsonb, p_at timestamptz, p_codes text[], p_amounts bigint[],
+    OUT entry_id bigint, OUT created boolean, OUT created_at timestamptz,
+    OUT content_hash text, OUT same_content boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_total numeric;
+    v_existing text;
+BEGIN
+    IF coalesce(cardinality(p_codes), 0) < 2
+       OR cardinality(p_codes) <> coalesce(cardinality(p_amounts), 0) THEN
+        RAISE EXCEPTION 'an entry has at least two postings' USING ERRCODE = 'LD001',
+            DETAIL = 'postings', HINT = coalesce(cardinality(p_codes), 0)::text;
+    END IF;
+    IF 0 = ANY(p_amounts) OR NULL = ANY(p_amounts) THEN
+        RAISE EXCEPTION 'a posting has a non-zero amount' USING ERRCODE = 'LD001',
+            DETAIL = 'amount', HINT = '0';
+    END IF;
+    SELECT sum(a) INTO v_total FROM unnest(p_amounts) AS a;
+    IF v_total <> 0 THEN
+        RAISE EXCEPTION 'unbalanced entry %', p_key USING ERRCODE = 'LD001',
+            DETAIL = 'total', HINT = v_total::text;
+    END IF;
+    content_hash := ledger_content_hash(p_kind, p_memo, p_codes, p_amounts);
+
+    INSERT INTO ledger_entry AS e (idempotency_key, kind, memo, created_at, content_hash)
+    VALUES (p_key, p_kind, p_memo, coalesce(p_at, now()), ledger_post.content_hash)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING e.id, e.created_at INTO entry_id, created_at;
+    IF entry_id IS NULL THEN
+        -- ON CONFLICT waited for a concurrent writer of the key: its row is visible now.
+        SELECT e.id, e.created_at, e.content_hash INTO entry_id, created_at, v_existing
+        FROM ledger_entry e WHERE e.idempotency_key = p_key;
+        created := false;
+        same_content := v_existing = ledger_post.content_hash;
+        content_hash := v_existing;
+        RETURN;
+    END IF;
+
+    INSERT INTO ledger_account (code)
+    SELECT DISTINCT x.code FROM unnest(p_codes) AS x(code)
+    WHERE NOT EXISTS (SELECT 1 FROM ledger_account a WHERE a.code = x.code)
+    ORDER BY x.code
+    ON CONFLICT (code) DO NOTHING;
+    INSERT INTO ledger_posting (entry_id, account_id, amount_cents)
+    SELECT ledger_post.entry_id, a.id, x.amount
+    FROM unnest(p_codes, p_amounts) WITH ORDINALITY AS x(code, amount, n)
+    JOIN ledger_account a ON a.code = x.code
+    ORDER BY x.n;
+    created := true;
+    same_content := true;
+END
+$$;

@@ -1,0 +1,47 @@
+"""the ledger's posting and the redemption as database functions
+
+Revision ID: 0008_redeem_function
+Revises: 0007_ledger_seal
+
+Installs `ledger_post` (with `ledger_canonical_json`, `ledger_content_hash`) from
+ledger/posting.sql and `pass_redeem` from pass_/redeem.sql: the one
+definition of posting an entry and of redeeming a cheque, called by every road. The files are
+read when the revision runs; a later change to them comes with a revision of its own that
+installs them again (`CREATE OR REPLACE`).
+"""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from alembic import op
+
+revision: str = "0008_redeem_function"
+down_revision: str | None = "0007_ledger_seal"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCES = (ROOT / "ledger" / "posting.sql", ROOT / "pass_" / "redeem.sql")
+
+FUNCTIONS = (
+    "pass_redeem(text, text, bigint, bigint, bigint, bigint, date, timestamptz, text, text, "
+    "timestamptz, boolean)",
+    "ledger_post(text, text, jsonb, timestamptz, text[], bigint[])",
+    "ledger_content_hash(text, jsonb, text[], bigint[])",
+    "ledger_canonical_json(jsonb)",
+)
+
+
+def upgrade() -> None:
+    from sqlalchemy.util import await_only
+
+    # Each file is several statements with dollar-quoted bodies: sent as one simple query on
+    # the driver's own connection (asyncpg), within the migration's transaction.
+    driver = op.get_bind().connection.driver_connection
+    for source in SOURCES:
+        await_only(driver.execute(source.read_text(encoding="utf-8")))
+
+
+def downgrade() -> None:
+    for function in FUNCTIONS:
+        op.execute(f"DROP FUNCTION IF EXISTS {function}")
