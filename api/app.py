@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import errors
 from api import logging as api_logging
 from api.metrics import LATENCY, REQUESTS
-from kit.db import make_engine, make_pool, make_sessionmaker, resolve_url
+from kit.db import make_engine, make_sessionmaker, resolve_url
 from kit.settings import Settings, get_settings
 
 log = structlog.get_logger()
@@ -104,102 +104,6 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-class FastLane(Protocol):
-    """A request's common case answered ahead of the application's whole stack
-    (`PassNumApp`): `answer` returns the body of a 201 JSON answer, exactly as the route
-    would give it, or None to hand the request, untouched, to the route."""
-
-    method: str
-    path: str
-    max_body: int
-
-    async def answer(self, app: FastAPI, scope: Scope, body: bytes) -> bytes | None: ...
-
-
-class PassNumApp(FastAPI):
-    """The FastAPI application, with fast lanes in front of its middleware and routing.
-
-    A fast lane (`FastLane`, today only the scanners' `POST /api/v1/redemptions`) answers the
-    common case of its route without Starlette's and FastAPI's layers — error and exception
-    middleware, body limit, telemetry, routing, exit stacks, dependency injection —, which
-    cost a worker more CPU than the redemption's own code. What those layers give every
-    answer, it gives too: the request id and security headers, the access log line and the
-    metrics (`record_request`). Anything else, and any error inside the lane before it
-    answers, hands the same request (its body replayed) to the whole stack, where the route
-    decides as it always does: it says why, replays a key, or reports the error."""
-
-    fast_lanes: dict[tuple[str, str], FastLane]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        lane = (
-            self.fast_lanes.get((scope["method"], scope["path"]))
-            if scope["type"] == "http" else None
-        )
-        if lane is None:
-            await super().__call__(scope, receive, send)
-        else:
-            await self._fast(lane, scope, receive, send)
-
-    async def _fast(self, lane: FastLane, scope: Scope, receive: Receive, send: Send) -> None:
-        start = time.perf_counter()
-        body, more = await _read_body(receive, lane.max_body)
-        answer = None
-        if not more:
-            scope["app"] = self
-            try:
-                answer = await lane.answer(self, scope, body)
-            except Exception:  # the whole stack decides, and reports the error if it recurs
-                log.warning("fast_lane_failed", route=lane.path, exc_info=True,
-                            request_id=request_id_of(scope))
-        if answer is None:
-            await super().__call__(scope, _replay(body, more, receive), send)
-            return
-        request_id = request_id_of(scope)
-        await send({
-            "type": "http.response.start",
-            "status": 201,
-            "headers": [
-                (b"content-length", str(len(answer)).encode()),
-                (b"content-type", b"application/json"),
-                *context_headers(request_id),
-            ],
-        })
-        await send({"type": "http.response.body", "body": answer})
-        record_request(lane.method, lane.path, 201, time.perf_counter() - start,
-                       request_id=request_id)
-
-
-async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
-    """The request's body up to `limit` bytes; True if more remains (or the client left)."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b"".join(chunks), True
-        chunk = message.get("body", b"")
-        chunks.append(chunk)
-        size += len(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks), False
-        if size > limit:
-            return b"".join(chunks), True
-
-
-def _replay(body: bytes, more: bool, receive: Receive) -> Receive:
-    """`receive` again from the start: what the lane read, then the rest from the client."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": more}
-        return await receive()
-
-    return replay
-
-
 # Routers tried first: the router matches a request by trying each route in turn, so the
 # scanners' endpoints (hundreds of requests a second) come before the rest. Their paths
 # overlap no other router's.
@@ -237,14 +141,7 @@ def create_app(
             engine = make_engine(url)
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
-        # The redemption's one-statement path runs on plain asyncpg connections (kit.db).
-        app.state.hot_pool = await make_pool(engine.url.render_as_string(hide_password=False))
         app.state.keyring = Keyring.load_or_create(settings.keys_dir)
-        from pass_.redemption import AtOnceQueue
-
-        app.state.redeem_queue = AtOnceQueue(
-            app.state.hot_pool, app.state.keyring, statements=settings.redeem_statements
-        )
         # Everything loaded so far (modules, routes, models) lives as long as the process: out
         # of the collector's sight, a full collection walks only what requests left behind
         # instead of pausing a worker for the whole heap (67 ms measured, a tail latency of
@@ -265,11 +162,10 @@ def create_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            await app.state.hot_pool.close()
             if owned:
                 await engine.dispose()
 
-    app = PassNumApp(
+    app = FastAPI(
         title="Pass numérique",
         version="0.1.0",
         lifespan=lifespan,
@@ -280,9 +176,6 @@ def create_app(
     app.state.settings = settings
     app.state.jwt_secret = settings.secret("jwt_secret")
     errors.install(app)
-    from api.routers.redemptions import RedeemLane
-
-    app.fast_lanes = {(lane.method, lane.path): lane for lane in (RedeemLane(),)}
     _include_routers(app, "api.routers")
     with contextlib.suppress(ModuleNotFoundError):
         _include_routers(app, "api.web")

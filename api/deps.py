@@ -7,18 +7,16 @@ failed commit is reported to the client instead of being lost.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api import csrf
 from api.ratelimit import TokenBucketLimiter
 from api.security import Principal, decode_access_token
-from api.web import csrf
 from kit.errors import DomainError, Forbidden
 from kit.settings import Settings
 from pass_ import accounts
@@ -45,19 +43,6 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
-@asynccontextmanager
-async def open_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """The request's transaction opened by the route itself, for a route that needs one on
-    some paths only (the redemption: api/routers/redemptions.py): same rules as `SessionDep`
-    — committed when the block ends, before the answer is sent — and the same provider,
-    test overrides of `get_session` included."""
-    provider = request.app.dependency_overrides.get(get_session, get_session)
-    takes_request = bool(inspect.signature(provider).parameters)
-    source = provider(request) if takes_request else provider()
-    async with asynccontextmanager(lambda: source)() as session:
-        yield session
-
-
 def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
@@ -74,9 +59,7 @@ def _bearer(request: Request) -> str | None:
 
 async def token_principal(request: Request) -> Principal:
     """The principal named by a valid access token (header or cookie, CSRF rules for the
-    cookie), *without* asking the database whether the account is still active: only for a
-    route that checks the account itself in its own statement before doing anything, and
-    calls `ensure_active` on every other path (the redemption, api/routers/redemptions.py)."""
+    cookie); `current_principal` then checks the account is still active."""
     token = _bearer(request)
     if not token:
         raise Unauthenticated()
@@ -106,7 +89,6 @@ async def current_principal(request: Request, session: SessionDep) -> Principal:
 
 
 CurrentUser = Annotated[Principal, Depends(current_principal)]
-TokenPrincipal = Annotated[Principal, Depends(token_principal)]
 
 
 def _check_role(principal: Principal, allowed: frozenset[Role]) -> Principal:
@@ -124,21 +106,9 @@ def require(*roles: Role):  # type: ignore[no-untyped-def]
     return check
 
 
-def require_token(*roles: Role):  # type: ignore[no-untyped-def]
-    """As `require`, on `token_principal`: the route must check the account itself."""
-    allowed = frozenset(roles)
-
-    async def check(principal: TokenPrincipal) -> Principal:
-        return _check_role(principal, allowed)
-
-    return check
-
-
 OperatorAdmin = Annotated[Principal, Depends(require(Role.operator_admin))]
 IssuerAgent = Annotated[Principal, Depends(require(Role.issuer_agent))]
 SiteMediator = Annotated[Principal, Depends(require(Role.site_mediator))]
-# A mediator's token, the account not yet checked: see `token_principal`.
-SiteMediatorToken = Annotated[Principal, Depends(require_token(Role.site_mediator))]
 FinancerUser = Annotated[Principal, Depends(require(Role.financer))]
 StatementReader = Annotated[
     Principal, Depends(require(Role.operator_admin, Role.financer, Role.site_mediator))

@@ -41,7 +41,7 @@ from clearing.batches import (
 )
 from ledger.audit import Difference, audit_ledger
 from pass_.issuance import audit_issuance
-from pass_.redemption import audit_redemptions
+from pass_.redemption import audit_double_redemptions, audit_redemptions
 
 
 @dataclass
@@ -55,6 +55,7 @@ async def run_audit(session: AsyncSession) -> AuditResult:
     differences = list(await audit_ledger(session))
     differences += await audit_issuance(session)
     differences += await audit_redemptions(session)
+    differences += await audit_double_redemptions(session)
     differences += await audit_clearing(session)
     ok = not differences
     summary = (

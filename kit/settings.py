@@ -52,9 +52,6 @@ class Settings(BaseSettings):
     # last, so the work arrives in small slices instead of a burst that delays the requests
     # around it.
     sealer_interval: float = Field(default=0.05, gt=0, le=60)
-    # Redemption statements a worker runs at once (pass_.redemption.AtOnceQueue): scans that
-    # find them all busy wait and go together in the next one. One measured best (bench/).
-    redeem_statements: int = Field(default=1, ge=1, le=10)
     secure_cookies: bool = False
 
     def secret(self, name: str, nbytes: int = 32) -> str:

@@ -10,7 +10,7 @@
 -- signature Python verified* says (only for a genuine token that is not the stored copy, e.g.
 -- signed again after a key rotation), else NULL; the site, the user, the Paris day the rules
 -- are judged on (the scan's day offline), the instant recorded, the service and démarche;
--- p_scanned_at for an offline scan (NULL online).
+-- p_scanned_at for an offline scan (NULL online), with the accepted range's bounds.
 --
 -- Returns `refusal` NULL when redeemed (or, in a dry run, redeemable), else a stable code:
 --   invalid_scanned_at, site_not_qualified, cheque_not_found, invalid_token,
@@ -29,6 +29,7 @@ CREATE OR REPLACE FUNCTION pass_redeem(
     p_serial text, p_token text, p_claimed_programme_id bigint, p_claimed_value_cents bigint,
     p_site_id bigint, p_user_id bigint, p_day date, p_at timestamptz,
     p_service text, p_demarche_family text, p_scanned_at timestamptz DEFAULT NULL,
+    p_offline_max_age interval DEFAULT NULL, p_clock_skew interval DEFAULT NULL,
     p_dry_run boolean DEFAULT false,
     OUT refusal text, OUT redemption_id bigint, OUT cheque_id bigint, OUT serial text,
     OUT status text, OUT value_cents bigint, OUT valid_from date, OUT redeem_until date,
@@ -42,9 +43,11 @@ DECLARE
     v_entry record;
 BEGIN
     redeemed_here := false;
-    -- An offline scan: at most 7 days old, at most 5 minutes ahead (the device's clock).
+    -- An offline scan: at most p_offline_max_age old, at most p_clock_skew ahead (the
+    -- device's clock). The bounds are pass_.redemption.OFFLINE_MAX_AGE and CLOCK_SKEW, which
+    -- expiry and retention depend on too.
     IF p_scanned_at IS NOT NULL
-       AND (p_scanned_at < p_at - interval '7 days' OR p_scanned_at > p_at + interval '5 minutes')
+       AND (p_scanned_at < p_at - p_offline_max_age OR p_scanned_at > p_at + p_clock_skew)
     THEN
         refusal := 'invalid_scanned_at';
         RETURN;
@@ -126,9 +129,13 @@ BEGIN
         IF p_dry_run THEN
             RETURN;
         END IF;
-        -- The claim.
+        -- The claim. "Still active" is written `= (SELECT 'active')`: same meaning, but the
+        -- planner cannot match it to the partial index ix_cheque_active_redeem_until (WHERE
+        -- status = 'active', for expiry), which lagging statistics (a campaign of new
+        -- cheques) made look nearly empty: a plan starting from it scanned every active
+        -- cheque. The claim finds its cheque by id, whatever the statistics.
         UPDATE cheque ch SET status = 'redeemed', status_changed_at = p_at
-        WHERE ch.id = c.id AND ch.status = 'active';
+        WHERE ch.id = c.id AND ch.status = (SELECT CAST('active' AS text));
         IF FOUND THEN
             INSERT INTO redemption AS r (cheque_id, programme_id, site_id, user_id, value_cents,
                                          service, demarche_family, redeemed_at, scanned_at)

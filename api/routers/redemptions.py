@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import TypeAdapter, ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.types import Scope
 
 from api import idempotency
-from api.deps import (
-    SessionDep,
-    SiteMediator,
-    SiteMediatorToken,
-    ensure_active,
-    open_session,
-    require,
-)
+from api.deps import SessionDep, SiteMediator, require
 from api.idempotency import Answer, IdempotencyKey
 from api.metrics import REDEMPTIONS
 from api.ratelimit import enforce
-from api.security import Principal, decode_access_token
+from api.security import Principal
 from kit.clock import utcnow
-from kit.errors import DomainError, Forbidden
+from kit.errors import Forbidden
 from pass_ import redemption as service
 from pass_.codes import is_serial_like
 from pass_.enums import Role
@@ -40,13 +29,18 @@ from pass_.redemption_schemas import (
     RedemptionRead,
     ReversalRead,
 )
-from pass_.tokens import ChequeClaims, read_unverified
 
 router = APIRouter(prefix="/api/v1", tags=["encaissements"])
 
 REDEEM_PATH = "/api/v1/redemptions"
 MAX_ID = 2**63 - 1
 RedemptionReader = Annotated[Principal, Depends(require(Role.site_mediator, Role.operator_admin))]
+
+
+def fingerprint(code: str, service_: str, demarche_family: str | None) -> str:
+    """The idempotency fingerprint of a redemption, whichever road it takes (the API, the
+    scan page, an offline item)."""
+    return _fingerprint(code, service_, demarche_family)
 
 
 def _fingerprint(code: str, service_: str, demarche_family: str | None) -> str:
@@ -76,34 +70,13 @@ def _fingerprint(code: str, service_: str, demarche_family: str | None) -> str:
 async def redeem(
     data: RedemptionCreate,
     request: Request,
-    principal: SiteMediatorToken,
+    principal: SiteMediator,
     key: IdempotencyKey,
+    session: SessionDep,
 ) -> Response:
     """Encaisse un chèque (code saisi ou QR). Rejouer la même clé rend la première réponse."""
     enforce(request, principal)
     now = utcnow()
-    fingerprint = _fingerprint(data.code, data.service.value, _value(data.demarche_family))
-    tried = request.scope.get(_TRIED_AT_ONCE, False)  # by the scanners' lane, for this request
-    body = None if tried else await _redeem_at_once(request, principal, data, key, fingerprint,
-                                                    now)
-    if body is not None:
-        REDEMPTIONS.labels("redeemed").inc()
-        return Response(body, status_code=201, media_type="application/json")
-    # The general path: says why a cheque is refused, replays a key, redeems a typed serial.
-    async with open_session(request) as session:
-        return await _redeem_in_session(session, request, principal, data, key, fingerprint, now)
-
-
-async def _redeem_in_session(
-    session: AsyncSession,
-    request: Request,
-    principal: Principal,
-    data: RedemptionCreate,
-    key: str,
-    fingerprint: str,
-    now: datetime,
-) -> Response:
-    await ensure_active(session, principal)
 
     async def work() -> dict[str, Any]:
         redemption = await service.redeem_cheque(
@@ -122,162 +95,12 @@ async def _redeem_in_session(
         session,
         user_id=principal.user_id,
         key=key,
-        fingerprint=fingerprint,
+        fingerprint=_fingerprint(data.code, data.service.value, _value(data.demarche_family)),
         work=work,
         savepoint=False,  # redeem_cheque refuses before writing anything
     )
     REDEMPTIONS.labels("replayed" if replayed else _outcome(answer)).inc()
     return answer.response({"Idempotent-Replayed": "true"} if replayed else None)
-
-
-# Stands for the redemption id in the answer built before the statement that assigns it.
-_ID_MARK = 918_273_645_546_372_819
-# Stand for the other fields while the answer's format is built (`_body_format`).
-_VALUE_MARK = 918_273_645_546_372_817
-_SITE_MARK = 918_273_645_546_372_813
-_SERIAL_MARK = "cheque-serial-mark-41f7"
-_AT_MARK = "redeemed-at-mark-41f7"
-_INSTANT = TypeAdapter(datetime)
-
-
-def _body_format() -> str:
-    """The 201 answer's body as `Answer.of(201, RedemptionRead(…).model_dump(mode="json"))`
-    writes it, as a %-format with a slot for each field: built once from pydantic's own
-    output, so that filling it is byte for byte that output, at a tenth of the cost."""
-    data = RedemptionRead.model_construct(
-        id=_ID_MARK, cheque_serial=_SERIAL_MARK, value_cents=_VALUE_MARK,
-        redeemed_at=datetime(2000, 1, 1, tzinfo=UTC), site_id=_SITE_MARK,
-    ).model_dump(mode="json")
-    data["redeemed_at"] = _AT_MARK
-    body = Answer.of(201, data).body.replace("%", "%%")
-    slots = {str(_ID_MARK): "%(id)d", idempotency.json_text(_SERIAL_MARK): "%(serial)s",
-             str(_VALUE_MARK): "%(value)d", idempotency.json_text(_AT_MARK): "%(at)s",
-             str(_SITE_MARK): "%(site)d"}
-    for mark, slot in slots.items():
-        if body.count(mark) != 1:
-            raise RuntimeError(f"the redemption answer's format lost its mark {mark}")
-        body = body.replace(mark, slot)
-    return body
-
-
-_BODY_FORMAT = _body_format()
-
-
-def _redeemed_body(
-    redemption_id: int, stated: ChequeClaims, site_id: int, now: datetime
-) -> str:
-    """The 201 answer's body as `run_once` stores it, for a cheque redeemed at once (the
-    short roads build it themselves, before or while the statement assigns the id)."""
-    return _BODY_FORMAT % {
-        "id": redemption_id,
-        "serial": idempotency.json_text(stated.serial),
-        "value": stated.value_cents,
-        "at": idempotency.json_text(_INSTANT.dump_python(now, mode="json")),
-        "site": site_id,
-    }
-
-
-def _answer_format(stated: ChequeClaims, site_id: int, now: datetime) -> str | None:
-    """The 201 answer as `run_once` would store it, as a format for the statement that
-    assigns the id: `%s` where the id goes, `%%` for any other percent sign; None if the
-    answer could not be told apart from its id."""
-    body = _redeemed_body(_ID_MARK, stated, site_id, now)
-    mark = str(_ID_MARK)
-    if body.count(mark) != 1:
-        return None
-    return body.replace("%", "%%").replace(mark, "%s")
-
-
-async def _redeem_at_once(
-    request: Request,
-    principal: Principal,
-    data: RedemptionCreate,
-    key: str,
-    fingerprint: str,
-    now: datetime,
-) -> str | None:
-    """The common case in one statement (`pass_.redemption.redeem_at_once`, or with other
-    scans in one under load: `AtOnceQueue`): a genuine QR code, redeemable here, under a new
-    key. Returns the answer's body, or None for the general
-    path (anything else: a typed serial, a refusal to explain, a replay), nothing written."""
-    queue = getattr(request.app.state, "redeem_queue", None)
-    if queue is None or is_serial_like(data.code):
-        return None
-    try:  # what the token states; the statement checks it is the cheque's own token
-        claims = read_unverified(data.code)
-    except DomainError:
-        return None
-    answer_format = _answer_format(claims, principal.organisation_id, now)
-    if answer_format is None:
-        return None
-    done = await queue.redeem(service.OnlineAtOnce(
-        token=data.code,
-        stated=claims,
-        site_id=principal.organisation_id,
-        user_id=principal.user_id,
-        service=data.service,
-        demarche_family=data.demarche_family,
-        now=now,
-        idempotency_key=key,
-        request_hash=fingerprint,
-        answer_format=answer_format,
-    ))
-    return None if done is None else done[1]
-
-
-# ------------------------------------------------------------------ the scanners' fast lane
-
-
-class RedeemLane:
-    """`POST /api/v1/redemptions` for its common case, ahead of the application's whole stack
-    (a `api.app.FastLane`): a mediator's bearer token, a JSON body with a QR code, a
-    well-formed Idempotency-Key, and the cheque redeemable in one statement
-    (`_redeem_at_once`). It answers only when the route would answer exactly that — 201 and
-    the same body, byte for byte — and otherwise hands the untouched request to the route
-    (which says why, replays, applies the rate limits…), so every other behaviour is the
-    route's own. Saves the middleware, routing and dependency injection, which were most of a
-    redemption's CPU after the database.
-
-    Not charged to the rate limits, as scanned codes in offline batches are not: a genuine QR
-    code redeemed at once is not a guess; every request the lane declines is charged by the
-    route. Installed by api.app."""
-
-    method = "POST"
-    path = REDEEM_PATH
-    max_body = 4096  # a redemption is ~250 bytes; anything larger is the route's to refuse
-
-    async def answer(self, app: Any, scope: Scope, body: bytes) -> bytes | None:
-        request = Request(scope)
-        headers = request.headers
-        authorization = headers.get("authorization", "")
-        key = headers.get("idempotency-key")
-        if (
-            authorization[:7].lower() != "bearer "
-            or headers.get("content-type", "").split(";")[0].strip() != "application/json"
-            or key is None
-            or not idempotency.is_valid_key(key)
-        ):
-            return None
-        try:
-            principal = decode_access_token(authorization[7:].strip(), secret=app.state.jwt_secret)
-            # Parsed then validated as FastAPI does, so the lane accepts exactly what it would.
-            data = RedemptionCreate.model_validate(json.loads(body))
-        except (DomainError, ValidationError, ValueError):
-            return None
-        if principal.role != Role.site_mediator:
-            return None
-        now = utcnow()
-        fingerprint = _fingerprint(data.code, data.service.value, _value(data.demarche_family))
-        answer = await _redeem_at_once(request, principal, data, key, fingerprint, now)
-        if answer is None:
-            # The statement found something in the way: the route need not try it again.
-            scope[_TRIED_AT_ONCE] = True
-            return None
-        REDEMPTIONS.labels("redeemed").inc()
-        return answer.encode()
-
-
-_TRIED_AT_ONCE = "passnum.redeemed_at_once_tried"
 
 
 @router.post("/redemptions/batch", response_model=OfflineBatchResult)
@@ -288,11 +111,6 @@ async def redeem_batch(
     # Only typed serials can be guessed; a signed QR code needs no rate limit.
     enforce(request, principal, cost=max(1, sum(is_serial_like(i.code) for i in data.items)))
     items = data.items
-    at_once = await _redeem_batch_at_once(request, principal, items)
-    if at_once is not None:
-        REDEMPTIONS.labels("redeemed").inc(len(items))
-        return Response(at_once, media_type="application/json")
-    # The general path: each scan decided on its own (refusals, replays, duplicates, serials).
     requests = [
         (i.idempotency_key, _fingerprint(i.code, i.service.value, _value(i.demarche_family)))
         for i in items
@@ -329,64 +147,6 @@ async def redeem_batch(
             "conflicts": statuses["conflict"],
         }
     )
-
-
-async def _redeem_batch_at_once(
-    request: Request, principal: Principal, items: list[OfflineScan]
-) -> bytes | None:
-    """A batch of genuine QR codes, all redeemable, under new keys, in one transaction
-    (`pass_.redemption.redeem_batch_at_once`): returns the response's body, or None for the
-    general path (nothing written). The answers stored are those the general path stores."""
-    pool = getattr(request.app.state, "hot_pool", None)
-    if pool is None:
-        return None
-    scans = []
-    for item in items:
-        if is_serial_like(item.code):
-            return None
-        try:
-            stated = read_unverified(item.code)
-        except DomainError:
-            return None
-        scans.append(
-            service.ScanAtOnce(
-                token=item.code,
-                stated=stated,
-                service=item.service,
-                demarche_family=item.demarche_family,
-                scanned_at=item.scanned_at,
-                idempotency_key=item.idempotency_key,
-                request_hash=_fingerprint(
-                    item.code, item.service.value, _value(item.demarche_family)
-                ),
-            )
-        )
-    now = utcnow()
-    site_id = principal.organisation_id
-
-    def answer_of(redemption_id: int, scan: service.ScanAtOnce) -> str:
-        return _redeemed_body(redemption_id, scan.stated, site_id, now)
-
-    async with pool.connection() as conn:
-        answers = await service.redeem_batch_at_once(
-            conn,
-            keyring=request.app.state.keyring,
-            site_id=site_id,
-            user_id=principal.user_id,
-            scans=scans,
-            now=now,
-            answer_of=answer_of,
-        )
-    if answers is None:
-        return None
-    # The response as `_item_result` shapes it, written around the stored answers' text.
-    results = ",".join(
-        f'{{"idempotency_key":{json.dumps(scan.idempotency_key)},"status":"accepted",'
-        f'"redemption":{answer}}}'
-        for scan, answer in zip(scans, answers, strict=True)
-    )
-    body = f'{{"results":[{results}],"accepted":{len(scans)},"refused":0,"conflicts":0}}'
-    return body.encode()
 
 
 @router.post("/redemptions/{redemption_id}/reverse", response_model=ReversalRead)

@@ -25,7 +25,7 @@ SOURCES = (ROOT / "ledger" / "posting.sql", ROOT / "pass_" / "redeem.sql")
 
 FUNCTIONS = (
     "pass_redeem(text, text, bigint, bigint, bigint, bigint, date, timestamptz, text, text, "
-    "timestamptz, boolean)",
+    "timestamptz, interval, interval, boolean)",
     "ledger_post(text, text, jsonb, timestamptz, text[], bigint[])",
     "ledger_content_hash(text, jsonb, text[], bigint[])",
     "ledger_canonical_json(jsonb)",

@@ -108,19 +108,30 @@ def excinfo_code(call: object) -> str:
     return caught.value.code
 
 
-def test_a_token_is_read_from_its_signature_and_a_forged_one_is_refused(
+def test_a_token_is_read_for_its_serial_and_junk_is_refused(
     keyring: Keyring, tmp_path: object
 ) -> None:
     claims = ChequeClaims(new_serial(), 7, 1000, date(2026, 1, 31))
     token = keyring.sign(claims)
-    assert svc.parse_code(token, keyring).serial == claims.serial
-    assert svc.parse_code(token, keyring).claims.programme_id == 7  # type: ignore[union-attr]
-    forged = Keyring.load_or_create(tmp_path / "other").sign(claims)  # type: ignore[operator]
-    assert excinfo_code(lambda: svc.parse_code(forged, keyring)) == "invalid_token"
+    assert svc.parse_code(token, keyring) == svc.ParsedCode(claims.serial, token)
+    # Read in its canonical form (as stored at issuance), whatever the case and spaces.
+    assert svc.parse_code(f" {token.lower()} ", keyring) == svc.ParsedCode(claims.serial, token)
     assert excinfo_code(lambda: svc.parse_code(token[:-1], keyring)) == "invalid_token"
-    flipped = token[:-3] + ("A" if token[-3] != "A" else "B") + token[-2:]
-    assert excinfo_code(lambda: svc.parse_code(flipped, keyring)) == "invalid_token"
     assert excinfo_code(lambda: svc.parse_code("", keyring)) == "invalid_serial"
+    # A key the keyring does not know (retired, or never ours) signs nothing we accept.
+    stranger = Keyring.load_or_create(tmp_path / "other").sign(claims)  # type: ignore[operator]
+    assert excinfo_code(lambda: svc.parse_code(stranger, keyring)) == "invalid_token"
+
+
+async def test_a_forged_or_altered_token_of_a_real_cheque_is_refused_and_a_recased_one_redeems(
+    session: AsyncSession, keyring: Keyring, scene: Scene, site: Organisation, tmp_path: object
+) -> None:
+    c = scene.cheques
+    flipped = c[0].token[:-3] + ("A" if c[0].token[-3] != "A" else "B") + c[0].token[-2:]
+    assert (await refusal(redeem(session, keyring, site, flipped))).code == "invalid_token"
+    assert await status_of(session, c[0].id) == ChequeStatus.active
+    done = await redeem(session, keyring, site, c[1].token.lower())
+    assert done.cheque_serial == c[1].serial
 
 
 # ------------------------------------------------------------------------------------- redeem
