@@ -735,3 +735,29 @@ async def test_the_audit_finds_cheques_and_entries_that_disagree_with_redemption
         ]
     )
     assert all(d.message for d in found)
+
+
+async def test_the_audit_names_a_cheque_redeemed_twice_when_the_unique_index_is_gone(
+    session: AsyncSession, keyring: Keyring, scene: Scene, site: Organisation
+) -> None:
+    from clearing.audit import run_audit
+
+    cheque = scene.cheques[0]
+    first = await redeem(session, keyring, site, cheque.serial)
+    # As a superuser could (the test's transaction rolls it all back): the index gone, a
+    # second live redemption of the same cheque.
+    await session.execute(text("DROP INDEX uq_redemption_live_cheque"))
+    second = await session.scalar(text(
+        "INSERT INTO redemption (cheque_id, programme_id, site_id, user_id, value_cents, "
+        "service, redeemed_at) SELECT cheque_id, programme_id, site_id, user_id, value_cents, "
+        "service, redeemed_at FROM redemption WHERE id = :id RETURNING id"), {"id": first.id})
+
+    found = await svc.audit_double_redemptions(session, programme_id=scene.programme_id)
+    assert [(d.kind, d.details) for d in found] == [(
+        "cheque_redeemed_twice",
+        {"cheque_id": cheque.id, "serial": cheque.serial, "redemption_ids": [first.id, second]},
+    )]
+    assert cheque.serial in found[0].message
+    whole = await run_audit(session)
+    assert any(d.kind == "cheque_redeemed_twice" and d.details["serial"] == cheque.serial
+               for d in whole.differences)
