@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api import csrf
@@ -19,7 +20,6 @@ from api.ratelimit import TokenBucketLimiter
 from api.security import Principal, decode_access_token
 from kit.errors import DomainError, Forbidden
 from kit.settings import Settings
-from pass_ import accounts
 from pass_.enums import Role
 
 COOKIE_NAME = "passnum_session"
@@ -70,15 +70,21 @@ async def token_principal(request: Request) -> Principal:
     return principal
 
 
+# One indexed read, no ORM object: every authenticated request makes it.
+_ACCOUNT_STILL_VALID = text("""
+SELECT 1 FROM app_user
+WHERE id = :user_id AND is_active AND organisation_id = :organisation_id AND role = :role
+""")
+
+
 async def ensure_active(session: AsyncSession, principal: Principal) -> None:
     """Refuse a token whose account was deactivated, moved or given another role since."""
-    user = await accounts.get_user(session, principal.user_id)
-    if (
-        user is None
-        or not user.is_active
-        or user.organisation_id != principal.organisation_id
-        or user.role != principal.role.value
-    ):
+    found = await session.execute(_ACCOUNT_STILL_VALID, {
+        "user_id": principal.user_id,
+        "organisation_id": principal.organisation_id,
+        "role": principal.role.value,
+    })
+    if found.first() is None:
         raise Unauthenticated("Ce compte n'est plus actif : reconnectez-vous.")
 
 

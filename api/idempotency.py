@@ -157,11 +157,16 @@ FROM idempotency_record
 WHERE user_id = :user_id AND key = ANY(CAST(:keys AS text[]))
 """)
 
+# `r.key = ANY(…)` as well as the join: the planner then reaches the records through the
+# (user_id, key) index whatever it guesses of unnest's size. Without it, once the table held a
+# few tens of thousands of answers, it chose a hash join over the whole table (measured: 10 ms
+# of PostgreSQL CPU a redemption).
 _RECORD = text("""
 UPDATE idempotency_record r SET status_code = x.status, response = CAST(x.body AS json)
 FROM unnest(CAST(:keys AS text[]), CAST(:statuses AS smallint[]), CAST(:bodies AS text[]))
      AS x(key, status, body)
-WHERE r.user_id = :user_id AND r.key = x.key AND r.status_code = 0
+WHERE r.user_id = :user_id AND r.key = ANY(CAST(:keys AS text[])) AND r.key = x.key
+  AND r.status_code = 0
 """)
 
 

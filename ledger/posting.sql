@@ -13,8 +13,10 @@ BEGIN
     CASE jsonb_typeof(v)
     WHEN 'object' THEN
         RETURN '{' || coalesce((
-            SELECT string_agg(to_json(e.k)::text || ':' || ledger_canonical_json(e.x), ','
-                              ORDER BY e.k COLLATE "C")
+            SELECT string_agg(to_json(e.k)::text || ':'
+                              || CASE WHEN jsonb_typeof(e.x) IN ('object', 'array')
+                                      THEN ledger_canonical_json(e.x) ELSE e.x::text END,
+                              ',' ORDER BY e.k COLLATE "C")
             FROM jsonb_each(v) AS e(k, x)), '') || '}';
     WHEN 'array' THEN
         RETURN '[' || coalesce((
@@ -56,6 +58,8 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_total numeric;
     v_existing text;
+    v_written bigint;
+    v_missing text[];
 BEGIN
     IF coalesce(cardinality(p_codes), 0) < 2
        OR cardinality(p_codes) <> coalesce(cardinality(p_amounts), 0) THEN
@@ -87,16 +91,30 @@ BEGIN
         RETURN;
     END IF;
 
-    INSERT INTO ledger_account (code)
-    SELECT DISTINCT x.code FROM unnest(p_codes) AS x(code)
-    WHERE NOT EXISTS (SELECT 1 FROM ledger_account a WHERE a.code = x.code)
-    ORDER BY x.code
-    ON CONFLICT (code) DO NOTHING;
+    -- The postings; an account used for the first time is created, then its postings
+    -- written (the common case, every account known, is one statement).
     INSERT INTO ledger_posting (entry_id, account_id, amount_cents)
     SELECT ledger_post.entry_id, a.id, x.amount
     FROM unnest(p_codes, p_amounts) WITH ORDINALITY AS x(code, amount, n)
     JOIN ledger_account a ON a.code = x.code
     ORDER BY x.n;
+    GET DIAGNOSTICS v_written = ROW_COUNT;
+    IF v_written < cardinality(p_codes) THEN
+        SELECT array_agg(DISTINCT x.code) INTO v_missing
+        FROM unnest(p_codes) AS x(code)
+        WHERE NOT EXISTS (SELECT 1 FROM ledger_posting p JOIN ledger_account a
+                          ON a.id = p.account_id
+                          WHERE p.entry_id = ledger_post.entry_id AND a.code = x.code);
+        INSERT INTO ledger_account (code)
+        SELECT c FROM unnest(v_missing) AS c ORDER BY c
+        ON CONFLICT (code) DO NOTHING;
+        INSERT INTO ledger_posting (entry_id, account_id, amount_cents)
+        SELECT ledger_post.entry_id, a.id, x.amount
+        FROM unnest(p_codes, p_amounts) WITH ORDINALITY AS x(code, amount, n)
+        JOIN ledger_account a ON a.code = x.code
+        WHERE x.code = ANY(v_missing)
+        ORDER BY x.n;
+    END IF;
     created := true;
     same_content := true;
 END

@@ -37,8 +37,6 @@ CREATE OR REPLACE FUNCTION pass_redeem(
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    v_qualified boolean;
-    v_commune text;
     c record;
     v_entry record;
 BEGIN
@@ -52,24 +50,24 @@ BEGIN
         refusal := 'invalid_scanned_at';
         RETURN;
     END IF;
-    -- The site: a site, qualified.
-    SELECT o.kind = 'site' AND o.qualification = 'qualified', o.commune_insee
-    INTO v_qualified, v_commune
-    FROM organisation o WHERE o.id = p_site_id;
-    IF v_qualified IS NOT TRUE THEN
-        refusal := 'site_not_qualified';
-        RETURN;
-    END IF;
     FOR attempt IN 1..3 LOOP
-        SELECT ch.id, ch.serial, ch.token, ch.programme_id, ch.value_cents, ch.status,
-               ch.valid_from, ch.redeem_until, ch.status_changed_at, p.territory,
+        -- The site and the cheque, in one read.
+        SELECT o.kind = 'site' AND o.qualification = 'qualified' AS site_qualified,
+               o.commune_insee, ch.id, ch.serial, ch.token, ch.programme_id, ch.value_cents,
+               ch.status, ch.valid_from, ch.redeem_until, ch.status_changed_at, p.territory,
                r.id AS live_id, r.redeemed_at AS live_at, r.site_id AS live_site
         INTO c
-        FROM cheque ch
-        JOIN programme p ON p.id = ch.programme_id
+        FROM organisation o
+        LEFT JOIN cheque ch ON ch.serial = p_serial
+        LEFT JOIN programme p ON p.id = ch.programme_id
         LEFT JOIN redemption r ON r.cheque_id = ch.id AND r.reversed_at IS NULL
-        WHERE ch.serial = p_serial;
-        IF NOT FOUND THEN
+        WHERE o.id = p_site_id;
+        -- The site: a site, qualified.
+        IF c.site_qualified IS NOT TRUE THEN
+            refusal := 'site_not_qualified';
+            RETURN;
+        END IF;
+        IF c.id IS NULL THEN
             refusal := 'cheque_not_found';
             RETURN;
         END IF;
@@ -93,8 +91,8 @@ BEGIN
         -- The territory: the site's commune is one of the programme's communes (5 characters)
         -- or lies in one of its départements (a shorter code, a prefix).
         IF NOT EXISTS (SELECT 1 FROM unnest(c.territory) AS t(code)
-                       WHERE t.code = v_commune
-                          OR (length(t.code) < 5 AND starts_with(v_commune, t.code))) THEN
+                       WHERE t.code = c.commune_insee
+                          OR (length(t.code) < 5 AND starts_with(c.commune_insee, t.code))) THEN
             refusal := 'site_not_eligible';
             RETURN;
         END IF;
@@ -134,14 +132,18 @@ BEGIN
         -- status = 'active', for expiry), which lagging statistics (a campaign of new
         -- cheques) made look nearly empty: a plan starting from it scanned every active
         -- cheque. The claim finds its cheque by id, whatever the statistics.
-        UPDATE cheque ch SET status = 'redeemed', status_changed_at = p_at
-        WHERE ch.id = c.id AND ch.status = (SELECT CAST('active' AS text));
-        IF FOUND THEN
-            INSERT INTO redemption AS r (cheque_id, programme_id, site_id, user_id, value_cents,
-                                         service, demarche_family, redeemed_at, scanned_at)
-            VALUES (c.id, c.programme_id, p_site_id, p_user_id, c.value_cents, p_service,
-                    p_demarche_family, p_at, p_scanned_at)
-            RETURNING r.id INTO redemption_id;
+        WITH claimed AS (
+            UPDATE cheque ch SET status = 'redeemed', status_changed_at = p_at
+            WHERE ch.id = c.id AND ch.status = (SELECT CAST('active' AS text))
+            RETURNING ch.id
+        )
+        INSERT INTO redemption AS r (cheque_id, programme_id, site_id, user_id, value_cents,
+                                     service, demarche_family, redeemed_at, scanned_at)
+        SELECT claimed.id, c.programme_id, p_site_id, p_user_id, c.value_cents, p_service,
+               p_demarche_family, p_at, p_scanned_at
+        FROM claimed
+        RETURNING r.id INTO redemption_id;
+        IF redemption_id IS NOT NULL THEN
             -- The cheque's value moves from the programme's outstanding to the site's payable.
             SELECT * INTO v_entry FROM ledger_post(
                 'redeem:' || redemption_id, 'redemption', jsonb_build_object('serial', c.serial),

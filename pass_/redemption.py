@@ -1,27 +1,15 @@
 """Redemption: a qualified site cashes a cheque exactly once, online or from an offline batch.
 
-Every rule of DESIGN.md §5 and the writes live in one database function, `pass_redeem`
-(pass_/redeem.sql, installed by migration 0008_redeem_function; the table "rule → where" is in
-pass_/README.md). Every road calls it: `redeem_cheque` (the API's `POST /api/v1/redemptions`
-and the mediator's scan page), `redeem_offline` (an offline batch: one statement calling it
-once per scan), `check_cheque` (`GET /api/v1/cheques/{code}`: the same function in its dry-run
-mode). This module only reads what a mediator typed or scanned (`parse_code`: the serial, and
-the token in its canonical form) and maps the function's refusal codes to the domain's errors.
+Every rule of DESIGN.md §5 and the writes are one database function, `pass_redeem`
+(pass_/redeem.sql; the table "rule → where" is in pass_/README.md), which every road calls:
+`redeem_cheque` (the API and the scan page), `redeem_offline` (one statement calling it per
+scan), `check_cheque` (its dry run). This module reads what a mediator typed or scanned
+(`parse_code`) and maps the function's refusal codes to the domain's errors. A token that is
+not the very copy stored at issuance has its Ed25519 signature verified here (`_verified`) and
+the function is asked again with the claims it carries, which must match the cheque.
 
-A QR token is authenticated by the function, by comparing it with the token stored for its
-cheque at issuance (one we signed). A token that is not that copy (signed again after a key
-rotation, say) has its Ed25519 signature verified here, and the function is asked again with
-the claims it carries, which must match the cheque. Tokens of a retired key are refused here
-(`parse_code`): only the keyring knows which keys are retired.
-
-Offline scans are judged on the Paris day of their `scanned_at`, which must lie within
-[now − 7 days, now + 5 minutes] (the function's first rule); `redeemed_at` is when the server
-recorded the redemption (the 24 h reversal window and clearing cutoffs follow the server's
-clock). Of two scans of one cheque, the earlier is redeemed and the later reported as a
-conflict, as is a scan of a cheque this site already redeemed.
-
-Functions take `now` (UTC) as an argument; the Paris day is derived from it, so tests need no
-clock patching.
+Functions take `now` (UTC); the Paris day is derived from it (offline: from `scanned_at`), so
+tests need no clock patching.
 """
 
 from __future__ import annotations

@@ -37,12 +37,6 @@ MAX_ID = 2**63 - 1
 RedemptionReader = Annotated[Principal, Depends(require(Role.site_mediator, Role.operator_admin))]
 
 
-def fingerprint(code: str, service_: str, demarche_family: str | None) -> str:
-    """The idempotency fingerprint of a redemption, whichever road it takes (the API, the
-    scan page, an offline item)."""
-    return _fingerprint(code, service_, demarche_family)
-
-
 def _fingerprint(code: str, service_: str, demarche_family: str | None) -> str:
     # An offline item is the same request as the online POST of its code, service and
     # démarche: a scan tried online, then queued offline under the same key, replays the
