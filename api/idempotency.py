@@ -43,7 +43,6 @@ __all__ = [
     "InvalidIdempotencyKey",
     "answer_of_error",
     "fingerprint",
-    "is_valid_key",
     "load_many",
     "record_many",
     "reserve_many",
@@ -80,15 +79,6 @@ async def _idempotency_key(
         raise InvalidIdempotencyKey() from None
 
 
-def is_valid_key(key: str) -> bool:
-    """Whether `key` is an acceptable Idempotency-Key (the header dependency's rule)."""
-    try:
-        _KEY.validate_python(key)
-    except ValidationError:
-        return False
-    return True
-
-
 # async: FastAPI would run a plain function in its thread pool, a thread hop per request.
 IdempotencyKey = Annotated[str, Depends(_idempotency_key)]
 
@@ -100,11 +90,6 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan
 
 def _dumps(value: Any) -> str:
     return _ENCODER.encode(value)
-
-
-def json_text(value: str) -> str:
-    """A string as stored answers write it inside their JSON (`Answer.of`'s encoder)."""
-    return _dumps(value)
 
 
 def fingerprint(method: str, path: str, body: Mapping[str, Any]) -> str:

@@ -11,7 +11,7 @@ installs them again (`CREATE OR REPLACE`).
 """
 
 from collections.abc import Sequence
-from pathlib import Path
+from importlib.resources import files
 
 from alembic import op
 
@@ -20,8 +20,9 @@ down_revision: str | None = "0007_ledger_seal"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-ROOT = Path(__file__).resolve().parents[2]
-SOURCES = (ROOT / "ledger" / "posting.sql", ROOT / "pass_" / "redeem.sql")
+# The ledger's first: the redemption posts through `ledger_post`. (Package data: the files
+# ship with an installed wheel too.)
+SOURCES = (files("ledger") / "posting.sql", files("pass_") / "redeem.sql")
 
 FUNCTIONS = (
     "pass_redeem(text, text, bigint, bigint, bigint, bigint, date, timestamptz, text, text, "

@@ -3,9 +3,10 @@
 After a run of new cheques (a campaign, an import), the statistics may still say that hardly
 any cheque is active; the partial index `ix_cheque_active_redeem_until` (WHERE status =
 'active', for expiry) then looks free, and a claim that let the planner start from it scanned
-every active cheque — 74,000 for one offline batch in a benchmark, seconds at full CPU. Each
-claim must find its cheques by serial or id whatever the statistics say. Read with EXPLAIN
-(the plan, not a timing) inside the test's rolled-back transaction, statistics included.
+every active cheque — 74,000 for one offline batch in a benchmark, seconds at full CPU. Every
+statement of `pass_redeem` must find its cheques by serial or id whatever the statistics say.
+Read with PostgreSQL's auto_explain (the plans, not a timing) inside the test's rolled-back
+transaction, statistics included.
 """
 
 from __future__ import annotations
