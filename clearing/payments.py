@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clearing import journal
 from clearing.errors import (
+    NothingToTransfer,
     PaymentAlreadyRecorded,
     PaymentInProgress,
     StatementNotFound,
@@ -292,6 +293,44 @@ async def record_transfer(session: AsyncSession, *, statement_id: int, reference
                                      amount_cents=amount_cents)
     await _mark_paid(session, statement_id, amount_cents=amount_cents, reference=reference,
                      paid_on=received_on, paid_at=now)
+
+
+def batch_transfer_reference(batch_id: int, statement_id: int) -> str:
+    """The reference of a site's transfer in the batch's SEPA file: the file's message id and
+    the transfer's end-to-end id (the statement number)."""
+    return f"PN-LOT-{batch_id}/{statement_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedTransfer:
+    statement_id: int
+    organisation_id: int
+    organisation_name: str
+    reference: str
+    amount_cents: int
+
+
+async def record_batch_transfers(session: AsyncSession, *, batch_id: int, sent_on: date,
+                                 now: datetime) -> list[RecordedTransfer]:
+    """Record at once every transfer of the batch's SEPA file as sent: each site statement
+    still open (neither held for its bank details nor already paid) is paid by its net
+    amount, through `record_transfer` (one rule), with the file's reference. Running it
+    again records nothing new: NothingToTransfer."""
+    detail = await batch_detail(session, batch_id)
+    due = [s for s in detail.statements if s.kind == "site" and s.status == "open"]
+    if not due:
+        raise NothingToTransfer(batch_id=batch_id)
+    done = []
+    for statement in due:
+        reference = batch_transfer_reference(batch_id, statement.id)
+        await record_transfer(session, statement_id=statement.id, reference=reference,
+                              amount_cents=statement.net_cents, received_on=sent_on, now=now)
+        done.append(RecordedTransfer(statement.id, statement.organisation_id,
+                                     statement.organisation_name, reference,
+                                     statement.net_cents))
+    log.info("batch_transfers_recorded", batch_id=batch_id, transfers=len(done),
+             total_cents=sum(d.amount_cents for d in done))
+    return done
 
 
 # ------------------------------------------------------------------------------ SEPA

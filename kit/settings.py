@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     jwt_secret: str | None = None
     access_token_minutes: int = 30
     beneficiary_retention_days: int = 3 * 365
+    # An expiry run touching more than this share of the live cheques asks for confirmation.
+    expiry_confirm_share_percent: int = Field(default=10, ge=0, le=100)
     # Rate limits (per worker process): sustained per-minute rate and burst.
     rate_limit_per_user_per_minute: int = 120
     rate_limit_per_ip_per_minute: int = 300
