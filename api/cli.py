@@ -106,6 +106,9 @@ def serve(
     # sealer (which, with the multiprocessing resource tracker, was left running). As an
     # exception, the signal unwinds through the `finally` instead.
     previous_sigterm = signal.signal(signal.SIGTERM, _exit_on_signal)
+    from api import logging as api_logging
+
+    api_logging.configure(json=settings.log_json)  # this process's lines (uvicorn's too)
     try:
         uvicorn.run(
             "api.app:app_factory",
@@ -115,6 +118,7 @@ def serve(
             workers=workers,
             access_log=access_log,
             log_level="warning",
+            log_config=None,  # no text format of uvicorn's own: its lines are JSON (api.logging)
             proxy_headers=True,
         )
     finally:
