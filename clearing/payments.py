@@ -56,6 +56,9 @@ class CollectingGateway(Protocol):
                       payment_method_id: str, amount_cents: int, description: str,
                       idempotency_key: str) -> PaymentIntent: ...
 
+    async def find_intent(self, *, statement_id: str | int,
+                          customer_id: str) -> PaymentIntent | None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Collection:
@@ -69,6 +72,9 @@ class Collection:
     payment_method_id: str
     idempotency_key: str
     payment_intent_id: str | None
+    # Reserved by an earlier run: that run may have died after Stripe created the intent and
+    # before its id was recorded, so Stripe is asked first (by the intent's metadata).
+    earlier: bool = False
 
 
 def idempotency_key(statement_id: int) -> str:
@@ -93,7 +99,8 @@ ON CONFLICT (statement_id) DO NOTHING
 # Every payment still waiting for its intent id (new ones and those a crash left behind).
 _PENDING = text("""
 SELECT p.id, s.id, s.batch_id, p.amount_cents, o.stripe_customer_id,
-       o.stripe_payment_method_id, p.idempotency_key, p.payment_intent_id
+       o.stripe_payment_method_id, p.idempotency_key, p.payment_intent_id,
+       p.created_at < now()
 FROM payment p JOIN statement s ON s.id = p.statement_id
 JOIN organisation o ON o.id = s.organisation_id
 WHERE p.payment_intent_id IS NULL AND p.status = 'pending'
@@ -143,6 +150,19 @@ async def collect(sessionmaker: async_sessionmaker[AsyncSession], gateway: Colle
                                                 statement_ids=statement_ids)
     done = []
     for collection in collections:
+        if collection.earlier:
+            # The crash window: Stripe may hold an intent for this statement that we never
+            # recorded. Its idempotency key would replay it for 24 hours only; its metadata
+            # names the statement for good.
+            found = await gateway.find_intent(statement_id=collection.statement_id,
+                                              customer_id=collection.customer_id)
+            if found is not None:
+                log.warning("payment_intent_recovered", statement_id=collection.statement_id,
+                            payment_intent_id=found.id)
+                async with transaction(sessionmaker) as session:
+                    await record_intent(session, collection, found)
+                done.append((collection.statement_id, found.id))
+                continue
         intent = await gateway.collect(
             statement_id=collection.statement_id, customer_id=collection.customer_id,
             payment_method_id=collection.payment_method_id,
