@@ -76,6 +76,6 @@ async def test_the_personal_data_page_is_public_and_linked_from_every_page(clien
     page = await client.get("/donnees-personnelles")
     assert page.status_code == 200
     assert "Données personnelles" in page.text and "CNIL" in page.text
-    assert re.search(r"effacées 3 ans \(1\s?095 jours\)", page.text), page.text[:2000]
+    assert re.search(r"effacée 3 ans \(1\s?095 jours\)", page.text), page.text[:2000]
     login = await client.get("/connexion")
     assert 'href="/donnees-personnelles"' in login.text
