@@ -109,6 +109,7 @@ def serve(
     from api import logging as api_logging
 
     api_logging.configure(json=settings.log_json)  # this process's lines (uvicorn's too)
+    stopped_by: int | None = None
     try:
         uvicorn.run(
             "api.app:app_factory",
@@ -121,14 +122,25 @@ def serve(
             log_config=None,  # no text format of uvicorn's own: its lines are JSON (api.logging)
             proxy_headers=True,
         )
+    except _Signalled as stop:
+        stopped_by = stop.signum
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
         if sealer is not None:
             _stop_process(sealer)
+    if stopped_by is not None:  # end as the signal would have: a supervisor sees -SIGTERM
+        signal.signal(stopped_by, signal.SIG_DFL)
+        os.kill(os.getpid(), stopped_by)
+
+
+class _Signalled(SystemExit):
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
+    raise _Signalled(signum)
 
 
 def _stop_process(process: Any, timeout: float = 10) -> None:

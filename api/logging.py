@@ -66,6 +66,7 @@ def configure_stdlib(json: bool = True, level: int = logging.INFO) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    logging.captureWarnings(True)  # warnings (deprecations…) as JSON lines too, not raw text
     for name in UVICORN_LOGGERS:
         logger = logging.getLogger(name)
         logger.handlers.clear()

@@ -201,8 +201,8 @@ async def transfer(
     except ParseError as exc:
         errors["amount"], amount = str(exc), None
     try:
-        received_on = date.fromisoformat(values["received_on"] or "")
-    except ValueError:
+        received_on = check_day(date.fromisoformat(values["received_on"] or ""))
+    except ValueError:  # DateOutOfRange is a ValueError too
         errors["received_on"] = "Indiquez la date du virement."
     if not errors:
         try:

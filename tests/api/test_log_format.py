@@ -26,14 +26,17 @@ try:
 except ZeroDivisionError:
     logging.getLogger("asyncio").exception("Task exception was never retrieved")
 structlog.get_logger().info("app_event", figure=3)
+import warnings
+warnings.warn("old API", DeprecationWarning, stacklevel=1)
 structlog.contextvars.clear_contextvars()
 logging.getLogger("uvicorn.error").warning("Shutting down")
 """
 
 
 def test_uvicorn_stdlib_and_app_lines_are_one_json_format_with_the_request_id() -> None:
-    done = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60, check=False, env={"PYTHONPATH": str(ROOT)})
+    done = subprocess.run([sys.executable, "-W", "always", "-c", SCRIPT], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=False,
+                          env={"PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     events = []
@@ -45,7 +48,9 @@ def test_uvicorn_stdlib_and_app_lines_are_one_json_format_with_the_request_id() 
     by_event = {e["event"]: e for e in events}
     assert set(by_event) == {
         "Started server process [1234]", '127.0.0.1:5000 - "GET /healthz HTTP/1.1" 200',
-        "Task exception was never retrieved", "app_event", "Shutting down"}
+        "Task exception was never retrieved", "app_event", "Shutting down"} | {
+        e for e in by_event if "DeprecationWarning: old API" in e}
+    assert any("DeprecationWarning: old API" in e for e in by_event)
     for event in events:
         assert {"event", "level", "timestamp"} <= set(event), event
     for name in ("Started server process [1234]", "Task exception was never retrieved",
