@@ -53,6 +53,12 @@ STATUS: dict[str, int] = {
     "invalid_transition": 409,
     "programme_not_ended": 409,
     "cutoff_in_future": 422,
+    "cutoff_before_last_batch": 422,
+    "batch_empty": 409,
+    "date_out_of_range": 422,
+    "expiry_day_in_future": 422,
+    "expiry_day_too_old": 422,
+    "expiry_confirmation_required": 409,
     # clearing and payments
     "statement_not_payable": 409,
     "payment_in_progress": 409,
@@ -152,6 +158,8 @@ def _french_validation(exc: RequestValidationError) -> tuple[str, str, dict[str,
         if err.get("type") == "json_invalid":
             loc = []  # pydantic puts the character position there, not a field name
         fields.append({"field": ".".join(loc) or "body", "message": message, "code": field_code})
+    if len({f["code"] for f in fields}) == 1:  # every field refused by the same rule
+        code = fields[0]["code"]
     summary = "; ".join(f"{f['field']} : {f['message']}" for f in fields[:5])
     return code, f"Données invalides — {summary}", {"fields": fields}
 

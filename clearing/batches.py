@@ -22,24 +22,24 @@ import sys
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime
 from itertools import repeat
 from time import perf_counter
 from typing import Any, cast
 
 import asyncpg
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from clearing import journal
 from clearing.allocation import Allocation as AllocationResult
 from clearing.allocation import Allocator, FinancerShare
-from clearing.errors import ConcurrentChange, CutoffInFuture
+from clearing.errors import BatchEmpty, ConcurrentChange, CutoffBeforeLast, CutoffInFuture
 from clearing.models import Batch
 from clearing.sepa import BankAccountInvalid, Party, check_account
-from kit.clock import PARIS, UTC
+from kit.clock import PARIS, UTC, check_instant, paris_midnight
 from kit.errors import InvalidInput
 from kit.money import half_up_bp
 from ledger import service as ledger
@@ -111,12 +111,13 @@ RETURNING id, organisation_id
 
 def cutoff_instant(value: datetime | date) -> datetime:
     """A cutoff as an aware UTC instant: a date means 00:00 in Paris that day, a naive
-    datetime is read as Paris time (the scheme's clock)."""
+    datetime is read as Paris time (the scheme's clock). Bounded like every date the service
+    accepts (kit.clock.check_instant): DateOutOfRange, never an overflow or -infinity."""
     if isinstance(value, datetime):
         aware = value if value.tzinfo else value.replace(tzinfo=PARIS)
-        return aware.astimezone(UTC)
+        return check_instant(aware).astimezone(UTC)
     if isinstance(value, date):
-        return datetime.combine(value, time(0, 0), tzinfo=PARIS).astimezone(UTC)
+        return check_instant(paris_midnight(value))
     raise InvalidInput("La date d'arrêté est invalide.")
 
 
@@ -211,12 +212,54 @@ def allocator_for(terms: ProgrammeTerms, allocated_before: dict[int, int]) -> Al
 # ------------------------------------------------------------------------ the use case
 
 
+_PREVIEW = text("""
+SELECT count(*), CAST(coalesce(sum(value_cents), 0) AS bigint) FROM redemption
+WHERE batch_id IS NULL AND reversed_at IS NULL AND redeemed_at < :cutoff
+""")
+
+_ANY_TO_CLEAR = text("""
+SELECT EXISTS (SELECT 1 FROM redemption
+               WHERE batch_id IS NULL AND reversed_at IS NULL AND redeemed_at < :cutoff)
+""")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPreview:
+    """What closing a batch at `cutoff` would clear, shown before the operator confirms."""
+
+    cutoff: datetime
+    last_cutoff: datetime | None
+    redemption_count: int
+    gross_cents: int
+    existing_batch_id: int | None  # that cutoff is already closed: closing changes nothing
+
+
+async def preview_batch(session: AsyncSession, *, cutoff: datetime | date,
+                        now: datetime) -> BatchPreview:
+    """The redemptions a close at `cutoff` would take (count and value), with the same
+    refusals as the close itself (future, out of range, before the last batch)."""
+    instant = cutoff_instant(cutoff)
+    if instant > now:
+        raise CutoffInFuture(cutoff=instant.isoformat())
+    existing = await session.scalar(select(Batch).where(col(Batch.cutoff) == instant))
+    last = await session.scalar(select(func.max(Batch.cutoff)))
+    if existing is None and last is not None and instant < last:
+        raise CutoffBeforeLast(cutoff=instant.isoformat(), last_cutoff=last.isoformat())
+    if existing is not None:
+        return BatchPreview(instant, last, existing.redemption_count, existing.gross_cents,
+                            existing.id)
+    count, gross = (await session.execute(_PREVIEW, {"cutoff": instant})).one()
+    return BatchPreview(instant, last, count, gross, None)
+
+
 async def close_batch(session: AsyncSession, *, cutoff: datetime | date, now: datetime,
                       closed_by: int | None = None) -> tuple[Batch, bool]:
     """Close the batch of every live redemption before `cutoff` not yet in a batch.
 
     Returns (batch, created). The same cutoff again returns the existing batch, created=False,
-    and changes nothing. Raises CutoffInFuture."""
+    and changes nothing. Raises CutoffInFuture, DateOutOfRange, CutoffBeforeLast (a cutoff
+    before the last batch's: redemptions recorded late go to the next batch) and BatchEmpty
+    (nothing to clear: no empty batch, no empty SEPA file)."""
     instant = cutoff_instant(cutoff)
     if instant > now:
         raise CutoffInFuture(cutoff=instant.isoformat())
@@ -224,14 +267,18 @@ async def close_batch(session: AsyncSession, *, cutoff: datetime | date, now: da
     existing = await session.scalar(select(Batch).where(col(Batch.cutoff) == instant))
     if existing is not None:
         return existing, False
-    # An earlier cutoff than the last batch's is allowed: it can only find redemptions recorded
-    # late, and each redemption is still cleared exactly once.
-    last = await session.scalar(select(func.max(Batch.cutoff)).where(col(Batch.cutoff) < instant))
+    last = await session.scalar(select(func.max(Batch.cutoff)))
+    if last is not None and instant < last:
+        raise CutoffBeforeLast(cutoff=instant.isoformat(), last_cutoff=last.isoformat())
+    if not (await session.execute(_ANY_TO_CLEAR, {"cutoff": instant})).scalar():
+        raise BatchEmpty(cutoff=instant.isoformat())
     batch = Batch(cutoff=instant, period_start=last, closed_at=now, closed_by=closed_by)
     session.add(batch)
     await session.flush()
     assert batch.id is not None
     count, gross = await _clear(session, batch.id, instant, now)
+    if count == 0:  # all reversed between the check and the claim
+        raise BatchEmpty(cutoff=instant.isoformat())
     batch.redemption_count = count
     batch.gross_cents = gross
     await session.flush()

@@ -10,6 +10,35 @@ class CutoffInFuture(InvalidInput):
     message = "La date d'arrêté ne peut pas être dans le futur."
 
 
+class CutoffBeforeLast(InvalidInput):
+    code = "cutoff_before_last_batch"
+    message = ("La date d'arrêté est antérieure à celle du dernier lot : choisissez une date "
+               "postérieure (les encaissements enregistrés en retard iront dans le prochain "
+               "lot).")
+
+
+class BatchEmpty(Conflict):
+    code = "batch_empty"
+    message = ("Aucun encaissement à compenser avant cette date d'arrêté : aucun lot n'a été "
+               "créé.")
+
+
+class ExpiryDayInFuture(InvalidInput):
+    code = "expiry_day_in_future"
+    message = "Le jour d'expiration ne peut pas être postérieur à aujourd'hui (heure de Paris)."
+
+
+class ExpiryDayTooOld(InvalidInput):
+    code = "expiry_day_too_old"
+    message = "Le jour d'expiration est trop ancien pour un rattrapage."
+
+
+class ExpiryNeedsConfirmation(Conflict):
+    code = "expiry_confirmation_required"
+    message = ("Cette expiration toucherait une part importante des chèques actifs : "
+               "vérifiez le jour puis confirmez explicitement.")
+
+
 class ConcurrentChange(Conflict):
     code = "conflict"
     message = ("Des encaissements ont été annulés pendant l'arrêté du lot, à plusieurs "

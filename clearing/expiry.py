@@ -23,7 +23,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from clearing import journal
 from clearing.batches import financer_lines_digest, statement_hash
-from clearing.errors import ProgrammeNotCleared, ProgrammeNotEnded
+from clearing.errors import (
+    ExpiryDayInFuture,
+    ExpiryDayTooOld,
+    ExpiryNeedsConfirmation,
+    ProgrammeNotCleared,
+    ProgrammeNotEnded,
+)
+from kit.clock import paris_day
 from kit.errors import NotFound
 from ledger import service as ledger
 from pass_.redemption import OFFLINE_MAX_AGE
@@ -228,3 +235,77 @@ async def run_expiry(session: AsyncSession, *, today: date, now: datetime) -> Ex
         except ProgrammeNotCleared:
             run.waiting.append(programme_id)
     return run
+
+
+# --------------------------------------------------------------- the operator's expiry run
+
+_PREVIEW = text("""
+SELECT count(*) FILTER (WHERE redeem_until < :last_open_day),
+       CAST(coalesce(sum(value_cents) FILTER (WHERE redeem_until < :last_open_day), 0)
+            AS bigint),
+       count(*)
+FROM cheque WHERE status = 'active'
+""")
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiryPreview:
+    """What an expiry run on `today` would expire, against all live (active) cheques."""
+
+    today: date
+    cheques: int
+    value_cents: int
+    active: int
+    confirm_share_percent: int
+
+    @property
+    def share_percent(self) -> float:
+        return 100 * self.cheques / self.active if self.active else 0.0
+
+    @property
+    def needs_confirmation(self) -> bool:
+        return self.cheques * 100 > self.confirm_share_percent * self.active
+
+
+def check_expiry_day(today: date, *, now: datetime) -> date:
+    """An operator's expiry day: never after the real Paris day (a typo such as 9999-12-31
+    would expire every cheque), and a past day only to catch up a missed run, at most
+    EXPIRY_GRACE back (the programme rule an expiry already waits for)."""
+    real_today = paris_day(now)
+    if today > real_today:
+        raise ExpiryDayInFuture(today=today.isoformat(), paris_today=real_today.isoformat())
+    if today < real_today - EXPIRY_GRACE:
+        raise ExpiryDayTooOld(
+            message=f"Le jour d'expiration est trop ancien : un rattrapage remonte au plus "
+                    f"de {EXPIRY_GRACE.days} jours (au {(real_today - EXPIRY_GRACE):%d/%m/%Y}).",
+            today=today.isoformat(), earliest=(real_today - EXPIRY_GRACE).isoformat())
+    return today
+
+
+async def preview_expiry(session: AsyncSession, *, today: date, now: datetime,
+                         confirm_share_percent: int) -> ExpiryPreview:
+    """How many cheques (and how much value) an expiry on `today` would touch."""
+    check_expiry_day(today, now=now)
+    cheques, value, active = (await session.execute(
+        _PREVIEW, {"last_open_day": today - EXPIRY_GRACE})).one()
+    return ExpiryPreview(today, cheques, value, active, confirm_share_percent)
+
+
+async def operator_expiry(session: AsyncSession, *, today: date | None, now: datetime,
+                          confirm: bool, confirm_share_percent: int) -> ExpiryRun:
+    """The expiry as the operator (API, page, `passnum expire`) runs it: the day checked, and
+    a run that would expire more than `confirm_share_percent` % of the live cheques refused
+    unless `confirm` says the operator saw the figures (ExpiryNeedsConfirmation carries
+    them)."""
+    day = today or paris_day(now)
+    preview = await preview_expiry(session, today=day, now=now,
+                                   confirm_share_percent=confirm_share_percent)
+    if preview.needs_confirmation and not confirm:
+        raise ExpiryNeedsConfirmation(
+            message=(f"Cette expiration toucherait {preview.cheques} chèque(s) sur "
+                     f"{preview.active} actifs ({preview.share_percent:.0f} %, au-delà du "
+                     f"seuil de {confirm_share_percent} %) : vérifiez le jour puis "
+                     "confirmez explicitement."),
+            today=day.isoformat(), cheques=preview.cheques, value_cents=preview.value_cents,
+            active_cheques=preview.active, threshold_percent=confirm_share_percent)
+    return await run_expiry(session, today=day, now=now)

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clearing import journal
 from clearing.errors import (
+    NothingToTransfer,
     PaymentAlreadyRecorded,
     PaymentInProgress,
     StatementNotFound,
@@ -55,6 +56,9 @@ class CollectingGateway(Protocol):
                       payment_method_id: str, amount_cents: int, description: str,
                       idempotency_key: str) -> PaymentIntent: ...
 
+    async def find_intent(self, *, statement_id: str | int,
+                          customer_id: str) -> PaymentIntent | None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Collection:
@@ -68,6 +72,9 @@ class Collection:
     payment_method_id: str
     idempotency_key: str
     payment_intent_id: str | None
+    # Reserved by an earlier run: that run may have died after Stripe created the intent and
+    # before its id was recorded, so Stripe is asked first (by the intent's metadata).
+    earlier: bool = False
 
 
 def idempotency_key(statement_id: int) -> str:
@@ -92,7 +99,8 @@ ON CONFLICT (statement_id) DO NOTHING
 # Every payment still waiting for its intent id (new ones and those a crash left behind).
 _PENDING = text("""
 SELECT p.id, s.id, s.batch_id, p.amount_cents, o.stripe_customer_id,
-       o.stripe_payment_method_id, p.idempotency_key, p.payment_intent_id
+       o.stripe_payment_method_id, p.idempotency_key, p.payment_intent_id,
+       p.created_at < now()
 FROM payment p JOIN statement s ON s.id = p.statement_id
 JOIN organisation o ON o.id = s.organisation_id
 WHERE p.payment_intent_id IS NULL AND p.status = 'pending'
@@ -142,6 +150,19 @@ async def collect(sessionmaker: async_sessionmaker[AsyncSession], gateway: Colle
                                                 statement_ids=statement_ids)
     done = []
     for collection in collections:
+        if collection.earlier:
+            # The crash window: Stripe may hold an intent for this statement that we never
+            # recorded. Its idempotency key would replay it for 24 hours only; its metadata
+            # names the statement for good.
+            found = await gateway.find_intent(statement_id=collection.statement_id,
+                                              customer_id=collection.customer_id)
+            if found is not None:
+                log.warning("payment_intent_recovered", statement_id=collection.statement_id,
+                            payment_intent_id=found.id)
+                async with transaction(sessionmaker) as session:
+                    await record_intent(session, collection, found)
+                done.append((collection.statement_id, found.id))
+                continue
         intent = await gateway.collect(
             statement_id=collection.statement_id, customer_id=collection.customer_id,
             payment_method_id=collection.payment_method_id,
@@ -292,6 +313,44 @@ async def record_transfer(session: AsyncSession, *, statement_id: int, reference
                                      amount_cents=amount_cents)
     await _mark_paid(session, statement_id, amount_cents=amount_cents, reference=reference,
                      paid_on=received_on, paid_at=now)
+
+
+def batch_transfer_reference(batch_id: int, statement_id: int) -> str:
+    """The reference of a site's transfer in the batch's SEPA file: the file's message id and
+    the transfer's end-to-end id (the statement number)."""
+    return f"PN-LOT-{batch_id}/{statement_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedTransfer:
+    statement_id: int
+    organisation_id: int
+    organisation_name: str
+    reference: str
+    amount_cents: int
+
+
+async def record_batch_transfers(session: AsyncSession, *, batch_id: int, sent_on: date,
+                                 now: datetime) -> list[RecordedTransfer]:
+    """Record at once every transfer of the batch's SEPA file as sent: each site statement
+    still open (neither held for its bank details nor already paid) is paid by its net
+    amount, through `record_transfer` (one rule), with the file's reference. Running it
+    again records nothing new: NothingToTransfer."""
+    detail = await batch_detail(session, batch_id)
+    due = [s for s in detail.statements if s.kind == "site" and s.status == "open"]
+    if not due:
+        raise NothingToTransfer(batch_id=batch_id)
+    done = []
+    for statement in due:
+        reference = batch_transfer_reference(batch_id, statement.id)
+        await record_transfer(session, statement_id=statement.id, reference=reference,
+                              amount_cents=statement.net_cents, received_on=sent_on, now=now)
+        done.append(RecordedTransfer(statement.id, statement.organisation_id,
+                                     statement.organisation_name, reference,
+                                     statement.net_cents))
+    log.info("batch_transfers_recorded", batch_id=batch_id, transfers=len(done),
+             total_cents=sum(d.amount_cents for d in done))
+    return done
 
 
 # ------------------------------------------------------------------------------ SEPA

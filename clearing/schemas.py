@@ -10,19 +10,63 @@ from datetime import date, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kit.clock import Day, Instant
+
 
 class BatchCreate(BaseModel):
-    """`cutoff`: an instant, or a day (00:00 in Paris); none means the first of this month."""
+    """`cutoff`: an instant, or a day (00:00 in Paris; a naive instant is Paris time too);
+    none means the first of this month. Bounded (2000-01-01 … twenty years ahead)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    cutoff: datetime | date | None = None
+    cutoff: Instant | None = None
+
+
+class BatchPreviewRead(BaseModel):
+    """What closing at `cutoff` would clear; `existing_batch_id` when it is already closed."""
+
+    cutoff: datetime
+    last_cutoff: datetime | None
+    redemption_count: int
+    gross_cents: int
+    existing_batch_id: int | None
+
+
+class BatchTransfersRecord(BaseModel):
+    """The batch's SEPA file was sent to the bank on `sent_on`: record all its transfers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sent_on: Day
+
+
+class RecordedTransferRead(BaseModel):
+    statement_id: int
+    organisation_id: int
+    organisation_name: str
+    reference: str
+    amount_cents: int
 
 
 class ExpireRequest(BaseModel):
+    """`today`: the expiry day (default: today in Paris; never later, at most 7 days back).
+    `confirm`: required when the run would expire more than the configured share of the live
+    cheques (answer 409 `expiry_confirmation_required` with the figures otherwise)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    today: date | None = None
+    today: Day | None = None
+    confirm: bool = False
+
+
+class ExpiryPreviewRead(BaseModel):
+    today: date
+    cheques: int
+    value_cents: int
+    active_cheques: int
+    share_percent: float
+    threshold_percent: int
+    needs_confirmation: bool
 
 
 class TransferRecord(BaseModel):
@@ -32,7 +76,7 @@ class TransferRecord(BaseModel):
 
     reference: str = Field(min_length=1, max_length=140)
     amount_cents: int = Field(gt=0)
-    received_on: date
+    received_on: Day
 
 
 class StatementSummary(BaseModel):

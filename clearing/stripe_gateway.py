@@ -220,6 +220,39 @@ class StripeGateway:
             raise _domain_error(exc) from exc
         return _intent(_as_dict(intent))
 
+    async def find_intent(self, *, statement_id: str | int,
+                          customer_id: str) -> PaymentIntent | None:
+        """The PaymentIntent made for `statement_id` (its `metadata["statement_id"]`), if any:
+        how `payments.collect` recovers an intent whose id a crash kept it from recording.
+
+        Listed by customer rather than through Stripe's search API: search is eventually
+        consistent (an intent created a moment ago may be missing), a list is not.
+        localstripe has neither search nor list filters (any filter answers 400): it lists
+        everything and the customer is checked here. The oldest match wins (there is one:
+        the statement's idempotency key)."""
+        wanted = str(statement_id)
+        params: dict[str, Any] = {"limit": 100}
+        if not self._localstripe:
+            params["customer"] = customer_id
+        found: list[dict[str, Any]] = []
+        try:
+            while True:
+                page = await self._client.v1.payment_intents.list_async(
+                    params=params)  # type: ignore[arg-type]
+                items = [_as_dict(i) for i in page.data]
+                found += [i for i in items
+                          if (i.get("metadata") or {}).get("statement_id") == wanted
+                          and i.get("customer") == customer_id
+                          and i.get("status") != "canceled"]
+                if not page.has_more or not items:
+                    break
+                params["starting_after"] = items[-1]["id"]
+        except stripe.StripeError as exc:
+            raise _domain_error(exc) from exc
+        if not found:
+            return None
+        return _intent(min(found, key=lambda i: (i.get("created") or 0, i["id"])))
+
     async def retrieve_payment_intent(self, payment_intent_id: str) -> PaymentIntent:
         """The intent as Stripe sees it now (to reconcile when a webhook went missing)."""
         try:

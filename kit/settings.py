@@ -27,6 +27,15 @@ class Settings(BaseSettings):
     jwt_secret: str | None = None
     access_token_minutes: int = 30
     beneficiary_retention_days: int = 3 * 365
+    # An expiry run touching more than this share of the live cheques asks for confirmation.
+    expiry_confirm_share_percent: int = Field(default=10, ge=0, le=100)
+    # ProConnect (OpenID Connect) for issuer agents and site mediators: off unless the issuer
+    # (its discovery document is `<issuer>/.well-known/openid-configuration`), the client id
+    # and the client secret are all set.
+    proconnect_issuer: str | None = None
+    proconnect_client_id: str | None = None
+    proconnect_client_secret: str | None = None
+    proconnect_scope: str = "openid email siret given_name usual_name"
     # Rate limits (per worker process): sustained per-minute rate and burst.
     rate_limit_per_user_per_minute: int = 120
     rate_limit_per_ip_per_minute: int = 300

@@ -418,3 +418,32 @@ class IdempotencyRecord(SQLModel, table=True):
     # json, not jsonb: the body is replayed byte for byte (jsonb would reorder its keys).
     response: dict[str, Any] = Field(sa_column=sa.Column(JSON, nullable=False))
     created_at: datetime | None = Field(default=None, sa_column=_ts(default_now=True))
+
+
+class AccessRequest(SQLModel, table=True):
+    """Someone signed in with ProConnect whom no account matches: a request the operator sees
+    (an unknown SIRET, or a known organisation without an account for that e-mail). No
+    account is ever created from it silently."""
+
+    __tablename__ = "access_request"
+    __table_args__ = (
+        sa.Index(
+            "uq_access_request_open",
+            "siret",
+            "email",
+            unique=True,
+            postgresql_where=sa.text("handled_at IS NULL"),
+        ),
+    )
+
+    id: int | None = Field(
+        default=None, sa_column=sa.Column(sa.BigInteger, sa.Identity(), primary_key=True)
+    )
+    siret: str = Field(sa_column=sa.Column(sa.String(14), nullable=False))
+    email: str = Field(sa_column=sa.Column(sa.String(254), nullable=False))
+    organisation_id: int | None = Field(
+        default=None, sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("organisation.id"))
+    )
+    reason: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
+    created_at: datetime | None = Field(default=None, sa_column=_ts(default_now=True))
+    handled_at: datetime | None = Field(default=None, sa_column=_ts(True))

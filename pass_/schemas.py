@@ -6,6 +6,7 @@ from datetime import date, datetime
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
+from kit.clock import Day
 from kit.errors import InvalidInput
 from pass_.enums import (
     BookletStatus,
@@ -134,9 +135,9 @@ class ProgrammeCreate(BaseModel):
     territory: list[str] = Field(max_length=200)
     face_value_cents: int = 1000
     booklet_sizes: list[int] = Field(default_factory=lambda: [5, 10], max_length=20)
-    valid_from: date | None = None
-    valid_until: date | None = None
-    redeem_until: date | None = None
+    valid_from: Day | None = None
+    valid_until: Day | None = None
+    redeem_until: Day | None = None
     state_share_bp: int
     financer_fee_bp: int = 0
     site_commission_bp: int = 0

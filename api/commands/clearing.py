@@ -24,6 +24,7 @@ def register(app: typer.Typer) -> None:
     app.command("sepa")(sepa)
     app.command("record-transfer")(record_transfer)
     app.command("close-programme")(close_programme)
+    app.command("record-batch-transfers")(record_batch_transfers)
 
 
 def _fail(error: DomainError) -> typer.Exit:
@@ -42,17 +43,45 @@ def parse_cutoff(text: str | None) -> datetime | date:
         raise typer.BadParameter("date attendue : AAAA-MM-JJ ou AAAA-MM-JJTHH:MM") from exc
 
 
+def parse_day(text: str, option: str) -> date:
+    """AAAA-MM-JJ within the service's bounds (kit.clock.check_day)."""
+    from kit.clock import check_day
+
+    try:
+        return check_day(date.fromisoformat(text))
+    except DomainError as exc:
+        raise typer.BadParameter(exc.message, param_hint=option) from exc
+    except ValueError as exc:
+        raise typer.BadParameter("date attendue : AAAA-MM-JJ", param_hint=option) from exc
+
+
 def close_batch(
     cutoff: str = typer.Option(None, help="Date d'arrêté (AAAA-MM-JJ, 00:00 heure de Paris) ; "
                                "par défaut le 1er du mois courant"),
+    preview: bool = typer.Option(False, "--apercu", help="Affiche ce que le lot prendrait, "
+                                 "sans rien clore"),
 ) -> None:
-    """Arrête un lot de compensation : tous les encaissements antérieurs non encore compensés."""
+    """Arrête un lot de compensation : tous les encaissements antérieurs non encore compensés.
+    Refuse un lot vide et une date antérieure à celle du dernier lot."""
     from sqlalchemy import text
 
     from api.cli import run_in_transaction
     from clearing.batches import close_batch as close
+    from clearing.batches import preview_batch
 
     when = parse_cutoff(cutoff)
+    if preview:
+        try:
+            seen = run_in_transaction(lambda s: preview_batch(s, cutoff=when, now=utcnow()))
+        except DomainError as error:
+            raise _fail(error) from error
+        if seen.existing_batch_id:
+            typer.echo(f"Lot n° {seen.existing_batch_id} déjà arrêté au "
+                       f"{seen.cutoff.isoformat()} : rien ne changerait.")
+        else:
+            typer.echo(f"Aperçu au {seen.cutoff.isoformat()} : {seen.redemption_count} "
+                       f"encaissement(s), {format_eur(seen.gross_cents)}.")
+        return
 
     async def work(session: Any) -> tuple[Any, bool, int]:
         batch, created = await close(session, cutoff=when, now=utcnow())
@@ -71,14 +100,25 @@ def close_batch(
 
 
 def expire(
-    today: str = typer.Option(None, help="Jour (AAAA-MM-JJ) ; par défaut aujourd'hui à Paris"),
+    today: str = typer.Option(None, help="Jour (AAAA-MM-JJ) ; par défaut aujourd'hui à Paris, "
+                              "jamais plus tard, au plus 7 jours en arrière"),
+    confirm: bool = typer.Option(False, "--confirmer", help="Confirme une expiration qui "
+                                 "toucherait une part importante des chèques actifs"),
 ) -> None:
     """Expire les chèques dont la date limite est passée et émet les avoirs des programmes finis."""
     from api.cli import run_in_transaction
-    from clearing.expiry import run_expiry
+    from clearing.expiry import operator_expiry
 
-    day = date.fromisoformat(today) if today else paris_today()
-    run = run_in_transaction(lambda session: run_expiry(session, today=day, now=utcnow()))
+    day = parse_day(today, "--today") if today else paris_today()
+    share = get_settings().expiry_confirm_share_percent
+    try:
+        run = run_in_transaction(lambda session: operator_expiry(
+            session, today=day, now=utcnow(), confirm=confirm, confirm_share_percent=share))
+    except DomainError as error:
+        if error.code == "expiry_confirmation_required":
+            typer.echo(f"{error.message} Relancez avec --confirmer.", err=True)
+            raise typer.Exit(1) from error
+        raise _fail(error) from error
     typer.echo(f"{run.cheques} chèque(s) expiré(s) ({format_eur(run.value_cents)}) au "
                f"{day.isoformat()}.")
     for closed in run.closed:
@@ -152,7 +192,7 @@ def record_transfer(
     from api.cli import run_in_transaction
     from clearing import payments
 
-    day = date.fromisoformat(received_on) if received_on else paris_today()
+    day = parse_day(received_on, "--received-on") if received_on else paris_today()
 
     async def work(session: Any) -> int:
         net = await session.scalar(text("SELECT net_cents FROM statement WHERE id = :id"),
@@ -181,3 +221,25 @@ def close_programme(programme: int = typer.Option(..., help="Numéro du programm
         raise _fail(error) from error
     typer.echo(f"Programme {programme} clos : {len(closed.credit_note_ids)} avoir(s), "
                f"{format_eur(closed.unused_cents)}.")
+
+
+def record_batch_transfers(
+    batch: int = typer.Option(..., help="Numéro du lot"),
+    sent_on: str = typer.Option(None, help="Date d'envoi du fichier SEPA (AAAA-MM-JJ), par "
+                                "défaut aujourd'hui"),
+) -> None:
+    """Enregistre d'un coup tous les virements du fichier SEPA d'un lot (relevés de lieux
+    ouverts ; les suspendus et les payés sont laissés)."""
+    from api.cli import run_in_transaction
+    from clearing.payments import record_batch_transfers as record
+
+    day = parse_day(sent_on, "--sent-on") if sent_on else paris_today()
+    try:
+        done = run_in_transaction(lambda s: record(s, batch_id=batch, sent_on=day, now=utcnow()))
+    except DomainError as error:
+        raise _fail(error) from error
+    for d in done:
+        typer.echo(f"Relevé {d.statement_id} ({d.organisation_name}) : {format_eur(d.amount_cents)}"
+                   f", {d.reference}")
+    typer.echo(f"{len(done)} virement(s) enregistré(s), "
+               f"{format_eur(sum(d.amount_cents for d in done))}.")

@@ -3,18 +3,27 @@ statements, expiry and programme closing. Every route here is the operator's."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from api.deps import OperatorAdmin, SessionDep, SettingsDep
 from api.sepa_download import batch_sepa_download
 from clearing import batches, payments, statements
 from clearing.errors import PaymentsNotConfigured
-from clearing.expiry import close_programme, run_expiry
-from clearing.schemas import BatchCreate, BatchRead, BatchSummary, ExpireRequest
+from clearing.expiry import close_programme, operator_expiry, preview_expiry
+from clearing.schemas import (
+    BatchCreate,
+    BatchPreviewRead,
+    BatchRead,
+    BatchSummary,
+    BatchTransfersRecord,
+    ExpireRequest,
+    ExpiryPreviewRead,
+    RecordedTransferRead,
+)
 from clearing.stripe_gateway import StripeGateway
-from kit.clock import first_of_month_cutoff, paris_today, utcnow
+from kit.clock import Day, Instant, first_of_month_cutoff, paris_today, utcnow
 from kit.settings import Settings
 
 router = APIRouter(prefix="/api/v1", tags=["compensation"])
@@ -40,6 +49,23 @@ async def create_batch(data: BatchCreate, principal: OperatorAdmin, session: Ses
         closed_by=principal.user_id)
     response.status_code = 201 if created else 200
     return await statements.batch_detail(session, batch.id)  # type: ignore[arg-type]
+
+
+@router.get("/clearing/batches/preview", response_model=BatchPreviewRead)
+async def preview_batch(
+    _: OperatorAdmin, session: SessionDep,
+    cutoff: Annotated[Instant | None, Query()] = None,
+) -> BatchPreviewRead:
+    """What closing at `cutoff` (default: the first of this month, 00:00 Paris) would clear:
+    redemptions and value, refused as the close itself would be (future, before the last
+    batch's cutoff). Changes nothing."""
+    now = utcnow()
+    preview = await batches.preview_batch(session, cutoff=cutoff or first_of_month_cutoff(now),
+                                          now=now)
+    return BatchPreviewRead(cutoff=preview.cutoff, last_cutoff=preview.last_cutoff,
+                            redemption_count=preview.redemption_count,
+                            gross_cents=preview.gross_cents,
+                            existing_batch_id=preview.existing_batch_id)
 
 
 @router.get("/clearing/batches", response_model=list[BatchSummary])
@@ -74,11 +100,43 @@ async def collect_batch(batch_id: int, _: OperatorAdmin, request: Request,
     return {"payment_intents": [{"statement_id": s, "payment_intent_id": pi} for s, pi in done]}
 
 
+@router.post("/clearing/batches/{batch_id}/transfers",
+             response_model=list[RecordedTransferRead])
+async def record_batch_transfers(batch_id: int, data: BatchTransfersRecord, _: OperatorAdmin,
+                                 session: SessionDep) -> list[RecordedTransferRead]:
+    """The batch's SEPA file went to the bank on `sent_on`: every site statement still open
+    is recorded paid by its transfer (reference `PN-LOT-<batch>/<statement>`). Held and paid
+    statements are left alone; nothing left to record: 409 `nothing_to_transfer`."""
+    done = await payments.record_batch_transfers(session, batch_id=batch_id,
+                                                 sent_on=data.sent_on, now=utcnow())
+    return [RecordedTransferRead(statement_id=d.statement_id, organisation_id=d.organisation_id,
+                                 organisation_name=d.organisation_name, reference=d.reference,
+                                 amount_cents=d.amount_cents) for d in done]
+
+
+@router.get("/clearing/expire/preview", response_model=ExpiryPreviewRead)
+async def expire_preview(_: OperatorAdmin, session: SessionDep, settings: SettingsDep,
+                         today: Annotated[Day | None, Query()] = None) -> ExpiryPreviewRead:
+    """What the expiry on `today` would expire, and whether it needs `confirm`."""
+    preview = await preview_expiry(
+        session, today=today or paris_today(), now=utcnow(),
+        confirm_share_percent=settings.expiry_confirm_share_percent)
+    return ExpiryPreviewRead(
+        today=preview.today, cheques=preview.cheques, value_cents=preview.value_cents,
+        active_cheques=preview.active, share_percent=round(preview.share_percent, 2),
+        threshold_percent=preview.confirm_share_percent,
+        needs_confirmation=preview.needs_confirmation)
+
+
 @router.post("/clearing/expire")
-async def expire(data: ExpireRequest, _: OperatorAdmin, session: SessionDep) -> dict[str, Any]:
+async def expire(data: ExpireRequest, _: OperatorAdmin, session: SessionDep,
+                 settings: SettingsDep) -> dict[str, Any]:
     """The daily expiry (also run by `passnum expire`): cheques past their last day expire,
-    ended programmes whose redemptions are cleared get their credit notes."""
-    run = await run_expiry(session, today=data.today or paris_today(), now=utcnow())
+    ended programmes whose redemptions are cleared get their credit notes. `today` may not be
+    after the real Paris day nor more than 7 days back; a run touching more than the
+    configured share of live cheques needs `confirm: true` (409 with the figures otherwise)."""
+    run = await operator_expiry(session, today=data.today, now=utcnow(), confirm=data.confirm,
+                                confirm_share_percent=settings.expiry_confirm_share_percent)
     return {
         "today": run.today.isoformat(),
         "expired_cheques": run.cheques,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -15,7 +14,7 @@ from api.idempotency import Answer, IdempotencyKey
 from api.metrics import REDEMPTIONS
 from api.ratelimit import enforce
 from api.security import Principal
-from kit.clock import utcnow
+from kit.clock import Day, utcnow
 from kit.errors import Forbidden
 from pass_ import redemption as service
 from pass_.codes import is_serial_like
@@ -162,8 +161,8 @@ async def list_redemptions(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     page: Annotated[int | None, Query(ge=1, le=100_000)] = None,
-    from_day: Annotated[date | None, Query(alias="from")] = None,
-    to_day: Annotated[date | None, Query(alias="to")] = None,
+    from_day: Annotated[Day | None, Query(alias="from")] = None,
+    to_day: Annotated[Day | None, Query(alias="to")] = None,
     site_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> RedemptionPage:
     """Les encaissements d'un lieu (le sien), ou de tous pour l'opérateur (filtre `site_id`)."""

@@ -15,7 +15,7 @@ from api.deps import (
     record_failed_login,
 )
 from api.security import Principal, create_access_token, decode_access_token
-from api.web import csrf
+from api.web import csrf, proconnect
 from api.web.session import (
     LOGIN_REASONS,
     clear_session_cookie,
@@ -136,6 +136,9 @@ async def login(
 
 @router.post("/deconnexion")
 async def logout(request: Request) -> Response:
-    response = redirect(request, "/connexion?raison=deconnexion")
+    ended_at_proconnect = await proconnect.logout_url(request)  # None without ProConnect
+    response = redirect(request, ended_at_proconnect or "/connexion?raison=deconnexion")
     clear_session_cookie(request, response)
+    if ended_at_proconnect:
+        response.delete_cookie(proconnect.LOGOUT_COOKIE, path="/")
     return response

@@ -3,7 +3,7 @@ recording bank transfers, the expiry run, and the audit."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -18,9 +18,10 @@ from api.web.statements import STATUS_BADGE, status_text
 from api.web.templating import datetime_fr, render
 from clearing import payments, statements
 from clearing.audit import run_audit
-from clearing.batches import close_batch
-from clearing.expiry import run_expiry
-from kit.clock import first_of_month_cutoff, paris_today, utcnow
+from clearing.batches import BatchPreview, close_batch, preview_batch
+from clearing.errors import BatchEmpty
+from clearing.expiry import operator_expiry, preview_expiry
+from kit.clock import check_day, first_of_month_cutoff, paris_today, utcnow
 from kit.errors import DomainError
 from kit.money import format_eur
 
@@ -36,6 +37,7 @@ CUTOFF_CHOICES = [
 async def _page(
     request: Request, session: SessionDep, *, values: dict[str, str] | None = None,
     errors: dict[str, str] | None = None, status: int = 200,
+    preview: BatchPreview | None = None,
 ) -> Response:  # fmt: skip
     return render(
         request,
@@ -47,9 +49,25 @@ async def _page(
             "default_cutoff": datetime_fr(first_of_month_cutoff()),
             "values": values or {"choix": "debut_mois"},
             "errors": errors or {},
+            "preview": preview,
         },
         status_code=status,
     )
+
+
+def _chosen_cutoff(values: dict[str, str], now: datetime) -> datetime | date:
+    """The cutoff the form names (ParseError when the precise date is missing or invalid)."""
+    choice = values.get("choix", "")
+    if choice == "maintenant":
+        return now
+    if choice == "date":
+        try:
+            return check_day(date.fromisoformat(values.get("date", "")))
+        except DomainError as exc:
+            raise ParseError(exc.message) from exc
+        except ValueError as exc:
+            raise ParseError("Indiquez la date d'arrêté (jour, mois, année).") from exc
+    return first_of_month_cutoff(now)
 
 
 @router.get("/operateur/compensation")
@@ -59,21 +77,34 @@ async def clearing(request: Request, principal: OperatorPage, session: SessionDe
 
 @router.post("/operateur/compensation")
 async def close(request: Request, principal: OperatorPage, session: SessionDep) -> Response:
+    """Two steps: the chosen cutoff first gives a preview (« 5 encaissements, 50,00 € »);
+    only the preview's « Clore le lot » (etape=clore, with the exact instant previewed)
+    closes. An empty batch is refused at both steps."""
     form = await request.form()
     values = {k: v for k, v in form.items() if isinstance(v, str)}
     choice = values.get("choix", "")
     now = utcnow()
-    cutoff: object
-    if choice == "maintenant":
-        cutoff = now
-    elif choice == "date":
+    cutoff: datetime | date
+    if values.get("etape") == "clore":
         try:
-            cutoff = date.fromisoformat(values.get("date", ""))
+            cutoff = datetime.fromisoformat(values.get("arrete", ""))
         except ValueError:
-            errors = {"date": "Indiquez la date d'arrêté (jour, mois, année)."}
+            errors = {"_form": "L'aperçu a expiré : choisissez à nouveau la date d'arrêté."}
             return await _page(request, session, values=values, errors=errors, status=400)
     else:
-        cutoff = first_of_month_cutoff(now)
+        try:
+            cutoff = _chosen_cutoff(values, now)
+        except ParseError as exc:
+            errors = {"date": str(exc)}
+            return await _page(request, session, values=values, errors=errors, status=400)
+        try:
+            seen = await preview_batch(session, cutoff=cutoff, now=now)
+            if seen.existing_batch_id is None and seen.redemption_count == 0:
+                raise BatchEmpty()
+        except DomainError as exc:
+            errors = {"date" if choice == "date" else "_form": exc.message}
+            return await _page(request, session, values=values, errors=errors, status=400)
+        return await _page(request, session, values=values, preview=seen)
     try:
         async with session.begin_nested():  # a refusal undoes only this
             batch, created = await close_batch(
@@ -109,6 +140,7 @@ async def batch(
         {
             "title": f"Lot de compensation n° {detail.id}",
             "b": detail,
+            "today_iso": paris_today().isoformat(),
             "status_text": status_text,
             "status_badge": STATUS_BADGE,
         },
@@ -169,8 +201,8 @@ async def transfer(
     except ParseError as exc:
         errors["amount"], amount = str(exc), None
     try:
-        received_on = date.fromisoformat(values["received_on"] or "")
-    except ValueError:
+        received_on = check_day(date.fromisoformat(values["received_on"] or ""))
+    except ValueError:  # DateOutOfRange is a ValueError too
         errors["received_on"] = "Indiquez la date du virement."
     if not errors:
         try:
@@ -216,15 +248,70 @@ async def sepa(
         )
 
 
+@router.post("/operateur/compensation/lots/{batch_id}/virements")
+async def batch_transfers(
+    batch_id: int, request: Request, principal: OperatorPage, session: SessionDep
+) -> Response:
+    """Every transfer of the batch's SEPA file recorded at once, after an explicit
+    confirmation that the file went to the bank (it cannot be undone)."""
+    form = await request.form()
+    url = f"/operateur/compensation/lots/{batch_id}"
+    if form.get("confirmer") != "oui":
+        return redirect(request, url, flash=(
+            "error", "Cochez la confirmation : le fichier SEPA de ce lot a bien été transmis "
+                     "à la banque."))
+    try:
+        sent_on = check_day(date.fromisoformat(str(form.get("envoye_le") or "")))
+    except (DomainError, ValueError):
+        return redirect(request, url, flash=(
+            "error", "Indiquez la date d'envoi du fichier SEPA (jour, mois, année)."))
+    try:
+        async with session.begin_nested():  # a refusal undoes only this
+            done = await payments.record_batch_transfers(
+                session, batch_id=batch_id, sent_on=sent_on, now=utcnow())
+    except DomainError as exc:
+        level = "info" if exc.code == "nothing_to_transfer" else "error"
+        return redirect(request, url, flash=(level, exc.message))
+    total = format_eur(sum(d.amount_cents for d in done))
+    return redirect(request, url, flash=(
+        "success", f"{len(done)} virement(s) enregistré(s), {total} : relevés réglés."))
+
+
+async def _expiry_page(request: Request, session: SessionDep, *, run: Any = None,
+                       error: str | None = None, status: int = 200) -> Response:
+    settings = request.app.state.settings
+    preview = None
+    try:
+        async with session.begin_nested():
+            preview = await preview_expiry(
+                session, today=paris_today(), now=utcnow(),
+                confirm_share_percent=settings.expiry_confirm_share_percent)
+    except DomainError:
+        pass
+    return render(request, "operator/expiry.html",
+                  {"title": "Expiration", "run": run, "preview": preview, "error": error},
+                  status_code=status)
+
+
 @router.get("/operateur/expiration")
-async def expiry_page(request: Request, principal: OperatorPage) -> Response:
-    return render(request, "operator/expiry.html", {"title": "Expiration", "run": None})
+async def expiry_page(request: Request, principal: OperatorPage, session: SessionDep) -> Response:
+    return await _expiry_page(request, session)
 
 
 @router.post("/operateur/expiration")
 async def expiry_run(request: Request, principal: OperatorPage, session: SessionDep) -> Response:
-    run = await run_expiry(session, today=paris_today(), now=utcnow())
-    return render(request, "operator/expiry.html", {"title": "Expiration", "run": run})
+    """Today's expiry; beyond the configured share of live cheques the page asked for the
+    confirmation box, and refuses without it."""
+    form = await request.form()
+    settings = request.app.state.settings
+    try:
+        async with session.begin_nested():
+            run = await operator_expiry(
+                session, today=paris_today(), now=utcnow(), confirm=form.get("confirmer") == "oui",
+                confirm_share_percent=settings.expiry_confirm_share_percent)
+    except DomainError as exc:
+        return await _expiry_page(request, session, error=exc.message, status=400)
+    return await _expiry_page(request, session, run=run)
 
 
 @router.get("/operateur/audit")

@@ -114,6 +114,7 @@ NAV: dict[Role, list[tuple[str, str]]] = {
         ("/operateur/compensation", "Compensation"),
         ("/operateur/expiration", "Expiration"),
         ("/operateur/audit", "Audit"),
+        ("/operateur/demandes-acces", "Demandes d'accès"),
     ],
     Role.issuer_agent: [
         ("/prescripteur", "Accueil"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -111,7 +112,7 @@ async def test_every_clearing_and_statement_endpoint_with_every_role(client, wor
         # Collecting needs Stripe, not configured in this app: refused after authorisation.
         ("POST", f"/api/v1/clearing/batches/{w.batch_id}/collect", None,
          OPERATOR_ONLY | {"operator": 503}),
-        ("POST", "/api/v1/clearing/expire", {"today": "2024-06-01"},
+        ("POST", "/api/v1/clearing/expire", {"confirm": True},
          OPERATOR_ONLY | {"operator": 200}),
         ("POST", f"/api/v1/statements/{other_site}/transfer",
          {"reference": "VIR-0001", "amount_cents": 1980, "received_on": "2024-02-07"},
@@ -183,16 +184,19 @@ async def test_closing_a_batch_over_http(client, world, session):
     assert detail["statements"] == again.json()["statements"]
 
     future = await client.post("/api/v1/clearing/batches",
-                               json={"cutoff": "2999-01-01T00:00:00+01:00"},
+                               json={"cutoff": (utcnow() + timedelta(days=400)).isoformat()},
                                headers=w.operator.headers)
     assert future.status_code == 422
     assert future.json()["error"]["code"] == "cutoff_in_future"
 
+    # The default cutoff (the first of this month) finds nothing left to clear here: refused
+    # with a French message, and no empty batch is made (issue 16, item 6).
     default = await client.post("/api/v1/clearing/batches", json={},
                                 headers=w.operator.headers)
-    assert default.status_code in (200, 201)
-    assert default.json()["cutoff"].startswith(
-        first_of_month_cutoff(utcnow()).isoformat()[:16])
+    assert default.status_code in (409, 422), default.text
+    assert default.json()["error"]["code"] in ("batch_empty", "cutoff_before_last_batch")
+    assert await session.scalar(text("SELECT count(*) FROM batch WHERE cutoff = :c"),
+                                {"c": first_of_month_cutoff(utcnow())}) == 0
     assert await session.scalar(text("SELECT count(*) FROM batch WHERE cutoff > now()")) == 0
 
 

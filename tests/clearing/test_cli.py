@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from clearing.sepa import validate_pain001
+from kit.clock import paris_today
 from kit.settings import get_settings
 from pass_.tokens import Keyring
 from tests.clearing.factories import (
@@ -87,8 +89,11 @@ async def test_a_batch_is_closed_paid_by_sepa_and_a_transfer_recorded_from_the_c
 
 
 async def test_a_cutoff_in_the_future_fails_from_the_command_line(runner):
-    result = await _passnum(runner, "close-batch", "--cutoff", "2999-01-01")
+    next_year = (paris_today() + timedelta(days=400)).isoformat()
+    result = await _passnum(runner, "close-batch", "--cutoff", next_year)
     assert result.exit_code == 1 and "cutoff_in_future" in result.output
+    result = await _passnum(runner, "close-batch", "--cutoff", "2999-01-01")
+    assert result.exit_code == 1 and "date_out_of_range" in result.output
 
 
 async def test_expire_reports_what_it_expired(runner, sessionmaker, keyring):
@@ -97,7 +102,7 @@ async def test_expire_reports_what_it_expired(runner, sessionmaker, keyring):
         await issue_cheques(session, scheme, 2)
         await session.commit()
 
-    result = await _passnum(runner, "expire", "--today", "2025-02-08")
+    result = await _passnum(runner, "expire", "--confirmer")
 
     assert result.exit_code == 0, result.output
     assert "chèque(s) expiré(s)" in result.output

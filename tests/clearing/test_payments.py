@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -346,6 +347,53 @@ async def test_a_crash_between_reserving_and_recording_still_makes_one_intent(
         assert await session.scalar(text(
             "SELECT payment_intent_id FROM payment WHERE statement_id = :s"),
             {"s": statement_id}) == done[0][1]
+
+
+class _Crash(Exception):
+    """The process dying between Stripe's answer and the commit of the intent's id."""
+
+
+class _DiesAfterStripe:
+    """The real localstripe gateway, whose caller dies as soon as Stripe has answered."""
+
+    def __init__(self, gateway: StripeGateway) -> None:
+        self.gateway = gateway
+
+    async def collect(self, **kwargs: Any) -> PaymentIntent:
+        await self.gateway.collect(**kwargs)
+        raise _Crash()
+
+    async def find_intent(self, **kwargs: Any) -> PaymentIntent | None:
+        return await self.gateway.find_intent(**kwargs)
+
+
+async def test_a_crash_after_stripe_answered_is_recovered_by_the_intents_metadata(
+        sessionmaker, keyring, gateway, live_app, localstripe_url):
+    # localstripe ignores idempotency keys: without the recovery, the next collect would make
+    # a second PaymentIntent — a second debit of the financer (issue 17, item 5).
+    batch = await _collectable(sessionmaker, keyring, gateway, live_app,
+                               ibans=[GOOD_IBAN, GOOD_IBAN], cheques=1)
+    statement_id = next(iter(batch.statements.values()))
+    with pytest.raises(_Crash):
+        await payments.collect(sessionmaker, _DiesAfterStripe(gateway),
+                               statement_ids=[statement_id])
+    [created] = await _intents_for(localstripe_url, statement_id)
+    async with sessionmaker() as session:
+        assert await session.scalar(text(
+            "SELECT payment_intent_id FROM payment WHERE statement_id = :s"),
+            {"s": statement_id}) is None
+
+    done = await payments.collect(sessionmaker, gateway, statement_ids=[statement_id])
+
+    assert done == [(statement_id, created["id"])]
+    assert [pi["id"] for pi in await _intents_for(localstripe_url, statement_id)] == \
+        [created["id"]]
+    async with sessionmaker() as session:
+        assert (await session.execute(text(
+            "SELECT p.payment_intent_id, s.status FROM payment p "
+            "JOIN statement s ON s.id = p.statement_id WHERE s.id = :s"),
+            {"s": statement_id})).one() == (created["id"], "processing")
+    assert await payments.collect(sessionmaker, gateway, statement_ids=[statement_id]) == []
 
 
 # ------------------------------------------------------------------------------ transfers

@@ -82,6 +82,8 @@ async def test_every_page_is_accessible_and_homes_fit_a_phone(
         f"/operateur/programmes/{known['programme']}",
         "/operateur/compensation",
         "/operateur/audit?lancer=1",
+        "/operateur/expiration",
+        "/donnees-personnelles",
     ):
         await visit(page, path)
     await page.goto("/operateur/organisations/nouvelle")

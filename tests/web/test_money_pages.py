@@ -46,8 +46,15 @@ async def test_batch_sepa_transfer_and_expiry_pages(
     operator = await make_actor(session, app, OrganisationKind.operator)
     token = await _as(client, operator)
 
-    closed = await client.post(
+    preview = await client.post(
         "/operateur/compensation", data={"choix": "maintenant", "csrf_token": token}
+    )
+    assert preview.status_code == 200 and "Aperçu du lot" in preview.text
+    cutoff = re.search(r'name="arrete" value="([^"]+)"', preview.text)
+    assert cutoff
+    closed = await client.post(
+        "/operateur/compensation",
+        data={"etape": "clore", "arrete": cutoff.group(1), "csrf_token": token},
     )
     assert closed.status_code == 303
     batch_url = closed.headers["location"]
@@ -79,7 +86,9 @@ async def test_batch_sepa_transfer_and_expiry_pages(
     assert paid.status_code == 303
     assert "Réglé" in (await client.get(paid.headers["location"])).text
 
-    expiry = await client.post("/operateur/expiration", data={"csrf_token": token})
+    expiry = await client.post(
+        "/operateur/expiration", data={"csrf_token": token, "confirmer": "oui"}
+    )
     assert expiry.status_code == 200 and "Expiration du" in expiry.text
 
     # The site reads its own statement; another site gets "not found".
