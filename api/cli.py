@@ -99,6 +99,18 @@ def serve(
         )
         sealer.start()
         os.environ["PASSNUM_SEALER_IN_APP"] = "false"  # read by the workers' settings
+    # One rollup process likewise: the figures of the pages, counted off the hot path.
+    rollup = None
+    if settings.rollup_in_app:
+        import multiprocessing
+
+        rollup = multiprocessing.get_context("spawn").Process(
+            target=_rollup_main,
+            args=(os.environ["DATABASE_URL"], settings.log_json, settings.rollup_interval),
+            name="passnum-rollup", daemon=True,
+        )
+        rollup.start()
+        os.environ["PASSNUM_ROLLUP_IN_APP"] = "false"  # read by the workers' settings
     try:
         uvicorn.run(
             "api.app:app_factory",
@@ -114,6 +126,9 @@ def serve(
         if sealer is not None:
             sealer.terminate()
             sealer.join(timeout=10)
+        if rollup is not None:
+            rollup.terminate()
+            rollup.join(timeout=10)
 
 
 def _sealer_main(database_url: str, log_json: bool, interval: float) -> None:
@@ -125,6 +140,35 @@ def _sealer_main(database_url: str, log_json: bool, interval: float) -> None:
     with contextlib.suppress(OSError):  # named in ps and top (Linux)
         Path("/proc/self/comm").write_text("passnum-sealer")
     run_forever(database_url, interval)
+
+
+def _rollup_main(database_url: str, log_json: bool, interval: float) -> None:
+    """The rollup process of `passnum serve` (pass_.reporting.run_rollup_loop)."""
+    from api import logging as api_logging
+    from kit.db import make_engine, make_sessionmaker
+    from pass_.reporting import run_rollup_loop
+
+    api_logging.configure(json=log_json)
+    with contextlib.suppress(OSError):
+        Path("/proc/self/comm").write_text("passnum-rollup")
+
+    async def main() -> None:
+        engine = make_engine(database_url, pool_size=1, max_overflow=0)
+        try:
+            await run_rollup_loop(make_sessionmaker(engine), interval)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(main())
+
+
+@app.command()
+def rollup() -> None:
+    """Compte dans les chiffres des tableaux de bord les opérations scellées du journal."""
+    from pass_.reporting import refresh_rollup_once
+
+    total = run_with_sessionmaker(refresh_rollup_once)
+    typer.echo(f"Chiffres à jour : {total} opération(s) du journal comptée(s).")
 
 
 @app.command("create-admin")
@@ -195,11 +239,18 @@ def demo() -> None:
 
 
 @app.command()
-def audit() -> None:
-    """Vérifie le journal (équilibre, chaîne de hachage) et les relevés ; code 1 si écart."""
-    from clearing.audit import run_audit
+def audit(
+    incremental: bool = typer.Option(
+        False, "--incremental",
+        help="Seulement ce qui suit le dernier point de contrôle (audit complet sinon)"),
+) -> None:
+    """Vérifie le journal (équilibre, chaîne de hachage) et les relevés ; code 1 si écart.
 
-    result = run_in_transaction(run_audit)
+    L'audit complet relit tout l'historique et, conforme, enregistre un point de contrôle ;
+    `--incremental` ne vérifie que ce qui est venu après le dernier."""
+    from clearing.audit import run_audit, run_incremental_audit
+
+    result = run_in_transaction(run_incremental_audit if incremental else run_audit)
     if result.ok:
         typer.echo(f"Audit conforme : {result.summary}")
         return
