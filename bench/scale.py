@@ -35,7 +35,7 @@ import argparse
 import asyncio
 import json
 import os
-import resource
+import re
 import statistics
 import subprocess
 import sys
@@ -466,7 +466,8 @@ SELECT c.id, c.programme_id, 2 + pg_temp.h(c.id, 9) % {SITES}, 3, c.value_cents,
 FROM (SELECT id, programme_id, value_cents FROM cheque WHERE status = 'active'
       ORDER BY id LIMIT $1) c;
 UPDATE cheque c SET status = 'redeemed', status_changed_at = r.redeemed_at
-FROM redemption r WHERE r.cheque_id = c.id AND c.status = 'active' AND r.reversed_at IS NULL;
+FROM redemption r WHERE r.cheque_id = c.id AND c.status = 'active' AND r.reversed_at IS NULL
+  AND r.redeemed_at >= $2;
 INSERT INTO ledger_account (code)
 SELECT DISTINCT 'site:' || site_id || ':payable' FROM redemption WHERE redeemed_at >= $2
 ON CONFLICT DO NOTHING;
@@ -504,8 +505,16 @@ async def add_day(url: str, count: int) -> None:
         await conn.execute(HASH)
         async with conn.transaction():
             await conn.execute("SET LOCAL session_replication_role = replica")
-            await conn.execute(DAY, count, start)
-            await conn.execute(DAY_ENTRIES, start)
+            for statement in DAY.split(";"):
+                if "$1" in statement:
+                    await conn.execute(statement, count, start)
+                elif "$2" in statement:
+                    await conn.execute(statement.replace("$2", "$1"), start)
+                elif statement.strip():
+                    await conn.execute(statement)
+            for statement in DAY_ENTRIES.split(";"):
+                if statement.strip():
+                    await conn.execute(statement, *([start] if "$1" in statement else []))
         await conn.execute("ANALYZE redemption")
     finally:
         await conn.close()
@@ -528,28 +537,48 @@ def print_table() -> None:
     latest: dict[tuple[str, int], dict[str, Any]] = {}
     for run in runs:
         latest[(run["label"], run["cheques"])] = run  # the last run of each kind
-    columns = sorted(latest, key=lambda k: (k[0] != "before", k[1]))
+    columns = sorted(latest, key=lambda k: (k[1], k[0] != "before"))
     names: list[str] = []
+    figures: dict[tuple[str, int], dict[str, Any]] = {}
     for key in columns:
-        for name in latest[key]["figures"]:
-            if name not in names:
-                names.append(name)
+        figures[key] = {}
+        for name, fig in latest[key]["figures"].items():
+            # The sizes in a name ("small programme (1,850 cheques)") go into the cell.
+            found = re.search(r" \(([\d,]+) (cheques|redemptions|new redemptions)[^)]*\)", name)
+            short = re.sub(r" \([\d,]+ (cheques|redemptions)[^)]*\)", "", name)
+            short = re.sub(r" after [\d,]+ new redemptions", " after a day of new redemptions",
+                           short)
+            figures[key][short] = {**fig, **({"n": found.group(1)} if found else {})}
+            if short not in names:
+                names.append(short)
 
     def cell(key: tuple[str, int], name: str) -> str:
-        fig = latest[key]["figures"].get(name)
+        fig = figures[key].get(name)
         if fig is None:
             return "—"
         ms = fig["ms"]
         text = f"{ms:,.0f} ms" if ms < 10_000 else f"{ms / 1000:,.1f} s"
         if "peak_mb" in fig:
             text += f", {fig['peak_mb']:,.0f} MB"
+        if fig.get("n"):
+            text += f" ({fig['n']})"
         return text
 
+    def growth(name: str, label: str) -> str:
+        sizes = sorted(k for k in columns if k[0] == label and name in figures[k])
+        if len(sizes) < 2:
+            return "—"
+        small, large = figures[sizes[0]][name]["ms"], figures[sizes[-1]][name]["ms"]
+        return f"×{large / small:.1f}" if small else "—"
+
+    labels = sorted({k[0] for k in columns}, key=lambda x: x != "before")
     head = [f"{label} {cheques / 1e6:g} M" for label, cheques in columns]
+    head += [f"growth {label}" for label in labels]
     print("| path | " + " | ".join(head) + " |")
-    print("|---|" + "---|" * len(columns))
+    print("|---|" + "---|" * len(head))
     for name in names:
-        print(f"| {name} | " + " | ".join(cell(k, name) for k in columns) + " |")
+        print(f"| {name} | " + " | ".join(cell(k, name) for k in columns) + " | "
+              + " | ".join(growth(name, label) for label in labels) + " |")
     for key in columns:
         print(f"- {key[0]} {key[1]:,} cheques: {latest[key]['at']}, "
               f"load {latest[key]['load']}, commit {latest[key].get('commit', '?')}")
