@@ -329,6 +329,8 @@ WHERE batch_id IS NOT NULL GROUP BY batch_id, kind
 
 _BATCH_PROGRAMMES = "SELECT DISTINCT programme_id FROM redemption WHERE batch_id = $1"
 
+_BITS = 32  # a line's key: financer, programme, family and commune numbers, 32 bits each
+_LINE_CHEQUE = 1 << 48  # a line's cheque count, above its cents (a line never nears 2⁴⁸ ¢)
 STREAM_PREFETCH = 20_000  # redemptions read at a time while replaying a batch
 
 
@@ -365,8 +367,10 @@ async def _replay_batches(
                       for pid in programme_ids}
         site_programme: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
         site_ids: dict[int, array.array] = defaultdict(lambda: array.array("q"))
-        lines: dict[int, dict[tuple[int, str | None, str | None], list[int]]] = defaultdict(
-            lambda: defaultdict(lambda: [0, 0]))
+        # Financer lines (financer, programme, family, commune) → cheques and cents, packed
+        # in one int each way: a big batch has millions of lines, this halves their memory.
+        lines: dict[int, int] = defaultdict(int)
+        names: dict[str | None, int] = {}  # families and communes, numbered
         mismatched: list[int] = []
         redeemed = 0
         stored_allocated = 0
@@ -383,10 +387,12 @@ async def _replay_batches(
             redeemed += value
             site_programme[sid][pid] += value
             site_ids[sid].append(rid)
+            commune = communes.get(sid)
+            f_no = names.setdefault(family, len(names))
+            c_no = names.setdefault(commune, len(names))
+            where = ((pid << _BITS) | f_no) << _BITS | c_no
             for fid, cents in parts.items():
-                line = lines[fid][(pid, family, communes.get(sid))]
-                line[0] += 1
-                line[1] += cents
+                lines[(fid << (3 * _BITS)) | where] += _LINE_CHEQUE + cents
                 allocated[pid][fid] += cents
         first_statement = len(out)
         if mismatched:
@@ -415,8 +421,17 @@ async def _replay_batches(
                                 for p, c in by_programme.items())
             out.append(_Recomputed("site", sid, batch_id, None, gross, fee, gross - fee,
                                    len(site_ids[sid]), site_lines_digest(site_ids[sid])))
-        for fid, by_line in lines.items():
-            flat = [(p, f, c, n, cents) for (p, f, c), (n, cents) in by_line.items()]
+        by_financer: dict[int, list[tuple[int, str | None, str | None, int, int]]] = (
+            defaultdict(list))
+        named = {no: name for name, no in names.items()}
+        mask = (1 << _BITS) - 1
+        for key, packed in lines.items():
+            n, cents = divmod(packed, _LINE_CHEQUE)
+            by_financer[key >> (3 * _BITS)].append(
+                ((key >> (2 * _BITS)) & mask, named[(key >> _BITS) & mask], named[key & mask],
+                 n, cents))
+        del lines
+        for fid, flat in by_financer.items():
             by_programme_f: dict[int, int] = defaultdict(int)
             for p, _f, _c, _n, cents in flat:
                 by_programme_f[p] += cents
@@ -458,15 +473,28 @@ async def _stored_statements(session: AsyncSession) -> list[dict[str, Any]]:
         SELECT id, kind, batch_id, programme_id, organisation_id, gross_cents, fee_cents,
                net_cents, cheque_count, status, paid_cents, content_hash
         FROM statement ORDER BY id"""))).all()
-    lines: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
-    for sid, *line in (await session.execute(text("""
+    # Lines are many (one per programme, démarche family and commune of each financer
+    # statement): streamed in statement order, each statement's kept as its digest only.
+    digests: dict[int, tuple[str, int]] = {}
+    raw = await raw_connection(session)
+    current: int | None = None
+    lines: list[tuple[Any, ...]] = []
+    async for sid, *line in raw.cursor("""
             SELECT statement_id, programme_id, demarche_family, commune_insee, cheque_count,
-                   amount_cents FROM statement_line"""))).all():
-        lines[sid].append(tuple(line))
+                   amount_cents FROM statement_line ORDER BY statement_id""",
+                                       prefetch=STREAM_PREFETCH):
+        if sid != current:
+            if current is not None:
+                digests[current] = (financer_lines_digest(lines), len(lines))
+            current, lines = sid, []
+        lines.append(tuple(line))
+    if current is not None:
+        digests[current] = (financer_lines_digest(lines), len(lines))
+    empty = (financer_lines_digest([]), 0)
     out = []
     for row in rows:
         record = dict(row._mapping)
-        record["lines"] = lines.get(record["id"], [])
+        record["lines_digest"], record["line_count"] = digests.get(record["id"], empty)
         out.append(record)
     return out
 
@@ -481,10 +509,8 @@ def _compare_statement(row: dict[str, Any], recomputed: _Recomputed) -> list[Dif
     fields = {label: {"stored": row[column], "recomputed": getattr(recomputed, attr)}
               for column, attr, label in _COMPARED
               if row[column] != getattr(recomputed, attr)}
-    if recomputed.kind != "site":
-        stored_lines = [(p, f, c, n, cents) for p, f, c, n, cents in row["lines"]]
-        if financer_lines_digest(stored_lines) != recomputed.lines_digest:
-            fields["lignes"] = {"stored": len(stored_lines), "recomputed": None}
+    if recomputed.kind != "site" and row["lines_digest"] != recomputed.lines_digest:
+        fields["lignes"] = {"stored": row["line_count"], "recomputed": None}
     if fields:
         found.append(Difference(
             "statement_mismatch",
@@ -495,7 +521,7 @@ def _compare_statement(row: dict[str, Any], recomputed: _Recomputed) -> list[Dif
     # The fingerprint printed on the statement must still match the stored row: a row edited
     # after it was issued no longer does (even if the edit was made to look consistent).
     stored_digest = (recomputed.lines_digest if recomputed.kind == "site" else
-                     financer_lines_digest(row["lines"]))
+                     row["lines_digest"])
     as_stored = statement_hash(
         kind=row["kind"], organisation_id=row["organisation_id"], batch_id=row["batch_id"],
         programme_id=row["programme_id"], gross_cents=row["gross_cents"],

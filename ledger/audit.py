@@ -102,16 +102,32 @@ ORDER BY e.id
 """)
 
 
+# Every entry with its seal and postings in one pass over the three tables in id order
+# (postings by entry, merged), read through a server-side cursor: memory stays bounded and
+# PostgreSQL does not re-plan a chunk query per few thousand entries.
+_ALL_ENTRIES = """
+SELECT e.id, e.idempotency_key, e.kind, CAST(e.memo AS text), e.created_at, e.content_hash,
+       s.sealed_seq, s.hash, s.prev_hash, p.ids, p.codes, p.amounts
+FROM ledger_entry e
+LEFT JOIN ledger_seal s ON s.entry_id = e.id
+LEFT JOIN (
+    SELECT p.entry_id, array_agg(p.id ORDER BY p.id) AS ids,
+           array_agg(a.code ORDER BY p.id) AS codes,
+           array_agg(p.amount_cents ORDER BY p.id) AS amounts
+    FROM ledger_posting p LEFT JOIN ledger_account a ON a.id = p.account_id
+    GROUP BY p.entry_id
+) p ON p.entry_id = e.id
+ORDER BY e.id
+"""
+
+
 async def _entries(session: AsyncSession, chunk: int) -> AsyncIterator[tuple[Any, ...]]:
-    """Every entry with its postings, in id order, a chunk at a time (bounded memory)."""
-    after = 0
-    while True:
-        rows = (await session.execute(_ENTRIES, {"after": after, "chunk": chunk})).all()
-        for row in rows:
-            yield tuple(row)
-        if len(rows) < chunk:
-            return
-        after = rows[-1][0]
+    """Every entry with its postings, in id order, streamed (bounded memory)."""
+    await session.execute(text("SELECT 1"))  # the transaction begun (a cursor needs one)
+    connection = await session.connection()
+    raw = (await connection.get_raw_connection()).driver_connection
+    async for row in raw.cursor(_ALL_ENTRIES, prefetch=chunk):  # type: ignore[union-attr]
+        yield tuple(row)
 
 
 async def _entries_since(session: AsyncSession, after_seq: int,

@@ -423,12 +423,9 @@ class IdempotencyRecord(SQLModel, table=True):
 # --------------------------------------------------------------------------- read side at scale
 # (migration 0013_read_scale; pass_/reporting.py)
 
-# The listings' keyset orders (newest first), and the per-programme reads.
+# The operator's listing in keyset order, newest first (a site's: ix_redemption_site_redeemed_at).
 sa.Index("ix_redemption_redeemed_at_id", Redemption.__table__.c.redeemed_at,  # type: ignore[attr-defined]
          Redemption.__table__.c.id)  # type: ignore[attr-defined]
-sa.Index("ix_redemption_site_redeemed_at_id", Redemption.__table__.c.site_id,  # type: ignore[attr-defined]
-         Redemption.__table__.c.redeemed_at, Redemption.__table__.c.id)  # type: ignore[attr-defined]
-sa.Index("ix_redemption_programme_id", Redemption.__table__.c.programme_id)  # type: ignore[attr-defined]
 # Cheques not handed out yet (stock) are counted from their booklets, a few per programme.
 sa.Index("ix_booklet_not_handed_out", Booklet.__table__.c.programme_id,  # type: ignore[attr-defined]
          postgresql_include=["size"],

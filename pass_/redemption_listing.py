@@ -1,8 +1,8 @@
 """Listing redemptions, newest first, of one site or of all, paged by a keyset cursor.
 
-A page is read from the index in `(redeemed_at, id)` order (`ix_redemption_redeemed_at_id`,
-`ix_redemption_site_redeemed_at_id`, migration 0013): the next page starts after the last
-row shown (`cursor`), so any page costs what the first one does, however far down. Numbered
+A page is read from an index in `redeemed_at` order (`ix_redemption_redeemed_at_id`, migration
+0013, for all sites; `ix_redemption_site_redeemed_at` for one): the next page starts after the
+last row shown (`cursor`), so any page costs what the first one does, however far down. Numbered
 pages (`page`, an offset) are kept for the first MAX_PAGE pages only: beyond, an offset reads
 and throws away every row before it, and the answer says to follow `next_cursor`.
 """

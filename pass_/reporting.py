@@ -83,9 +83,7 @@ class StageTotals:
 # cancellation's memo names the booklet, an expiry's the programme and its day.
 _COUNTED = """
 WITH todo AS (
-    SELECT e.id, e.idempotency_key AS key, e.kind, e.memo, e.created_at,
-           (SELECT sum(p.amount_cents) FROM ledger_posting p
-            WHERE p.entry_id = e.id AND p.amount_cents > 0) AS value
+    SELECT e.id, e.idempotency_key AS key, e.kind, e.memo, e.created_at
     FROM ledger_seal s JOIN ledger_entry e ON e.id = s.entry_id
     WHERE s.sealed_seq > :after AND s.sealed_seq <= :upto
       AND e.kind IN ('activation', 'cancellation', 'expiry', 'redemption',
@@ -107,18 +105,23 @@ WITH todo AS (
     UNION ALL
     SELECT k.programme_id,
            CASE WHEN t.kind = 'activation' THEN 'handed_out' ELSE 'cancelled' END, 1,
-           CAST(t.memo ->> 'cheques' AS bigint), t.value,
+           CAST(t.memo ->> 'cheques' AS bigint), v.value,
            CAST(timezone('Europe/Paris', t.created_at) AS date), NULL, NULL,
            CAST(b.need_level AS text)
     FROM todo t
     JOIN booklet k ON k.id = CAST(t.memo ->> 'booklet_id' AS bigint)
     LEFT JOIN beneficiary b ON b.id = k.beneficiary_id
+    CROSS JOIN LATERAL (SELECT sum(p.amount_cents) AS value FROM ledger_posting p
+                        WHERE p.entry_id = t.id AND p.amount_cents > 0) v
     WHERE t.kind IN ('activation', 'cancellation')
     UNION ALL
     SELECT CAST(t.memo ->> 'programme_id' AS bigint), 'expired', 1,
-           CAST(t.memo ->> 'cheques' AS bigint), t.value, CAST(t.memo ->> 'day' AS date),
+           CAST(t.memo ->> 'cheques' AS bigint), v.value, CAST(t.memo ->> 'day' AS date),
            NULL, NULL, NULL
-    FROM todo t WHERE t.kind = 'expiry'
+    FROM todo t
+    CROSS JOIN LATERAL (SELECT sum(p.amount_cents) AS value FROM ledger_posting p
+                        WHERE p.entry_id = t.id AND p.amount_cents > 0) v
+    WHERE t.kind = 'expiry'
 )
 SELECT programme_id, dimension, key, stage,
        CAST(sum(sign * cheques) AS bigint) AS cheques,
@@ -250,11 +253,12 @@ def _stage_figures(rows: list[tuple[str, int, int]], not_handed_out: int,
 
 
 async def stage_totals(session: AsyncSession,
-                       programme_id: int | None = None) -> dict[int, StageTotals]:
-    """Every programme's totals by stage (or one's), in two queries whatever the number of
-    programmes (the operator's pages)."""
-    one = "" if programme_id is None else " AND programme_id = :p"
-    args = {} if programme_id is None else {"p": programme_id}
+                       programme_id: int | list[int] | None = None) -> dict[int, StageTotals]:
+    """Every programme's totals by stage (or those of the given ones), in two queries
+    whatever the number of programmes (the operator's pages)."""
+    ids = [programme_id] if isinstance(programme_id, int) else programme_id
+    one = "" if ids is None else " AND programme_id = ANY(CAST(:p AS bigint[]))"
+    args = {} if ids is None else {"p": ids}
     rows: dict[int, list[tuple[str, int, int]]] = {}
     for pid, stage, n, v in (await session.execute(text(_STAGES_ALL + one), args)).all():
         rows.setdefault(pid, []).append((stage, n, v))
@@ -414,5 +418,15 @@ def programme_figures(programme: Any, totals: StageTotals | None) -> Any:
 
 async def figures_of(session: AsyncSession, programmes: list[Any]) -> dict[int, Any]:
     """`programme_figures` of every given programme, in two queries."""
-    totals = await stage_totals(session)
+    if not programmes:
+        return {}
+    # All of them (the operator) in one scan; a few (an issuer, a financer) by their ids.
+    totals = await stage_totals(session, None if len(programmes) > 50
+                                else [p.id for p in programmes])
     return {p.id: programme_figures(p, totals.get(p.id)) for p in programmes}
+
+
+async def organisation_counts(session: AsyncSession) -> dict[str, int]:
+    """How many organisations of each kind (the operator's home)."""
+    rows = await session.execute(text("SELECT kind, count(*) FROM organisation GROUP BY kind"))
+    return {kind: int(n) for kind, n in rows.all()}

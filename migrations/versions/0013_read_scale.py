@@ -4,8 +4,10 @@ checkpoints
 Revision ID: 0013_read_scale
 Revises: 0007_ledger_seal
 
-- `redemption (redeemed_at, id)` and `(site_id, redeemed_at, id)`: the listings' keyset order
-  (newest first), all sites or one; `redemption (programme_id)`: per-programme reads.
+- `redemption (redeemed_at, id)`: the operator's listing in keyset order (newest first); a
+  site's listing already has `(site_id, redeemed_at)`. One index only: every index of
+  `redemption` is written again when clearing marks a batch's redemptions (the per-programme
+  reads go to the rollup instead).
 - `booklet (programme_id) INCLUDE (size) WHERE handed_out_at IS NULL`: cheques not handed out
   (stock), counted per programme without reading the cheques.
 - `figure_rollup` and its cursor: each programme's figures by stage and one dimension, summed
@@ -31,8 +33,6 @@ depends_on: str | Sequence[str] | None = None
 
 INDEXES = [
     ("ix_redemption_redeemed_at_id", "redemption", "(redeemed_at, id)"),
-    ("ix_redemption_site_redeemed_at_id", "redemption", "(site_id, redeemed_at, id)"),
-    ("ix_redemption_programme_id", "redemption", "(programme_id)"),
     ("ix_booklet_not_handed_out", "booklet",
      "(programme_id) INCLUDE (size) WHERE handed_out_at IS NULL"),
 ]
