@@ -248,8 +248,7 @@ async def audit_clearing(
         allocated_out.update(allocated)
     recomputed += await _recompute_credit_notes(session, allocated)
     stored = {(r["kind"], r["batch_id"], r["programme_id"], r["organisation_id"]): r
-              for r in await _stored_statements(session)
-              if r["batch_id"] is None or r["batch_id"] > after_batch}
+              for r in await _stored_statements(session, after_batch)}
     entries = await _entries(session, ("batch:", "credit:", "paid:"))
     if after_batch:
         entries = {k: v for k, v in entries.items() if not _batch_key_up_to(k, after_batch)}
@@ -318,7 +317,7 @@ SELECT pattern, financer_id, amount_cents FROM allocation_pattern WHERE batch_id
 _ORPHAN_ALLOCATIONS = """
 SELECT a.batch_id, count(*), (array_agg(a.redemption_id ORDER BY a.redemption_id))[1:20]
 FROM allocation a LEFT JOIN redemption r ON r.id = a.redemption_id AND r.batch_id = a.batch_id
-WHERE r.id IS NULL GROUP BY a.batch_id ORDER BY a.batch_id
+WHERE r.id IS NULL AND a.batch_id > $1 GROUP BY a.batch_id ORDER BY a.batch_id
 """
 
 _STATEMENT_SUMS = """
@@ -442,7 +441,7 @@ async def _replay_batches(
                                    sum(n for *_, n, _c in flat), financer_lines_digest(flat)))
         if digests is not None:
             digests[batch_id] = _batch_digest(out[first_statement:])
-    for batch_id, count, ids in await raw.fetch(_ORPHAN_ALLOCATIONS):
+    for batch_id, count, ids in await raw.fetch(_ORPHAN_ALLOCATIONS, after_batch):
         found.append(Difference(
             "allocation_orphan",
             f"Lot {batch_id} : {count} répartition(s) visent un encaissement absent du lot.",
@@ -468,11 +467,14 @@ async def _recompute_credit_notes(session: AsyncSession,
     return out
 
 
-async def _stored_statements(session: AsyncSession) -> list[dict[str, Any]]:
+async def _stored_statements(session: AsyncSession,
+                             after_batch: int = 0) -> list[dict[str, Any]]:
+    """The statements of the batches after `after_batch` (all: 0) and every credit note."""
     rows = (await session.execute(text("""
         SELECT id, kind, batch_id, programme_id, organisation_id, gross_cents, fee_cents,
                net_cents, cheque_count, status, paid_cents, content_hash
-        FROM statement ORDER BY id"""))).all()
+        FROM statement WHERE batch_id IS NULL OR batch_id > :after ORDER BY id"""),
+        {"after": after_batch})).all()
     # Lines are many (one per programme, démarche family and commune of each financer
     # statement): streamed in statement order, each statement's kept as its digest only.
     digests: dict[int, tuple[str, int]] = {}
@@ -480,9 +482,11 @@ async def _stored_statements(session: AsyncSession) -> list[dict[str, Any]]:
     current: int | None = None
     lines: list[tuple[Any, ...]] = []
     async for sid, *line in raw.cursor("""
-            SELECT statement_id, programme_id, demarche_family, commune_insee, cheque_count,
-                   amount_cents FROM statement_line ORDER BY statement_id""",
-                                       prefetch=STREAM_PREFETCH):
+            SELECT l.statement_id, l.programme_id, l.demarche_family, l.commune_insee,
+                   l.cheque_count, l.amount_cents
+            FROM statement s JOIN statement_line l ON l.statement_id = s.id
+            WHERE s.batch_id IS NULL OR s.batch_id > $1
+            ORDER BY l.statement_id""", after_batch, prefetch=STREAM_PREFETCH):
         if sid != current:
             if current is not None:
                 digests[current] = (financer_lines_digest(lines), len(lines))

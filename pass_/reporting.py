@@ -157,7 +157,7 @@ _MOVE = text("UPDATE figure_rollup_cursor SET sealed_seq = :upto, updated_at = n
              "WHERE id = 1")
 
 
-async def refresh_rollup(session: AsyncSession, *, limit: int = 200_000,
+async def refresh_rollup(session: AsyncSession, *, limit: int = 1_000_000,
                          wait: bool = True) -> int:
     """Count the sealed entries after the cursor (at most `limit` of them) into the rollup and
     move the cursor; return how many seals were read. The caller commits. With `wait=False`,
@@ -176,7 +176,7 @@ async def refresh_rollup(session: AsyncSession, *, limit: int = 200_000,
     return upto - cursor
 
 
-async def refresh_rollup_once(sessionmaker: Any, *, limit: int = 200_000) -> int:
+async def refresh_rollup_once(sessionmaker: Any, *, limit: int = 1_000_000) -> int:
     """Count everything sealed so far, one committed transaction per `limit` seals (CLI)."""
     total = 0
     while True:
@@ -187,7 +187,7 @@ async def refresh_rollup_once(sessionmaker: Any, *, limit: int = 200_000) -> int
             return total
 
 
-async def run_rollup_loop(sessionmaker: Any, interval: float, *, limit: int = 200_000,
+async def run_rollup_loop(sessionmaker: Any, interval: float, *, limit: int = 1_000_000,
                           stop: Any = None) -> None:
     """Refresh the rollup every `interval` seconds (at once again while there is more) until
     `stop` is set or the task is cancelled. Errors are logged and retried: figures only lag."""
