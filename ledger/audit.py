@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ledger.canonical import GENESIS_HASH, content_hash, seal_hash, sorted_postings
+from ledger.canonical import GENESIS_HASH, entry_hashes
 
 
 @dataclass(frozen=True)
@@ -170,16 +170,16 @@ def _check_entry(row: tuple[Any, ...]) -> list[Difference]:
             f"Les lignes de l'écriture {key} ne s'annulent pas : leur somme est {total} centimes.",
             **where, details={"total_cents": total}))
     memo = None if memo_text is None else json.loads(memo_text)
-    postings = sorted_postings((c or "", a) for c, a in zip(codes, amounts, strict=True))
-    recomputed = content_hash(kind, postings, memo)
+    postings = [(c or "", a) for c, a in zip(codes, amounts, strict=True)]
+    recomputed, resealed = entry_hashes(prev_hash or "", seq=seq, entry_id=entry_id, key=key,
+                                        kind=kind, memo=memo, created_at=created_at,
+                                        postings=postings)
     if recomputed != fingerprint:
         found.append(Difference(
             "content_hash_mismatch",
             f"Le contenu de l'écriture {key} ne correspond plus à son empreinte d'origine.",
             **where, details={"stored": fingerprint, "recomputed": recomputed}))
     if seq is not None:  # the seal's columns are NOT NULL: a seal is whole or absent
-        resealed = seal_hash(prev_hash, seq=seq, entry_id=entry_id, key=key, kind=kind,
-                             memo=memo, created_at=created_at, postings=postings)
         if resealed != digest:
             found.append(Difference(
                 "seal_hash_mismatch",
