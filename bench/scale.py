@@ -41,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -463,7 +463,8 @@ DAY = f"""
 INSERT INTO redemption (cheque_id, programme_id, site_id, user_id, value_cents, service,
                         demarche_family, redeemed_at)
 SELECT c.id, c.programme_id, 2 + pg_temp.h(c.id, 9) % {SITES}, 3, c.value_cents,
-       'naviguer_web', NULL, $2::timestamptz + (row_number() OVER (ORDER BY c.id)) * interval '1 second'
+       'naviguer_web', NULL,
+       $2::timestamptz + (row_number() OVER (ORDER BY c.id)) * interval '1 second'
 FROM (SELECT id, programme_id, value_cents FROM cheque WHERE status = 'active'
       ORDER BY id LIMIT $1) c;
 UPDATE cheque c SET status = 'redeemed', status_changed_at = r.redeemed_at
