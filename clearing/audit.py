@@ -349,8 +349,8 @@ async def _replay_batches(
     sums: dict[tuple[int, str], int] = {
         (b, k): s for b, k, s in await raw.fetch(_STATEMENT_SUMS)}
     allocated: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
-    for pid, by_financer in (allocated_before or {}).items():
-        allocated[int(pid)].update({int(f): int(c) for f, c in by_financer.items()})
+    for pid, earlier in (allocated_before or {}).items():
+        allocated[int(pid)].update({int(f): int(c) for f, c in earlier.items()})
     terms_cache: dict[int, Any] = {}
     communes = {r[0]: r[1] for r in await raw.fetch(
         "SELECT id, commune_insee FROM organisation WHERE kind = 'site'")}

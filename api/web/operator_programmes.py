@@ -44,7 +44,7 @@ async def _programme_rows(session: SessionDep, principal: Any) -> list[dict[str,
     # Every programme's figures in one read of the rollup (not one count of cheques each).
     found = await programmes.list_programmes(session, Actor.of(principal))
     figures = await reporting.figures_of(session, found)
-    return [{"programme": p, "figures": figures[p.id]} for p in found]
+    return [{"programme": p, "figures": figures[p.id]} for p in found]  # type: ignore[index]
 
 
 async def _lag(session: SessionDep) -> dict[str, Any]:
