@@ -240,8 +240,9 @@ async def audit_ledger_since(session: AsyncSession, head: ChainHead, *,
                 "ne suit pas le sceau précédent.",
                 entry_id=entry_id, details={"sealed_seq": row_seq, "expected_seq": seq + 1}))
         seq, prev = row_seq, digest
-    for row in (await session.execute(_UNSEALED_SINCE, {"after_id": head.entry_id})).all():
-        found.extend(_check_entry(tuple(row)))
+    for unsealed in (await session.execute(_UNSEALED_SINCE,
+                                           {"after_id": head.entry_id})).all():
+        found.extend(_check_entry(tuple(unsealed)))
     return found
 
 
