@@ -537,8 +537,10 @@ def record(entry: dict[str, Any]) -> None:
 def print_table() -> None:
     runs = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
     latest: dict[tuple[str, int], dict[str, Any]] = {}
-    for run in runs:
-        latest[(run["label"], run["cheques"])] = run  # the last run of each kind
+    for run in runs:  # runs of one kind add up, the last figure of each name kept
+        key = (run["label"], run["cheques"])
+        merged = latest.get(key, {"figures": {}})
+        latest[key] = {**run, "figures": {**merged["figures"], **run["figures"]}}
     columns = sorted(latest, key=lambda k: (k[1], k[0] != "before"))
     names: list[str] = []
     figures: dict[tuple[str, int], dict[str, Any]] = {}
