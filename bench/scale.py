@@ -598,8 +598,9 @@ async def measure(url: str, args: argparse.Namespace) -> None:
     if args.upgrade and args.catch_up:
         figures["rollup catch-up (passnum rollup)"] = time_cli(url, ["rollup"], "rollup catch-up")
     fx = await fixtures(url)
-    figures.update(await time_pages(url, args.repeat, fx))
-    figures.update(await time_jobs(url, fx, close=not args.no_close))
+    if not args.no_pages:
+        figures.update(await time_pages(url, args.repeat, fx))
+        figures.update(await time_jobs(url, fx, close=not args.no_close))
     if not args.no_audit:
         figures["full audit (passnum audit)"] = time_cli(url, ["audit"], "full audit")
     if args.day:
@@ -637,6 +638,8 @@ def main() -> None:
                         help="then add N redemptions of a new day and time the incremental audit")
     parser.add_argument("--no-audit", action="store_true")
     parser.add_argument("--no-close", action="store_true", help="do not time closing a batch")
+    parser.add_argument("--no-pages", action="store_true",
+                        help="time only the audits (and the day), not the pages and jobs")
     parser.add_argument("--table", action="store_true", help="print the recorded runs")
     args = parser.parse_args()
     if args.table:
