@@ -614,7 +614,7 @@ async def measure(url: str, args: argparse.Namespace) -> None:
             url, ["audit", "--incremental"], "incremental audit")
     import api
 
-    commit = subprocess.run(["git", "-C", str(Path(api.__file__).parent), "rev-parse",
+    commit = subprocess.run(["git", "-C", str(Path(api.__file__).parent), "rev-parse",  # noqa: ASYNC221
                              "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     record({"label": args.label, "cheques": fx["cheques"], "redemptions": fx["redemptions"],
             "at": datetime.now(UTC).isoformat(timespec="seconds"), "load": load(),
