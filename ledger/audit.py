@@ -72,21 +72,6 @@ ORDER BY p.id
 
 # The entries sealed after a checkpoint (`sealed_seq` > :after_seq), in sealing order, a chunk
 # at a time; and the entries not sealed yet written after the checkpoint's last entry.
-_ENTRIES_SINCE = text("""
-SELECT e.id, e.idempotency_key, e.kind, CAST(e.memo AS text), e.created_at, e.content_hash,
-       s.sealed_seq, s.hash, s.prev_hash,
-       array_agg(p.id ORDER BY p.id) FILTER (WHERE p.id IS NOT NULL),
-       array_agg(a.code ORDER BY p.id) FILTER (WHERE p.id IS NOT NULL),
-       array_agg(p.amount_cents ORDER BY p.id) FILTER (WHERE p.id IS NOT NULL)
-FROM (SELECT * FROM ledger_seal WHERE sealed_seq > :after ORDER BY sealed_seq LIMIT :chunk) AS s
-JOIN ledger_entry e ON e.id = s.entry_id
-LEFT JOIN ledger_posting p ON p.entry_id = e.id
-LEFT JOIN ledger_account a ON a.id = p.account_id
-GROUP BY e.id, e.idempotency_key, e.kind, CAST(e.memo AS text), e.created_at, e.content_hash,
-         s.sealed_seq, s.hash, s.prev_hash
-ORDER BY s.sealed_seq
-""")
-
 _UNSEALED_SINCE = text("""
 SELECT e.id, e.idempotency_key, e.kind, CAST(e.memo AS text), e.created_at, e.content_hash,
        NULL, NULL, NULL,
@@ -130,16 +115,31 @@ async def _entries(session: AsyncSession, chunk: int) -> AsyncIterator[tuple[Any
         yield tuple(row)
 
 
+_ALL_ENTRIES_SINCE = """
+SELECT e.id, e.idempotency_key, e.kind, CAST(e.memo AS text), e.created_at, e.content_hash,
+       s.sealed_seq, s.hash, s.prev_hash, p.ids, p.codes, p.amounts
+FROM ledger_seal s
+JOIN ledger_entry e ON e.id = s.entry_id
+LEFT JOIN LATERAL (
+    SELECT array_agg(p.id ORDER BY p.id) AS ids, array_agg(a.code ORDER BY p.id) AS codes,
+           array_agg(p.amount_cents ORDER BY p.id) AS amounts
+    FROM ledger_posting p LEFT JOIN ledger_account a ON a.id = p.account_id
+    WHERE p.entry_id = e.id
+) p ON true
+WHERE s.sealed_seq > $1
+ORDER BY s.sealed_seq
+"""
+
+
 async def _entries_since(session: AsyncSession, after_seq: int,
                          chunk: int) -> AsyncIterator[tuple[Any, ...]]:
-    after = after_seq
-    while True:
-        rows = (await session.execute(_ENTRIES_SINCE, {"after": after, "chunk": chunk})).all()
-        for row in rows:
-            yield tuple(row)
-        if len(rows) < chunk:
-            return
-        after = rows[-1][6]
+    """The entries sealed after `after_seq`, in sealing order, streamed."""
+    await session.execute(text("SELECT 1"))  # the transaction begun (a cursor needs one)
+    connection = await session.connection()
+    raw = (await connection.get_raw_connection()).driver_connection
+    async for row in raw.cursor(_ALL_ENTRIES_SINCE, after_seq,  # type: ignore[union-attr]
+                                prefetch=chunk):
+        yield tuple(row)
 
 
 def _check_entry(row: tuple[Any, ...]) -> list[Difference]:
