@@ -155,9 +155,20 @@ def create_app(
             task = asyncio.create_task(
                 run_sealer_loop(app.state.sessionmaker, interval=settings.sealer_interval)
             )
+        rollup_task: asyncio.Task[Any] | None = None
+        if run_sealer and settings.rollup_in_app:
+            from pass_.reporting import run_rollup_loop
+
+            rollup_task = asyncio.create_task(
+                run_rollup_loop(app.state.sessionmaker, interval=settings.rollup_interval)
+            )
         try:
             yield
         finally:
+            if rollup_task is not None:
+                rollup_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await rollup_task
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

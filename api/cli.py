@@ -101,6 +101,19 @@ def serve(
         )
         sealer.start()
         os.environ["PASSNUM_SEALER_IN_APP"] = "false"  # read by the workers' settings
+    # One rollup process likewise: the figures of the pages, counted off the hot path.
+    rollup = None
+    if settings.rollup_in_app:
+        import multiprocessing
+
+        rollup = multiprocessing.get_context("spawn").Process(
+            target=_rollup_main,
+            args=(os.environ["DATABASE_URL"], settings.log_json, settings.rollup_interval,
+                  os.getpid()),
+            name="passnum-rollup", daemon=True,
+        )
+        rollup.start()
+        os.environ["PASSNUM_ROLLUP_IN_APP"] = "false"  # read by the workers' settings
     # uvicorn stops on SIGTERM, then raises the signal again once its server is down: with the
     # default action the process would die right there, before the `finally` that ends the
     # sealer (which, with the multiprocessing resource tracker, was left running). As an
@@ -128,6 +141,8 @@ def serve(
         signal.signal(signal.SIGTERM, previous_sigterm)
         if sealer is not None:
             _stop_process(sealer)
+        if rollup is not None:
+            _stop_process(rollup)
     if stopped_by is not None:  # end as the signal would have: a supervisor sees -SIGTERM
         signal.signal(stopped_by, signal.SIG_DFL)
         os.kill(os.getpid(), stopped_by)
@@ -188,6 +203,39 @@ def _sealer_main(database_url: str, log_json: bool, interval: float,
     with contextlib.suppress(OSError):  # named in ps and top (Linux)
         Path("/proc/self/comm").write_text("passnum-sealer")
     run_forever(database_url, interval)
+
+
+def _rollup_main(database_url: str, log_json: bool, interval: float,
+                 parent_pid: int | None = None) -> None:
+    """The rollup process of `passnum serve` (pass_.reporting.run_rollup_loop); like the
+    sealer, it ignores Ctrl-C (ended by `serve`) and dies with its parent."""
+    from api import logging as api_logging
+    from kit.db import make_engine, make_sessionmaker
+    from pass_.reporting import run_rollup_loop
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent_pid or os.getppid())
+    api_logging.configure(json=log_json)
+    with contextlib.suppress(OSError):
+        Path("/proc/self/comm").write_text("passnum-rollup")
+
+    async def main() -> None:
+        engine = make_engine(database_url, pool_size=1, max_overflow=0)
+        try:
+            await run_rollup_loop(make_sessionmaker(engine), interval)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(main())
+
+
+@app.command()
+def rollup() -> None:
+    """Compte dans les chiffres des tableaux de bord les opérations scellées du journal."""
+    from pass_.reporting import refresh_rollup_once
+
+    total = run_with_sessionmaker(refresh_rollup_once)
+    typer.echo(f"Chiffres à jour : {total} opération(s) du journal comptée(s).")
 
 
 @app.command("create-admin")
@@ -258,11 +306,18 @@ def demo() -> None:
 
 
 @app.command()
-def audit() -> None:
-    """Vérifie le journal (équilibre, chaîne de hachage) et les relevés ; code 1 si écart."""
-    from clearing.audit import run_audit
+def audit(
+    incremental: bool = typer.Option(
+        False, "--incremental",
+        help="Seulement ce qui suit le dernier point de contrôle (audit complet sinon)"),
+) -> None:
+    """Vérifie le journal (équilibre, chaîne de hachage) et les relevés ; code 1 si écart.
 
-    result = run_in_transaction(run_audit)
+    L'audit complet relit tout l'historique et, conforme, enregistre un point de contrôle ;
+    `--incremental` ne vérifie que ce qui est venu après le dernier."""
+    from clearing.audit import run_audit, run_incremental_audit
+
+    result = run_in_transaction(run_incremental_audit if incremental else run_audit)
     if result.ok:
         typer.echo(f"Audit conforme : {result.summary}")
         return

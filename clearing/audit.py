@@ -20,6 +20,8 @@ the redemptions, then compare with what is stored and with the journal:
 from __future__ import annotations
 
 import array
+import hashlib
+import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -39,9 +41,10 @@ from clearing.batches import (
     site_lines_digest,
     statement_hash,
 )
-from ledger.audit import Difference, audit_ledger
+from ledger.audit import ChainHead, Difference, audit_ledger, audit_ledger_since, chain_head
 from pass_.issuance import audit_issuance
 from pass_.redemption import audit_double_redemptions, audit_redemptions
+from pass_.reporting import audit_rollup
 
 
 @dataclass
@@ -52,17 +55,137 @@ class AuditResult:
 
 
 async def run_audit(session: AsyncSession) -> AuditResult:
+    """The full audit: everything recomputed from the whole journal. Conforming, it records a
+    checkpoint (`audit_checkpoint`) from which `run_incremental_audit` starts."""
+    head = await chain_head(session)  # before reading: what the checkpoint vouches for
+    digests: dict[int, str] = {}
+    allocated: dict[int, dict[int, int]] = {}
     differences = list(await audit_ledger(session))
     differences += await audit_issuance(session)
     differences += await audit_redemptions(session)
     differences += await audit_double_redemptions(session)
-    differences += await audit_clearing(session)
+    balances: dict[str, int] = {}  # every posting's sum, filled by the balance check
+    differences += await audit_clearing(session, digests=digests, allocated_out=allocated,
+                                        balances=balances)
+    differences += await audit_rollup(session)
     ok = not differences
     summary = (
         "journal équilibré, chaîne de hachage intègre, relevés conformes"
         if ok else f"{len(differences)} écart(s)"
     )
+    if ok:  # the balances as of the checkpoint: all of them less what came after it
+        for code, cents in (await balances_since(session, head)).items():
+            balances[code] = balances.get(code, 0) - cents
+        await record_checkpoint(session, "full", head, digests, allocated, balances)
     return AuditResult(ok=ok, differences=differences, summary=summary)
+
+
+async def run_incremental_audit(session: AsyncSession) -> AuditResult:
+    """The audit of what came after the last checkpoint: the journal's entries and seals
+    since (from the checkpoint's chain hash), every batch closed since (replayed from the
+    checkpoint's allocations), each earlier batch's statements against the digest the
+    checkpoint recorded, the sites' and financers' balances (the checkpoint's plus what was
+    posted since) against the redemptions and statements. Without a checkpoint, the full
+    audit runs. Conforming, it records a checkpoint in turn."""
+    checkpoint = await latest_checkpoint(session)
+    if checkpoint is None:
+        result = await run_audit(session)
+        result.summary += " (audit complet : aucun point de contrôle)"
+        return result
+    head = await chain_head(session)
+    since = ChainHead(checkpoint["sealed_seq"], checkpoint["chain_hash"],
+                      checkpoint["entry_id"])
+    digests = {int(b): d for b, d in checkpoint["batch_digests"].items()}
+    allocated = {int(p): {int(f): int(c) for f, c in by.items()}
+                 for p, by in checkpoint["allocated"].items()}
+    differences = list(await audit_ledger_since(session, since))
+    differences += await _check_digests(session, digests)
+    balances = {code: int(c) for code, c in checkpoint["balances"].items()}
+    for code, cents in (await balances_since(session, since)).items():
+        balances[code] = balances.get(code, 0) + cents
+    differences += await audit_clearing(
+        session, digests=digests, allocated_out=allocated,
+        after_batch=checkpoint["last_batch_id"], allocated_before=allocated,
+        balances=balances)
+    ok = not differences
+    summary = (f"depuis le point de contrôle du {checkpoint['created_at']:%d/%m/%Y %H:%M} "
+               f"(sceau n° {since.sealed_seq}) : "
+               + ("journal, chaîne et relevés conformes" if ok
+                  else f"{len(differences)} écart(s)"))
+    if ok:
+        for code, cents in (await balances_since(session, head)).items():
+            balances[code] = balances.get(code, 0) - cents
+        await record_checkpoint(session, "incremental", head, digests, allocated, balances)
+    return AuditResult(ok=ok, differences=differences, summary=summary)
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+
+def _batch_digest(statements: list[_Recomputed]) -> str:
+    """A batch's replay in one hash: its recomputed statements' fingerprints, in order."""
+    return hashlib.sha256("\n".join(sorted(
+        f"{st.kind};{st.organisation_id};{st.fingerprint()}" for st in statements
+    )).encode()).hexdigest()
+
+
+_STORED_BATCH_STATEMENTS = """
+SELECT batch_id, kind, organisation_id, content_hash FROM statement
+WHERE batch_id = ANY($1::bigint[])
+"""
+
+
+async def _check_digests(session: AsyncSession, digests: dict[int, str]) -> list[Difference]:
+    """Each batch the checkpoint vouches for still holds the statements it replayed (their
+    fingerprints, which cover totals and lines), and still exists."""
+    raw = await raw_connection(session)
+    stored: dict[int, list[str]] = defaultdict(list)
+    for batch_id, kind, org, content in await raw.fetch(_STORED_BATCH_STATEMENTS,
+                                                        list(digests)):
+        stored[batch_id].append(f"{kind};{org};{content}")
+    found = []
+    for batch_id, digest in sorted(digests.items()):
+        now = hashlib.sha256("\n".join(sorted(stored.get(batch_id, []))).encode()).hexdigest()
+        if now != digest:
+            found.append(Difference(
+                "batch_changed_since_checkpoint",
+                f"Les relevés du lot {batch_id} ont changé depuis le dernier point de contrôle "
+                "de l'audit.", details={"batch_id": batch_id}))
+    return found
+
+
+_LATEST_CHECKPOINT = text("""
+SELECT id, created_at, sealed_seq, chain_hash, entry_id, last_batch_id, balances,
+       batch_digests, allocated
+FROM audit_checkpoint ORDER BY id DESC LIMIT 1
+""")
+
+
+async def latest_checkpoint(session: AsyncSession) -> dict[str, Any] | None:
+    row = (await session.execute(_LATEST_CHECKPOINT)).first()
+    if row is None:
+        return None
+    return dict(row._mapping)
+
+
+async def record_checkpoint(session: AsyncSession, kind: str, head: ChainHead,
+                            digests: dict[int, str], allocated: dict[int, dict[int, int]],
+                            balances: dict[str, int]) -> None:
+    """What a conforming audit verified: the chain up to `head`, each batch's replay digest,
+    the replay's allocations after the last batch."""
+    await session.execute(text("""
+        INSERT INTO audit_checkpoint (kind, sealed_seq, chain_hash, entry_id, last_batch_id,
+                                      balances, batch_digests, allocated)
+        VALUES (:kind, :seq, :hash, :entry_id, :last_batch, CAST(:balances AS jsonb),
+                CAST(:digests AS jsonb), CAST(:allocated AS jsonb))"""), {
+        "kind": kind, "seq": head.sealed_seq, "hash": head.hash,
+        "last_batch": max(digests, default=0),
+        "entry_id": head.entry_id,
+        "balances": json.dumps({code: c for code, c in balances.items() if c}),
+        "digests": json.dumps({str(b): d for b, d in digests.items()}),
+        "allocated": json.dumps({str(p): {str(f): c for f, c in by.items()}
+                                 for p, by in allocated.items()}),
+    })
 
 
 # ------------------------------------------------------------------------------ clearing
@@ -107,14 +230,29 @@ class _Recomputed:
         return journal.credit_key(self.programme_id or 0, self.organisation_id)
 
 
-async def audit_clearing(session: AsyncSession) -> list[Difference]:
-    """Clearing's checks (see the module docstring); an empty list means all agrees."""
+async def audit_clearing(
+        session: AsyncSession, *, digests: dict[int, str] | None = None,
+        allocated_out: dict[int, dict[int, int]] | None = None, after_batch: int = 0,
+        allocated_before: dict[int, dict[int, int]] | None = None,
+        balances: dict[str, int] | None = None,
+) -> list[Difference]:
+    """Clearing's checks (see the module docstring); an empty list means all agrees. With
+    `after_batch`, only the batches after it are replayed (from `allocated_before`) and only
+    their statements compared; credit notes, payments and balances are checked in full
+    (a few rows per organisation)."""
     found: list[Difference] = []
-    recomputed, allocated = await _replay_batches(session, found)
+    recomputed, allocated = await _replay_batches(
+        session, found, after_batch=after_batch, allocated_before=allocated_before,
+        digests=digests)
+    if allocated_out is not None:
+        allocated_out.clear()
+        allocated_out.update(allocated)
     recomputed += await _recompute_credit_notes(session, allocated)
     stored = {(r["kind"], r["batch_id"], r["programme_id"], r["organisation_id"]): r
-              for r in await _stored_statements(session)}
+              for r in await _stored_statements(session, after_batch)}
     entries = await _entries(session, ("batch:", "credit:", "paid:"))
+    if after_batch:
+        entries = {k: v for k, v in entries.items() if not _batch_key_up_to(k, after_batch)}
     for statement in recomputed:
         where = (statement.kind, statement.batch_id, statement.programme_id,
                  statement.organisation_id)
@@ -142,8 +280,16 @@ async def audit_clearing(session: AsyncSession) -> list[Difference]:
         found.append(Difference(
             "entry_without_statement",
             f"L'écriture {key} ne correspond à aucun relevé recalculé.", details={"key": key}))
-    found += await _check_balances(session)
+    found += await _check_balances(session, balances)
     return found
+
+
+def _batch_key_up_to(key: str, last_batch: int) -> bool:
+    """Whether a `batch:<b>:…` key belongs to a batch the checkpoint vouches for."""
+    if not key.startswith("batch:"):
+        return False
+    number = key.split(":", 2)[1]
+    return number.isdigit() and int(number) <= last_batch
 
 
 def _kind(kind: str) -> str:
@@ -172,7 +318,7 @@ SELECT pattern, financer_id, amount_cents FROM allocation_pattern WHERE batch_id
 _ORPHAN_ALLOCATIONS = """
 SELECT a.batch_id, count(*), (array_agg(a.redemption_id ORDER BY a.redemption_id))[1:20]
 FROM allocation a LEFT JOIN redemption r ON r.id = a.redemption_id AND r.batch_id = a.batch_id
-WHERE r.id IS NULL GROUP BY a.batch_id ORDER BY a.batch_id
+WHERE r.id IS NULL AND a.batch_id > $1 GROUP BY a.batch_id ORDER BY a.batch_id
 """
 
 _STATEMENT_SUMS = """
@@ -181,50 +327,74 @@ WHERE batch_id IS NOT NULL GROUP BY batch_id, kind
 """
 
 
+_BATCH_PROGRAMMES = "SELECT DISTINCT programme_id FROM redemption WHERE batch_id = $1"
+
+_BITS = 32  # a line's key: financer, programme, family and commune numbers, 32 bits each
+_LINE_CHEQUE = 1 << 48  # a line's cheque count, above its cents (a line never nears 2⁴⁸ ¢)
+STREAM_PREFETCH = 20_000  # redemptions read at a time while replaying a batch
+
+
 async def _replay_batches(
-        session: AsyncSession, found: list[Difference],
+        session: AsyncSession, found: list[Difference], *, after_batch: int = 0,
+        allocated_before: dict[int, dict[int, int]] | None = None,
+        digests: dict[int, str] | None = None,
 ) -> tuple[list[_Recomputed], dict[int, dict[int, int]]]:
-    """Replay the allocation of every batch in order; check allocations and batch totals;
-    return every site and financer statement as recomputed, and what the replay allocated
-    per programme and financer."""
+    """Replay the allocation of every batch after `after_batch` in order, starting from what
+    earlier batches allocated (`allocated_before`); check allocations and batch totals; return
+    every site and financer statement as recomputed, and what the replay allocated per
+    programme and financer. A batch's redemptions are streamed (bounded memory: what is kept
+    is per site, financer and line, plus each site's redemption ids for its digest). Each
+    batch's digest of its recomputed statements goes into `digests`."""
     raw = await raw_connection(session)
-    batches = (await session.execute(_BATCHES)).all()
+    batches = [b for b in (await session.execute(_BATCHES)).all() if b[0] > after_batch]
     sums: dict[tuple[int, str], int] = {
         (b, k): s for b, k, s in await raw.fetch(_STATEMENT_SUMS)}
     allocated: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for pid, earlier in (allocated_before or {}).items():
+        allocated[int(pid)].update({int(f): int(c) for f, c in earlier.items()})
     terms_cache: dict[int, Any] = {}
     communes = {r[0]: r[1] for r in await raw.fetch(
         "SELECT id, commune_insee FROM organisation WHERE kind = 'site'")}
     out: list[_Recomputed] = []
     for batch_id, _cutoff, stored_count, stored_gross in batches:
-        rows = await raw.fetch(_BATCH_REDEMPTIONS, batch_id)
         parts_of: dict[int, dict[int, int]] = defaultdict(dict)
         for pattern, fid, cents in await raw.fetch(_PATTERNS, batch_id):
             parts_of[pattern][fid] = cents
-        missing = [pid for pid in {r[1] for r in rows} if pid not in terms_cache]
+        programme_ids = [r[0] for r in await raw.fetch(_BATCH_PROGRAMMES, batch_id)]
+        missing = [pid for pid in programme_ids if pid not in terms_cache]
         terms_cache.update(await load_terms(raw, sorted(missing)) if missing else {})
         allocators = {pid: allocator_for(terms_cache[pid], allocated[pid])
-                      for pid in {r[1] for r in rows}}
+                      for pid in programme_ids}
         site_programme: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
         site_ids: dict[int, array.array] = defaultdict(lambda: array.array("q"))
-        lines: dict[int, dict[tuple[int, str | None, str | None], list[int]]] = defaultdict(
-            lambda: defaultdict(lambda: [0, 0]))
+        # Financer lines (financer, programme, family, commune) → cheques and cents, packed
+        # in one int each way: a big batch has millions of lines, this halves their memory.
+        lines: dict[int, int] = defaultdict(int)
+        names: dict[str | None, int] = {}  # families and communes, numbered
         mismatched: list[int] = []
         redeemed = 0
-        for rid, pid, sid, value, family, pattern in rows:
+        stored_allocated = 0
+        count = 0
+        pattern_sums = {pattern: sum(parts.values()) for pattern, parts in parts_of.items()}
+        async for rid, pid, sid, value, family, pattern in raw.cursor(
+                _BATCH_REDEMPTIONS, batch_id, prefetch=STREAM_PREFETCH):
+            count += 1
             parts = allocation_parts(allocators[pid].allocate(value, family))
             if pattern is None or parts_of.get(pattern) != dict(parts):
                 mismatched.append(rid)
+            if pattern is not None:
+                stored_allocated += pattern_sums.get(pattern, 0)
             redeemed += value
             site_programme[sid][pid] += value
             site_ids[sid].append(rid)
+            commune = communes.get(sid)
+            f_no = names.setdefault(family, len(names))
+            c_no = names.setdefault(commune, len(names))
+            where = ((pid << _BITS) | f_no) << _BITS | c_no
             for fid, cents in parts.items():
-                line = lines[fid][(pid, family, communes.get(sid))]
-                line[0] += 1
-                line[1] += cents
+                lines[(fid << (3 * _BITS)) | where] += _LINE_CHEQUE + cents
                 allocated[pid][fid] += cents
-        stored_allocated = sum(cents for pattern in [r[5] for r in rows] if pattern is not None
-                               for cents in parts_of.get(pattern, {}).values())
+        first_statement = len(out)
         if mismatched:
             found.append(Difference(
                 "allocation_mismatch",
@@ -236,14 +406,14 @@ async def _replay_batches(
                    "sites": sums.get((batch_id, "site"), 0),
                    "financers": sums.get((batch_id, "financer"), 0),
                    "batch": stored_gross}
-        if len(set(figures.values())) != 1 or stored_count != len(rows):
+        if len(set(figures.values())) != 1 or stored_count != count:
             found.append(Difference(
                 "batch_totals",
                 f"Lot {batch_id} : les totaux ne concordent pas (encaissements {redeemed}, "
                 f"répartitions {stored_allocated}, lieux {figures['sites']}, financeurs "
-                f"{figures['financers']}, lot {stored_gross} centimes ; {len(rows)} "
+                f"{figures['financers']}, lot {stored_gross} centimes ; {count} "
                 f"encaissements pour {stored_count} annoncés).",
-                details={"batch_id": batch_id, **figures, "count": len(rows),
+                details={"batch_id": batch_id, **figures, "count": count,
                          "stored_count": stored_count}))
         for sid, by_programme in site_programme.items():
             gross = sum(by_programme.values())
@@ -251,8 +421,17 @@ async def _replay_batches(
                                 for p, c in by_programme.items())
             out.append(_Recomputed("site", sid, batch_id, None, gross, fee, gross - fee,
                                    len(site_ids[sid]), site_lines_digest(site_ids[sid])))
-        for fid, by_line in lines.items():
-            flat = [(p, f, c, n, cents) for (p, f, c), (n, cents) in by_line.items()]
+        by_financer: dict[int, list[tuple[int, str | None, str | None, int, int]]] = (
+            defaultdict(list))
+        named = {no: name for name, no in names.items()}
+        mask = (1 << _BITS) - 1
+        for key, packed in lines.items():
+            n, cents = divmod(packed, _LINE_CHEQUE)
+            by_financer[key >> (3 * _BITS)].append(
+                ((key >> (2 * _BITS)) & mask, named[(key >> _BITS) & mask], named[key & mask],
+                 n, cents))
+        del lines
+        for fid, flat in by_financer.items():
             by_programme_f: dict[int, int] = defaultdict(int)
             for p, _f, _c, _n, cents in flat:
                 by_programme_f[p] += cents
@@ -261,7 +440,9 @@ async def _replay_batches(
                                 for p, c in by_programme_f.items())
             out.append(_Recomputed("financer", fid, batch_id, None, gross, fee, gross + fee,
                                    sum(n for *_, n, _c in flat), financer_lines_digest(flat)))
-    for batch_id, count, ids in await raw.fetch(_ORPHAN_ALLOCATIONS):
+        if digests is not None:
+            digests[batch_id] = _batch_digest(out[first_statement:])
+    for batch_id, count, ids in await raw.fetch(_ORPHAN_ALLOCATIONS, after_batch):
         found.append(Difference(
             "allocation_orphan",
             f"Lot {batch_id} : {count} répartition(s) visent un encaissement absent du lot.",
@@ -287,20 +468,38 @@ async def _recompute_credit_notes(session: AsyncSession,
     return out
 
 
-async def _stored_statements(session: AsyncSession) -> list[dict[str, Any]]:
+async def _stored_statements(session: AsyncSession,
+                             after_batch: int = 0) -> list[dict[str, Any]]:
+    """The statements of the batches after `after_batch` (all: 0) and every credit note."""
     rows = (await session.execute(text("""
         SELECT id, kind, batch_id, programme_id, organisation_id, gross_cents, fee_cents,
                net_cents, cheque_count, status, paid_cents, content_hash
-        FROM statement ORDER BY id"""))).all()
-    lines: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
-    for sid, *line in (await session.execute(text("""
-            SELECT statement_id, programme_id, demarche_family, commune_insee, cheque_count,
-                   amount_cents FROM statement_line"""))).all():
-        lines[sid].append(tuple(line))
+        FROM statement WHERE batch_id IS NULL OR batch_id > :after ORDER BY id"""),
+        {"after": after_batch})).all()
+    # Lines are many (one per programme, démarche family and commune of each financer
+    # statement): streamed in statement order, each statement's kept as its digest only.
+    digests: dict[int, tuple[str, int]] = {}
+    raw = await raw_connection(session)
+    current: int | None = None
+    lines: list[tuple[Any, ...]] = []
+    async for sid, *line in raw.cursor("""
+            SELECT l.statement_id, l.programme_id, l.demarche_family, l.commune_insee,
+                   l.cheque_count, l.amount_cents
+            FROM statement s JOIN statement_line l ON l.statement_id = s.id
+            WHERE s.batch_id IS NULL OR s.batch_id > $1
+            ORDER BY l.statement_id""", after_batch, prefetch=STREAM_PREFETCH):
+        if sid != current:
+            if current is not None:
+                digests[current] = (financer_lines_digest(lines), len(lines))
+            current, lines = sid, []
+        lines.append(tuple(line))
+    if current is not None:
+        digests[current] = (financer_lines_digest(lines), len(lines))
+    empty = (financer_lines_digest([]), 0)
     out = []
     for row in rows:
         record = dict(row._mapping)
-        record["lines"] = lines.get(record["id"], [])
+        record["lines_digest"], record["line_count"] = digests.get(record["id"], empty)
         out.append(record)
     return out
 
@@ -315,10 +514,8 @@ def _compare_statement(row: dict[str, Any], recomputed: _Recomputed) -> list[Dif
     fields = {label: {"stored": row[column], "recomputed": getattr(recomputed, attr)}
               for column, attr, label in _COMPARED
               if row[column] != getattr(recomputed, attr)}
-    if recomputed.kind != "site":
-        stored_lines = [(p, f, c, n, cents) for p, f, c, n, cents in row["lines"]]
-        if financer_lines_digest(stored_lines) != recomputed.lines_digest:
-            fields["lignes"] = {"stored": len(stored_lines), "recomputed": None}
+    if recomputed.kind != "site" and row["lines_digest"] != recomputed.lines_digest:
+        fields["lignes"] = {"stored": row["line_count"], "recomputed": None}
     if fields:
         found.append(Difference(
             "statement_mismatch",
@@ -329,7 +526,7 @@ def _compare_statement(row: dict[str, Any], recomputed: _Recomputed) -> list[Dif
     # The fingerprint printed on the statement must still match the stored row: a row edited
     # after it was issued no longer does (even if the edit was made to look consistent).
     stored_digest = (recomputed.lines_digest if recomputed.kind == "site" else
-                     financer_lines_digest(row["lines"]))
+                     row["lines_digest"])
     as_stored = statement_hash(
         kind=row["kind"], organisation_id=row["organisation_id"], batch_id=row["batch_id"],
         programme_id=row["programme_id"], gross_cents=row["gross_cents"],
@@ -433,9 +630,42 @@ _ACCOUNT_LABEL = {"payable": "encaissements à compenser", "payout": "montant à
                   "receivable": "montant à recevoir"}
 
 
-async def _check_balances(session: AsyncSession) -> list[Difference]:
+# What the entries after a checkpoint (sealed after its seal, or not sealed yet and written
+# after its last entry) posted on the accounts _check_balances compares.
+_BALANCES_SINCE = text(r"""
+WITH since AS (
+    SELECT entry_id FROM ledger_seal WHERE sealed_seq > :seq
+    UNION
+    SELECT e.id FROM ledger_entry e
+    WHERE e.id > :entry_id AND NOT EXISTS (SELECT 1 FROM ledger_seal s WHERE s.entry_id = e.id)
+)
+SELECT a.code, CAST(sum(p.amount_cents) AS bigint)
+FROM since JOIN ledger_posting p ON p.entry_id = since.entry_id
+JOIN ledger_account a ON a.id = p.account_id
+WHERE a.code LIKE 'site\:%\:payable' OR a.code LIKE 'site\:%\:payout'
+   OR a.code LIKE 'financer\:%\:receivable'
+GROUP BY a.code
+""")
+
+
+async def balances_since(session: AsyncSession, head: ChainHead) -> dict[str, int]:
+    rows = await session.execute(_BALANCES_SINCE, {"seq": head.sealed_seq,
+                                                   "entry_id": head.entry_id})
+    return {code: int(cents) for code, cents in rows.all()}
+
+
+async def _check_balances(session: AsyncSession,
+                          actual: dict[str, int] | None = None) -> list[Difference]:
+    """Each site's and financer's balances against the redemptions and statements; `actual`
+    (the balances as a checkpoint and what came after give them), or summed from every
+    posting. Fills `actual` when given empty."""
     expected = {code: cents for code, cents in (await session.execute(_EXPECTED_BALANCES)).all()}
-    actual = {code: cents for code, cents in (await session.execute(_ACTUAL_BALANCES)).all()}
+    if actual is None or not actual:
+        summed = {code: cents for code, cents in (await session.execute(_ACTUAL_BALANCES)).all()}
+        if actual is None:
+            actual = summed
+        else:
+            actual.update(summed)
     found = []
     for code in sorted(expected.keys() | actual.keys()):
         want, have = expected.get(code, 0), actual.get(code, 0)

@@ -241,3 +241,29 @@ class StripeEvent(SQLModel, table=True):
     received_at: datetime | None = Field(default=None, sa_column=_ts(default_now=True))
     outcome: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
     payload: dict[str, Any] = Field(sa_column=sa.Column(JSONB, nullable=False))
+
+
+class AuditCheckpoint(SQLModel, table=True):
+    """What a conforming full audit verified, so the next audit may check only what came after
+    (clearing/audit.py, `run_incremental_audit`)."""
+
+    __tablename__ = "audit_checkpoint"
+
+    id: int | None = Field(
+        default=None, sa_column=sa.Column(sa.BigInteger, sa.Identity(), primary_key=True)
+    )
+    created_at: datetime | None = Field(
+        default=None,
+        sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False,
+                            server_default=sa.func.now()),
+    )
+    kind: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))  # full | incremental
+    sealed_seq: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    chain_hash: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    entry_id: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))  # largest then
+    last_batch_id: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    # {account code: balance} over the sealed prefix; {batch id: digest of its replay}.
+    balances: dict[str, Any] = Field(sa_column=sa.Column(JSONB, nullable=False))
+    batch_digests: dict[str, Any] = Field(sa_column=sa.Column(JSONB, nullable=False))
+    # The replay's allocations per programme and financer after last_batch_id.
+    allocated: dict[str, Any] = Field(sa_column=sa.Column(JSONB, nullable=False))

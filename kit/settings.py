@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     # last, so the work arrives in small slices instead of a burst that delays the requests
     # around it.
     sealer_interval: float = Field(default=0.05, gt=0, le=60)
+    # The figures' rollup (pass_.reporting): `passnum serve` runs one process counting the
+    # sealed journal into it every `rollup_interval` seconds; `false` runs none (then run
+    # `passnum rollup`, e.g. from cron). Pages show how far behind it is.
+    rollup_in_app: bool = True
+    rollup_interval: float = Field(default=2.0, gt=0, le=3600)
     secure_cookies: bool = False
 
     def secret(self, name: str, nbytes: int = 32) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ledger.canonical import GENESIS_HASH, content_hash, seal_hash
+from ledger.canonical import GENESIS_HASH, entry_hashes
 
 
 @dataclass(frozen=True)
@@ -70,16 +70,76 @@ ORDER BY p.id
 """)
 
 
+# The entries sealed after a checkpoint (`sealed_seq` > :after_seq), in sealing order, a chunk
+# at a time; and the entries not sealed yet written after the checkpoint's last entry.
+_UNSEALED_SINCE = text("""
+SELECT e.id, e.idempotency_key, e.kind, CAST(e.memo AS text), e.created_at, e.content_hash,
+       NULL, NULL, NULL,
+       array_agg(p.id ORDER BY p.id) FILTER (WHERE p.id IS NOT NULL),
+       array_agg(a.code ORDER BY p.id) FILTER (WHERE p.id IS NOT NULL),
+       array_agg(p.amount_cents ORDER BY p.id) FILTER (WHERE p.id IS NOT NULL)
+FROM ledger_entry e
+LEFT JOIN ledger_posting p ON p.entry_id = e.id
+LEFT JOIN ledger_account a ON a.id = p.account_id
+WHERE e.id > :after_id AND NOT EXISTS (SELECT 1 FROM ledger_seal s WHERE s.entry_id = e.id)
+GROUP BY e.id
+ORDER BY e.id
+""")
+
+
+# Every entry with its seal and postings in one pass over the three tables in id order
+# (postings by entry, merged), read through a server-side cursor: memory stays bounded and
+# PostgreSQL does not re-plan a chunk query per few thousand entries.
+_ALL_ENTRIES = """
+SELECT e.id, e.idempotency_key, e.kind, CAST(e.memo AS text), e.created_at, e.content_hash,
+       s.sealed_seq, s.hash, s.prev_hash, p.ids, p.codes, p.amounts
+FROM ledger_entry e
+LEFT JOIN ledger_seal s ON s.entry_id = e.id
+LEFT JOIN (
+    SELECT p.entry_id, array_agg(p.id ORDER BY p.id) AS ids,
+           array_agg(a.code ORDER BY p.id) AS codes,
+           array_agg(p.amount_cents ORDER BY p.id) AS amounts
+    FROM ledger_posting p LEFT JOIN ledger_account a ON a.id = p.account_id
+    GROUP BY p.entry_id
+) p ON p.entry_id = e.id
+ORDER BY e.id
+"""
+
+
 async def _entries(session: AsyncSession, chunk: int) -> AsyncIterator[tuple[Any, ...]]:
-    """Every entry with its postings, in id order, a chunk at a time (bounded memory)."""
-    after = 0
-    while True:
-        rows = (await session.execute(_ENTRIES, {"after": after, "chunk": chunk})).all()
-        for row in rows:
-            yield tuple(row)
-        if len(rows) < chunk:
-            return
-        after = rows[-1][0]
+    """Every entry with its postings, in id order, streamed (bounded memory)."""
+    await session.execute(text("SELECT 1"))  # the transaction begun (a cursor needs one)
+    connection = await session.connection()
+    raw = (await connection.get_raw_connection()).driver_connection
+    async for row in raw.cursor(_ALL_ENTRIES, prefetch=chunk):  # type: ignore[union-attr]
+        yield tuple(row)
+
+
+_ALL_ENTRIES_SINCE = """
+SELECT e.id, e.idempotency_key, e.kind, CAST(e.memo AS text), e.created_at, e.content_hash,
+       s.sealed_seq, s.hash, s.prev_hash, p.ids, p.codes, p.amounts
+FROM ledger_seal s
+JOIN ledger_entry e ON e.id = s.entry_id
+LEFT JOIN LATERAL (
+    SELECT array_agg(p.id ORDER BY p.id) AS ids, array_agg(a.code ORDER BY p.id) AS codes,
+           array_agg(p.amount_cents ORDER BY p.id) AS amounts
+    FROM ledger_posting p LEFT JOIN ledger_account a ON a.id = p.account_id
+    WHERE p.entry_id = e.id
+) p ON true
+WHERE s.sealed_seq > $1
+ORDER BY s.sealed_seq
+"""
+
+
+async def _entries_since(session: AsyncSession, after_seq: int,
+                         chunk: int) -> AsyncIterator[tuple[Any, ...]]:
+    """The entries sealed after `after_seq`, in sealing order, streamed."""
+    await session.execute(text("SELECT 1"))  # the transaction begun (a cursor needs one)
+    connection = await session.connection()
+    raw = (await connection.get_raw_connection()).driver_connection
+    async for row in raw.cursor(_ALL_ENTRIES_SINCE, after_seq,  # type: ignore[union-attr]
+                                prefetch=chunk):
+        yield tuple(row)
 
 
 def _check_entry(row: tuple[Any, ...]) -> list[Difference]:
@@ -111,15 +171,15 @@ def _check_entry(row: tuple[Any, ...]) -> list[Difference]:
             **where, details={"total_cents": total}))
     memo = None if memo_text is None else json.loads(memo_text)
     postings = [(c or "", a) for c, a in zip(codes, amounts, strict=True)]
-    recomputed = content_hash(kind, postings, memo)
+    recomputed, resealed = entry_hashes(prev_hash or "", seq=seq, entry_id=entry_id, key=key,
+                                        kind=kind, memo=memo, created_at=created_at,
+                                        postings=postings)
     if recomputed != fingerprint:
         found.append(Difference(
             "content_hash_mismatch",
             f"Le contenu de l'écriture {key} ne correspond plus à son empreinte d'origine.",
             **where, details={"stored": fingerprint, "recomputed": recomputed}))
     if seq is not None:  # the seal's columns are NOT NULL: a seal is whole or absent
-        resealed = seal_hash(prev_hash, seq=seq, entry_id=entry_id, key=key, kind=kind,
-                             memo=memo, created_at=created_at, postings=postings)
         if resealed != digest:
             found.append(Difference(
                 "seal_hash_mismatch",
@@ -127,6 +187,62 @@ def _check_entry(row: tuple[Any, ...]) -> list[Difference]:
                 "elle ou son sceau a été modifié.",
                 **where, details={"sealed_seq": seq, "stored": digest,
                                   "recomputed": resealed}))
+    return found
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """Where a verified chain ends: its last seal's number and hash, and the largest entry id
+    then (for the next incremental audit)."""
+
+    sealed_seq: int
+    hash: str
+    entry_id: int
+
+
+_HEAD = text("""
+SELECT s.sealed_seq, s.hash, (SELECT coalesce(max(id), 0) FROM ledger_entry)
+FROM ledger_seal s ORDER BY s.sealed_seq DESC LIMIT 1
+""")
+
+
+async def chain_head(session: AsyncSession) -> ChainHead:
+    row = (await session.execute(_HEAD)).first()
+    if row is None:
+        last = (await session.execute(text("SELECT coalesce(max(id), 0) FROM ledger_entry")))
+        return ChainHead(0, GENESIS_HASH, int(last.scalar() or 0))
+    return ChainHead(int(row[0]), row[1], int(row[2]))
+
+
+async def audit_ledger_since(session: AsyncSession, head: ChainHead, *,
+                             chunk: int = 5_000) -> list[Difference]:
+    """The checks of `audit_ledger` for what came after a verified `head` only: the entries
+    sealed after it (each one's balance, fingerprint and seal, each link of the chain from
+    `head.hash` on, no gap), and the entries written after it and not sealed yet. What the
+    chain held up to `head` was verified by the audit that recorded it (a full audit reads it
+    all again)."""
+    found: list[Difference] = []
+    seq, prev = head.sealed_seq, head.hash
+    still = (await session.execute(text(
+        "SELECT hash FROM ledger_seal WHERE sealed_seq = :s"), {"s": seq})).scalar()
+    if seq and still != head.hash:
+        found.append(Difference(
+            "checkpoint_seal_changed",
+            f"Le sceau n° {seq}, vérifié au dernier point de contrôle, a changé ou disparu.",
+            details={"sealed_seq": seq, "checkpoint": head.hash, "now": still}))
+    async for row in _entries_since(session, head.sealed_seq, chunk):
+        found.extend(_check_entry(row))
+        entry_id, row_seq, digest, prev_hash = row[0], row[6], row[7], row[8]
+        if row_seq != seq + 1 or prev_hash != prev:
+            found.append(Difference(
+                "chain_broken",
+                f"La chaîne de scellement est rompue à l'écriture scellée n° {row_seq} : elle "
+                "ne suit pas le sceau précédent.",
+                entry_id=entry_id, details={"sealed_seq": row_seq, "expected_seq": seq + 1}))
+        seq, prev = row_seq, digest
+    for unsealed in (await session.execute(_UNSEALED_SINCE,
+                                           {"after_id": head.entry_id})).all():
+        found.extend(_check_entry(tuple(unsealed)))
     return found
 
 

@@ -68,3 +68,25 @@ def seal_hash(prev_hash: str, *, seq: int, entry_id: int, key: str, kind: str,
         "postings": [list(p) for p in sorted_postings(postings)],
     }
     return hashlib.sha256((prev_hash + _dumps(body)).encode()).hexdigest()
+
+
+def entry_hashes(prev_hash: str, *, seq: int | None, entry_id: int, key: str, kind: str,
+                 memo: dict[str, Any] | None, created_at: datetime,
+                 postings: Iterable[tuple[str, int]]) -> tuple[str, str | None]:
+    """`content_hash` and (with a `seq`) `seal_hash` of one entry, the memo and postings
+    encoded once for both (the audit's pass over the whole journal): the same texts, hence
+    the same hashes, as the two functions give (a property test checks it)."""
+    memo_text = _dumps(memo)
+    postings_text = _dumps([list(p) for p in sorted_postings(postings)])
+    kind_text = _dumps(kind)
+    content = ('{"kind":' + kind_text + ',"memo":' + memo_text + ',"postings":'
+               + postings_text + "}")
+    fingerprint = hashlib.sha256(content.encode()).hexdigest()
+    if seq is None:
+        return fingerprint, None
+    # Keys in sorted order, as sort_keys gives them: created_at, id, key, kind, memo,
+    # postings, seq.
+    body = ('{"created_at":' + _dumps(utc_text(created_at)) + ',"id":' + _dumps(entry_id)
+            + ',"key":' + _dumps(key) + ',"kind":' + kind_text + ',"memo":' + memo_text
+            + ',"postings":' + postings_text + ',"seq":' + _dumps(seq) + "}")
+    return fingerprint, hashlib.sha256((prev_hash + body).encode()).hexdigest()

@@ -447,3 +447,40 @@ class AccessRequest(SQLModel, table=True):
     reason: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
     created_at: datetime | None = Field(default=None, sa_column=_ts(default_now=True))
     handled_at: datetime | None = Field(default=None, sa_column=_ts(True))
+
+
+# --------------------------------------------------------------------------- read side at scale
+# (migration 0013_read_scale; pass_/reporting.py)
+
+# The operator's listing in keyset order, newest first (a site's: ix_redemption_site_redeemed_at).
+sa.Index("ix_redemption_redeemed_at_id", Redemption.__table__.c.redeemed_at,  # type: ignore[attr-defined]
+         Redemption.__table__.c.id)  # type: ignore[attr-defined]
+# Cheques not handed out yet (stock) are counted from their booklets, a few per programme.
+sa.Index("ix_booklet_not_handed_out", Booklet.__table__.c.programme_id,  # type: ignore[attr-defined]
+         postgresql_include=["size"],
+         postgresql_where=sa.text("handed_out_at IS NULL"))
+
+
+class FigureRollup(SQLModel, table=True):
+    """A programme's figures by stage and one dimension (day, démarche family, commune of the
+    site, need level), summed from the sealed journal by `reporting.refresh_rollup`."""
+
+    __tablename__ = "figure_rollup"
+
+    programme_id: int = Field(sa_column=sa.Column(sa.BigInteger, primary_key=True))
+    dimension: str = Field(sa_column=sa.Column(sa.String(16), primary_key=True))
+    key: str = Field(sa_column=sa.Column(sa.String(32), primary_key=True))
+    stage: str = Field(sa_column=sa.Column(sa.String(16), primary_key=True))
+    cheques: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    value_cents: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+
+
+class FigureRollupCursor(SQLModel, table=True):
+    """How far the rollup has read the chain: every seal up to `sealed_seq` is counted."""
+
+    __tablename__ = "figure_rollup_cursor"
+    __table_args__ = (sa.CheckConstraint("id = 1", name="single"),)
+
+    id: int = Field(sa_column=sa.Column(sa.SmallInteger, primary_key=True))
+    sealed_seq: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    updated_at: datetime = Field(sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False))

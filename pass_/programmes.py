@@ -492,8 +492,11 @@ async def programme_figures(session: AsyncSession, programme: Programme) -> Prog
     )
 
 
-async def programme_detail(session: AsyncSession, programme: Programme) -> ProgrammeDetail:
-    """The programme with its financers, issuers (quota used) and live figures."""
+async def programme_detail(
+    session: AsyncSession, programme: Programme, *, figures: ProgrammeFigures | None = None
+) -> ProgrammeDetail:
+    """The programme with its financers, issuers (quota used) and live figures (or the
+    `figures` given: pages at scale pass the rollup's, `reporting.programme_figures`)."""
     financers = (
         await session.execute(
             select(ProgrammeFinancer, col(Organisation.name))
@@ -536,7 +539,7 @@ async def programme_detail(session: AsyncSession, programme: Programme) -> Progr
             )
             for i, name in issuers
         ],
-        figures=await programme_figures(session, programme),
+        figures=figures if figures is not None else await programme_figures(session, programme),
     )
 
 

@@ -14,28 +14,23 @@ tests need no clock patching.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import literal, select, text, tuple_
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kit.clock import paris_day, paris_midnight
+from kit.clock import paris_day
 from kit.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from ledger import service as ledger
 from ledger.audit import Difference
 from pass_ import tokens
 from pass_.codes import InvalidSerial, is_serial_like, normalise_serial
 from pass_.enums import ChequeStatus, DemarcheFamily, Service
-from pass_.models import Cheque, Redemption
 from pass_.redemption_schemas import (
     ChequeCheck,
-    RedemptionListItem,
-    RedemptionPage,
     RedemptionRead,
     ReversalRead,
 )
@@ -51,7 +46,6 @@ __all__ = [
     "ChequeNotActive",
     "ChequeNotFound",
     "ChequeNotYetValid",
-    "InvalidCursor",
     "OfflineOutcome",
     "OfflineScanIn",
     "ParsedCode",
@@ -65,7 +59,6 @@ __all__ = [
     "audit_double_redemptions",
     "audit_redemptions",
     "check_cheque",
-    "list_redemptions",
     "parse_code",
     "redeem_cheque",
     "redeem_offline",
@@ -149,11 +142,6 @@ class RedemptionInBatch(Conflict):
 class RedemptionAlreadyReversed(Conflict):
     code = "redemption_already_reversed"
     message = "Cet encaissement a déjà été annulé."
-
-
-class InvalidCursor(InvalidInput):
-    code = "invalid_cursor"
-    message = "Le curseur de pagination est invalide : repartez de la première page."
 
 
 # --------------------------------------------------------------------------------- codes
@@ -540,96 +528,6 @@ async def reverse_redemption(
         redeemed_at=redeemed_at,
         reversed_at=now,
         site_id=site_id,
-    )
-
-
-# --------------------------------------------------------------------------------- listing
-
-
-def _encode_cursor(redeemed_at: datetime, redemption_id: int) -> str:
-    raw = f"{redeemed_at.astimezone(UTC).isoformat()}|{redemption_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, int]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        at_text, id_text = raw.split("|")
-        at = datetime.fromisoformat(at_text)
-        if at.tzinfo is None:
-            raise ValueError("naive")
-        return at, int(id_text)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidCursor() from None
-
-
-async def list_redemptions(
-    session: AsyncSession,
-    *,
-    site_id: int | None,
-    now: datetime,
-    from_day: date | None = None,
-    to_day: date | None = None,
-    limit: int = 50,
-    cursor: str | None = None,
-    page: int | None = None,
-    viewer_site_id: int | None = None,
-) -> RedemptionPage:
-    """Redemptions, newest first: of one site (`site_id`) or all (`None`), between the Paris
-    days `from_day` and `to_day` included; paged by `cursor` (keyset) or `page` (offset).
-
-    `reversible` says whether the redeeming site could still reverse it now."""
-    r = Redemption.__table__  # type: ignore[attr-defined]
-    c = Cheque.__table__  # type: ignore[attr-defined]
-    query = select(
-        r.c.id,
-        c.c.serial,
-        r.c.value_cents,
-        r.c.service,
-        r.c.demarche_family,
-        r.c.redeemed_at,
-        r.c.scanned_at,
-        r.c.site_id,
-        r.c.reversed_at,
-        r.c.batch_id,
-    ).join(c, c.c.id == r.c.cheque_id)
-    if site_id is not None:
-        query = query.where(r.c.site_id == site_id)
-    if from_day is not None:
-        query = query.where(r.c.redeemed_at >= paris_midnight(from_day))
-    if to_day is not None:
-        query = query.where(r.c.redeemed_at < paris_midnight(to_day + timedelta(days=1)))
-    if cursor:
-        at, last_id = _decode_cursor(cursor)
-        query = query.where(tuple_(r.c.redeemed_at, r.c.id) < tuple_(literal(at), literal(last_id)))
-    elif page and page > 1:
-        query = query.offset((page - 1) * limit)
-    query = query.order_by(r.c.redeemed_at.desc(), r.c.id.desc()).limit(limit + 1)
-    rows = (await session.execute(query)).all()
-    items = [
-        RedemptionListItem(
-            id=row.id,
-            cheque_serial=row.serial,
-            value_cents=row.value_cents,
-            service=row.service,
-            demarche_family=row.demarche_family,
-            redeemed_at=row.redeemed_at,
-            scanned_at=row.scanned_at,
-            site_id=row.site_id,
-            reversed_at=row.reversed_at,
-            in_batch=row.batch_id is not None,
-            reversible=(
-                row.reversed_at is None
-                and row.batch_id is None
-                and now - row.redeemed_at < REVERSAL_WINDOW
-                and (viewer_site_id is None or viewer_site_id == row.site_id)
-            ),
-        )
-        for row in rows[:limit]
-    ]
-    next_cursor = _encode_cursor(items[-1].redeemed_at, items[-1].id) if len(rows) > limit else None
-    return RedemptionPage(
-        items=items, limit=limit, next_cursor=next_cursor, page=None if cursor else (page or 1)
     )
 
 

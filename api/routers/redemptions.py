@@ -17,6 +17,7 @@ from api.security import Principal
 from kit.clock import Day, utcnow
 from kit.errors import Forbidden
 from pass_ import redemption as service
+from pass_ import redemption_listing
 from pass_.codes import is_serial_like
 from pass_.enums import Role
 from pass_.redemption_schemas import (
@@ -171,7 +172,7 @@ async def list_redemptions(
         if site_id is not None and site_id != principal.organisation_id:
             raise Forbidden("Vous ne voyez que les encaissements de votre lieu.")
         site_id = viewer_site = principal.organisation_id
-    return await service.list_redemptions(
+    return await redemption_listing.list_redemptions(
         session,
         site_id=site_id,
         now=utcnow(),

@@ -17,7 +17,7 @@ from api.web.session import AgentPage, redirect
 from api.web.templating import render
 from kit.clock import utcnow
 from kit.errors import DomainError
-from pass_ import beneficiaries, issuance, programmes
+from pass_ import beneficiaries, issuance, programmes, reporting
 from pass_.enums import BookletStatus, NeedLevel
 from pass_.programmes import Actor
 from pass_.schemas import BeneficiaryCreate, BookletCancel
@@ -47,8 +47,12 @@ STATUS_OPTIONS = [(s.value, s.value) for s in BookletStatus]
 async def _programmes_with_quota(session: SessionDep, principal: Principal) -> list[dict[str, Any]]:
     """The issuer's programmes, each with this issuer's quota row."""
     rows = []
-    for programme in await programmes.list_programmes(session, Actor.of(principal)):
-        detail = await programmes.programme_detail(session, programme)
+    found = await programmes.list_programmes(session, Actor.of(principal))
+    figures = await reporting.figures_of(session, found)  # the rollup's, not a count each
+    for programme in found:
+        detail = await programmes.programme_detail(
+            session, programme, figures=figures[programme.id]  # type: ignore[index]
+        )
         own = next(
             (i for i in detail.issuers if i.organisation_id == principal.organisation_id), None
         )

@@ -39,6 +39,8 @@ def _charts(d: reporting.ProgrammeDashboard) -> list[dict[str, Any]]:
     ]
     demarches = [(label(b.key) if b.key else "Sans démarche", b.redeemed) for b in d.by_demarche]
     communes = [(b.key or "—", b.redeemed) for b in d.by_commune]
+    if d.other_communes is not None:  # the page stays small: the first communes, then the rest
+        communes.append((f"Autres communes ({d.other_communes.key})", d.other_communes.redeemed))
     needs = [(NEED_LABELS.get(b.key or "", b.key or "—"), b) for b in d.by_need_level]
     return [
         {
@@ -112,8 +114,11 @@ async def _dashboard(
 ) -> Response:
     actor = Actor.of(principal)
     programme = await programmes.visible_programme(session, programme_id, actor)
-    detail = await programmes.programme_detail(session, programme)
     dashboard = await reporting.programme_dashboard(session, programme_id=programme_id)
+    totals = (await reporting.stage_totals(session, programme_id)).get(programme_id)
+    detail = await programmes.programme_detail(
+        session, programme, figures=reporting.programme_figures(programme, totals)
+    )
     own = next(
         (f for f in detail.financers if f.organisation_id == principal.organisation_id), None
     )
@@ -128,6 +133,8 @@ async def _dashboard(
             "own": own,
             "charts": _charts(dashboard),
             "others": [o for o in others if o.id != programme_id],
+            "figures_as_of": dashboard.as_of,
+            "figures_pending": dashboard.pending,
         },
     )
 

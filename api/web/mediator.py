@@ -28,7 +28,7 @@ from api.web.session import MediatorPage, redirect
 from api.web.templating import date_fr, datetime_fr, eur_short, render
 from kit.clock import paris_today, utcnow
 from kit.errors import DomainError
-from pass_ import accounts
+from pass_ import accounts, redemption_listing
 from pass_ import redemption as service
 from pass_.enums import DemarcheFamily, Service, label
 from pass_.redemption_schemas import RedemptionCreate
@@ -226,7 +226,7 @@ async def redeem(request: Request, principal: MediatorPage, session: SessionDep)
 @router.get("/mediateur/encaissements")
 async def today(request: Request, principal: MediatorPage, session: SessionDep) -> Response:
     day = paris_today()
-    listing = await service.list_redemptions(
+    listing = await redemption_listing.list_redemptions(
         session,
         site_id=principal.organisation_id,
         now=utcnow(),

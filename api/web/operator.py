@@ -15,7 +15,7 @@ from api.web.session import OperatorPage, redirect
 from api.web.templating import render
 from kit.clock import utcnow
 from kit.errors import DomainError
-from pass_ import accounts
+from pass_ import accounts, reporting
 from pass_.enums import (
     ROLE_KIND,
     FinancerCategory,
@@ -53,15 +53,11 @@ def _role_of_kind(kind: str) -> str:
 
 @router.get("/operateur")
 async def home(request: Request, principal: OperatorPage, session: SessionDep) -> Response:
-    organisations = await accounts.list_organisations(session)
-    counts: dict[str, int] = {}
-    for org in organisations:
-        counts[org.kind] = counts.get(org.kind, 0) + 1
-    pending = [
-        o
-        for o in organisations
-        if o.kind == OrganisationKind.site.value and o.qualification == Qualification.pending.value
-    ]
+    # Counted by the database, and only the pending sites loaded (not every organisation).
+    counts = await reporting.organisation_counts(session)
+    pending = await accounts.list_organisations(
+        session, kind=OrganisationKind.site, qualification=Qualification.pending
+    )
     return render(
         request,
         "operator/home.html",

@@ -17,7 +17,7 @@ from api.web.session import OperatorPage, redirect
 from api.web.statements import STATUS_BADGE, status_text
 from api.web.templating import datetime_fr, render
 from clearing import payments, statements
-from clearing.audit import run_audit
+from clearing.audit import run_audit, run_incremental_audit
 from clearing.batches import BatchPreview, close_batch, preview_batch
 from clearing.errors import BatchEmpty
 from clearing.expiry import operator_expiry, preview_expiry
@@ -316,7 +316,10 @@ async def expiry_run(request: Request, principal: OperatorPage, session: Session
 
 @router.get("/operateur/audit")
 async def audit(
-    request: Request, principal: OperatorPage, session: SessionDep, lancer: bool = False
+    request: Request, principal: OperatorPage, session: SessionDep, lancer: bool = False,
+    depuis_controle: bool = False,
 ) -> Response:
-    result = await run_audit(session) if lancer else None
+    result = None
+    if lancer:
+        result = await (run_incremental_audit if depuis_controle else run_audit)(session)
     return render(request, "operator/audit.html", {"title": "Audit", "result": result})
