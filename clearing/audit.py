@@ -39,6 +39,11 @@ from clearing.batches import (
     site_lines_digest,
     statement_hash,
 )
+from clearing.invoices_audit import (
+    RECEIVABLE_FROM_INVOICES,
+    SETTLED_BY_INVOICES,
+    audit_invoices,
+)
 from ledger.audit import Difference, audit_ledger
 from pass_.issuance import audit_issuance
 from pass_.redemption import audit_redemptions
@@ -56,6 +61,7 @@ async def run_audit(session: AsyncSession) -> AuditResult:
     differences += await audit_issuance(session)
     differences += await audit_redemptions(session)
     differences += await audit_clearing(session)
+    differences += await audit_invoices(session)  # issue 14: invoices, bank lines
     ok = not differences
     summary = (
         "journal équilibré, chaîne de hachage intègre, relevés conformes"
@@ -379,8 +385,8 @@ async def _check_payments(session: AsyncSession,
                           entries: dict[str, list[tuple[str, int]]]) -> list[Difference]:
     found = []
     rows = (await session.execute(text("""
-        SELECT id, kind, organisation_id, status, paid_cents, net_cents FROM statement
-        WHERE kind <> 'credit_note' ORDER BY id"""))).all()
+        SELECT id, kind, organisation_id, status, paid_cents, net_cents FROM statement s
+        WHERE kind <> 'credit_note' AND NOT """ + SETTLED_BY_INVOICES + """ ORDER BY id"""))).all()
     for sid, kind, org, status, paid, net in rows:
         key = journal.paid_key(sid)
         entry = entries.pop(key, None)
@@ -417,7 +423,8 @@ WHERE kind = 'site' AND status <> 'paid' GROUP BY organisation_id
 UNION ALL
 SELECT format('financer:%s:receivable', organisation_id), -CAST(sum(net_cents) AS bigint)
 FROM statement WHERE kind = 'financer' AND status <> 'paid' GROUP BY organisation_id
-""")
+UNION ALL
+""" + RECEIVABLE_FROM_INVOICES)
 
 # (`\:` keeps SQLAlchemy from reading ":payable" as a bind parameter.)
 _ACTUAL_BALANCES = text(r"""
@@ -433,7 +440,9 @@ _ACCOUNT_LABEL = {"payable": "encaissements à compenser", "payout": "montant à
 
 
 async def _check_balances(session: AsyncSession) -> list[Difference]:
-    expected = {code: cents for code, cents in (await session.execute(_EXPECTED_BALANCES)).all()}
+    expected: dict[str, int] = defaultdict(int)
+    for code, cents in (await session.execute(_EXPECTED_BALANCES)).all():
+        expected[code] += cents
     actual = {code: cents for code, cents in (await session.execute(_ACTUAL_BALANCES)).all()}
     found = []
     for code in sorted(expected.keys() | actual.keys()):

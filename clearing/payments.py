@@ -26,7 +26,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from clearing import journal
+from clearing import invoices, journal
 from clearing.errors import (
     PaymentAlreadyRecorded,
     PaymentInProgress,
@@ -261,6 +261,9 @@ async def _mark_paid(session: AsyncSession, statement_id: int, *, amount_cents: 
                       postings=postings,
                       memo={"statement_id": statement_id, "reference": reference},
                       at=paid_at)
+    if kind == "financer":  # its invoices are paid with it (issue 14)
+        await invoices.mark_paid_with_statement(session, statement_id=statement_id,
+                                                paid_on=paid_on or paris_day(paid_at))
     return True
 
 

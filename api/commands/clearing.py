@@ -50,12 +50,14 @@ def close_batch(
     from sqlalchemy import text
 
     from api.cli import run_in_transaction
+    from api.invoicing import invoice_terms
     from clearing.batches import close_batch as close
 
     when = parse_cutoff(cutoff)
 
     async def work(session: Any) -> tuple[Any, bool, int]:
-        batch, created = await close(session, cutoff=when, now=utcnow())
+        batch, created = await close(session, cutoff=when, now=utcnow(),
+                                     invoice_terms=invoice_terms(get_settings()))
         statements = await session.scalar(
             text("SELECT count(*) FROM statement WHERE batch_id = :b"), {"b": batch.id})
         return batch, created, statements
