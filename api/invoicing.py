@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from clearing.chorus import ChorusConfig
 from clearing.invoices import InvoiceTerms, Seller, VatRule
 from kit.settings import Settings
 
@@ -23,3 +24,20 @@ def invoice_terms(settings: Settings) -> InvoiceTerms:
                         settings.operator_vat_exemption
                         if settings.invoice_fee_vat_category != "S" else None),
         due_days=settings.invoice_due_days)
+
+
+def chorus_config(settings: Settings) -> ChorusConfig | None:
+    """The Chorus Pro account the settings describe, or None when the deposit is off or the
+    account incomplete (invoices are then uploaded by hand)."""
+    if not settings.chorus_enabled:
+        return None
+    needed = (settings.chorus_client_id, settings.chorus_client_secret, settings.chorus_login,
+              settings.chorus_password, settings.chorus_user_id)
+    if any(v in (None, "") for v in needed):
+        return None
+    return ChorusConfig(api_base=settings.chorus_api_base, token_url=settings.chorus_token_url,
+                        client_id=settings.chorus_client_id,  # type: ignore[arg-type]
+                        client_secret=settings.chorus_client_secret,  # type: ignore[arg-type]
+                        login=settings.chorus_login,  # type: ignore[arg-type]
+                        password=settings.chorus_password,  # type: ignore[arg-type]
+                        user_id=settings.chorus_user_id)  # type: ignore[arg-type]

@@ -589,3 +589,23 @@ async def issue_batch_invoices(session: AsyncSession, batch: Any, *, now: dateti
         session, batch_id=batch.id, issue_date=paris_day(now),
         period_start=paris_day(batch.period_start) if batch.period_start else None,
         period_end=paris_day(batch.cutoff) - timedelta(days=1), terms=terms)
+
+
+async def statement_cheques(session: AsyncSession, *, batch_id: int,
+                            financer_id: int) -> list[Any]:
+    """Every cheque a financer statement charges, one row each, in clearing order, with its
+    programme and the invoice that bills it (the financer's CSV)."""
+    return list((await session.execute(text("""
+        SELECT c.serial, r.redeemed_at, p.name AS programme_name, r.demarche_family,
+               r.service, o.name AS site_name, o.commune_insee, r.value_cents,
+               ap.amount_cents, i.number AS invoice_number
+        FROM allocation a
+        JOIN allocation_pattern ap ON ap.batch_id = a.batch_id AND ap.pattern = a.pattern
+        JOIN redemption r ON r.id = a.redemption_id
+        JOIN cheque c ON c.id = r.cheque_id
+        JOIN organisation o ON o.id = r.site_id
+        JOIN programme p ON p.id = r.programme_id
+        LEFT JOIN invoice i ON i.batch_id = a.batch_id AND i.financer_id = ap.financer_id
+             AND i.programme_id = r.programme_id AND i.type_code = '380'
+        WHERE a.batch_id = :b AND ap.financer_id = :f
+        ORDER BY r.redeemed_at, r.id"""), {"b": batch_id, "f": financer_id})).all())

@@ -59,7 +59,9 @@ class Participation(BaseModel):
         if not self.is_public:
             return []
         missing = []
-        if self.requires_engagement and not self.engagement_number:
+        # The State's structures always require an engagement (engagement juridique).
+        needs_engagement = self.requires_engagement or self.financer_category == "state"
+        if needs_engagement and not self.engagement_number:
             missing.append("numéro d'engagement")
         if self.requires_service_code and not self.service_code:
             missing.append("code service")
