@@ -212,10 +212,11 @@ async def follow(session: AsyncSession, config: ChorusConfig | None) -> dict[str
                 status = await client.status(chorus_id)
             await session.execute(text("""
                 UPDATE invoice SET chorus_invoice_id = :cid, chorus_status = :st,
-                       status = CASE WHEN :st = :pay AND status = 'deposited'
+                       status = CASE WHEN :in_payment AND status = 'deposited'
                                      THEN 'in_payment' ELSE status END
                 WHERE id = :id"""),
-                {"cid": chorus_id, "st": status[:64], "pay": IN_PAYMENT, "id": invoice_id})
+                {"cid": chorus_id, "st": status[:64], "in_payment": status == IN_PAYMENT,
+                 "id": invoice_id})
             seen[number] = status
     finally:
         await client.aclose()
