@@ -113,7 +113,8 @@ class ChorusClient:
         body = answer.json() if answer.headers.get("content-type", "").startswith(
             "application/json") else {}
         if answer.status_code != 200 or body.get("codeRetour", 0) != 0:
-            raise ChorusError(f"Chorus Pro a refusé la demande : {body.get('libelle') or answer.status_code}.",
+            reason = body.get("libelle") or answer.status_code
+            raise ChorusError(f"Chorus Pro a refusé la demande : {reason}.",
                               path=path, status=answer.status_code)
         return body
 

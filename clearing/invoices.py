@@ -188,27 +188,37 @@ def split_fee(fee_cents: int, weights: dict[int, int]) -> dict[int, int]:
 # ------------------------------------------------------------------------------ numbering
 
 
+async def next_numbers(session: AsyncSession, year: int, count: int) -> list[int]:
+    """The next `count` numbers of `year`, taken under the counter row's lock (held to
+    commit): one statement, whatever the count."""
+    last = (await session.execute(text("""
+        INSERT INTO invoice_counter (year, last_number) VALUES (:y, :n)
+        ON CONFLICT (year) DO UPDATE SET last_number = invoice_counter.last_number + :n
+        RETURNING last_number"""), {"y": year, "n": count})).scalar_one()
+    return list(range(last - count + 1, last + 1))
+
+
 async def next_number(session: AsyncSession, year: int) -> tuple[int, str]:
-    """The next number of `year`, taken under the counter row's lock (held to commit)."""
-    sequence = (await session.execute(text("""
-        INSERT INTO invoice_counter (year, last_number) VALUES (:y, 1)
-        ON CONFLICT (year) DO UPDATE SET last_number = invoice_counter.last_number + 1
-        RETURNING last_number"""), {"y": year})).scalar_one()
+    """The next number of `year` (see `next_numbers`)."""
+    [sequence] = await next_numbers(session, year, 1)
     return sequence, invoice_number(year, sequence)
 
 
 # ------------------------------------------------------------------------------ issuing
 
-# What each financer was charged in the batch, by programme, démarche family and face value.
+# What each financer was charged in the batch, by programme and démarche family: its
+# statement's lines summed over communes (a few hundred rows, where reading the allocations
+# would scan every redemption of the batch again). A cheque's value is its programme's face
+# value, fixed when the programme is created and copied on each cheque at issuance.
 _CHARGED = text("""
-SELECT ap.financer_id, r.programme_id, r.demarche_family, r.value_cents,
-       count(*) AS cheques, CAST(sum(ap.amount_cents) AS bigint) AS charged
-FROM allocation a
-JOIN allocation_pattern ap ON ap.batch_id = a.batch_id AND ap.pattern = a.pattern
-JOIN redemption r ON r.id = a.redemption_id
-WHERE a.batch_id = :b
+SELECT s.organisation_id AS financer_id, l.programme_id, l.demarche_family,
+       p.face_value_cents AS value_cents, CAST(sum(l.cheque_count) AS bigint) AS cheques,
+       CAST(sum(l.amount_cents) AS bigint) AS charged
+FROM statement s JOIN statement_line l ON l.statement_id = s.id
+JOIN programme p ON p.id = l.programme_id
+WHERE s.batch_id = :b AND s.kind = 'financer'
 GROUP BY 1, 2, 3, 4
-ORDER BY 1, 2, 3 NULLS LAST, 4
+ORDER BY 1, 2, 3 NULLS LAST
 """)
 
 _FINANCER_STATEMENTS = text("""
@@ -227,17 +237,41 @@ FROM programme_financer pf JOIN programme p ON p.id = pf.programme_id
 WHERE pf.programme_id = ANY(:pids)
 """)
 
+# Every invoice of a close in one statement (one array per column).
 _INSERT = text("""
 INSERT INTO invoice (number, year, sequence, type_code, financer_id, programme_id, batch_id,
                      statement_id, corrects, issue_date, period_start, period_end, due_date,
                      basis_cents, vat_cents, total_cents, payment_reference, payment_method,
                      status, engagement_number, service_code, buyer, seller, lines)
-VALUES (:number, :year, :sequence, :type_code, :financer_id, :programme_id, :batch_id,
-        :statement_id, :corrects, :issue_date, :period_start, :period_end, :due_date,
-        :basis, :vat, :total, :reference, :method, 'issued', :engagement, :service,
-        CAST(:buyer AS jsonb), CAST(:seller AS jsonb), CAST(:lines AS jsonb))
-RETURNING id
+SELECT x.number, :year, x.sequence, :type_code, x.financer_id, x.programme_id, :batch_id,
+       x.statement_id, CAST(x.corrects AS varchar[]), :issue_date, :period_start,
+       :period_end, :due_date, x.basis, x.vat, x.basis + x.vat, x.reference, x.method,
+       'issued', x.engagement, x.service, CAST(x.buyer AS jsonb), CAST(x.seller AS jsonb),
+       CAST(x.lines AS jsonb)
+FROM unnest(CAST(:numbers AS text[]), CAST(:sequences AS bigint[]),
+            CAST(:financers AS bigint[]), CAST(:programmes AS bigint[]),
+            CAST(:statements AS bigint[]), CAST(:corrects AS text[]),
+            CAST(:basis AS bigint[]), CAST(:vat AS bigint[]), CAST(:references AS text[]),
+            CAST(:methods AS text[]), CAST(:engagements AS text[]),
+            CAST(:services AS text[]), CAST(:buyers AS text[]), CAST(:sellers AS text[]),
+            CAST(:lines AS text[]))
+     AS x(number, sequence, financer_id, programme_id, statement_id, corrects, basis, vat,
+          reference, method, engagement, service, buyer, seller, lines)
+ORDER BY x.sequence
+RETURNING id, financer_id, vat_cents, number
 """)
+
+
+@dataclass(slots=True)
+class _NewInvoice:
+    financer_id: int
+    programme_id: int
+    statement_id: int | None
+    corrects: list[str]
+    lines: list[dict[str, Any]]
+    buyer: dict[str, Any]
+    seller: dict[str, Any]
+    method: str
 
 
 def _family_label(family: str | None) -> str:
@@ -250,6 +284,9 @@ def _cheque_lines(rows: list[Any], rule: VatRule) -> list[dict[str, Any]]:
     lines = []
     for row in rows:
         gross = row.cheques * row.value_cents
+        if row.charged > gross:  # never: a financer's part of a cheque is at most its value
+            raise Conflict("Montant facturé supérieur à la valeur des chèques.",
+                           programme_id=row.programme_id)
         lines.append({
             "kind": "cheques", "family": row.demarche_family,
             "name": f"Chèques Pass numérique encaissés — {_family_label(row.demarche_family)}",
@@ -299,7 +336,7 @@ async def issue_for_batch(session: AsyncSession, *, batch_id: int, issue_date: d
     participations = {(r.programme_id, r.organisation_id): r for r in (
         await session.execute(_PARTICIPATIONS, {"pids": pids})).all()}
     seller = asdict(terms.seller)
-    ids = []
+    pending: list[_NewInvoice] = []
     for s in statements:
         by_programme = charged.get(s.organisation_id, {})
         weights = {pid: sum(r.charged for r in rows) * participations[(pid, s.organisation_id)]
@@ -318,40 +355,51 @@ async def issue_for_batch(session: AsyncSession, *, batch_id: int, issue_date: d
                      "service_code": part.service_code, "programme_name": part.name}
             method = payment_method(category=s.financer_category, chosen=part.payment_method,
                                     has_mandate=bool(s[10]))
-            ids.append(await _insert(
-                session, type_code="380", financer_id=s.organisation_id, programme_id=pid,
-                batch_id=batch_id, statement_id=s.id, corrects=[], issue_date=issue_date,
-                period_start=period_start, period_end=period_end,
-                due_date=issue_date + timedelta(days=terms.due_days), lines=lines,
-                buyer=buyer, seller=seller, method=method))
-    return ids
+            pending.append(_NewInvoice(s.organisation_id, pid, s.id, [], lines, buyer, seller,
+                                       method))
+    return await _insert(session, pending, type_code="380", batch_id=batch_id,
+                         issue_date=issue_date, period_start=period_start,
+                         period_end=period_end,
+                         due_date=issue_date + timedelta(days=terms.due_days))
 
 
-async def _insert(session: AsyncSession, *, type_code: str, financer_id: int, programme_id: int,
-                  batch_id: int | None, statement_id: int | None, corrects: list[str],
-                  issue_date: date, period_start: date | None, period_end: date | None,
-                  due_date: date | None, lines: list[dict[str, Any]], buyer: dict[str, Any],
-                  seller: dict[str, Any], method: str) -> int:
-    breakdown = vat_breakdown(lines)
-    basis = sum(g["basis_cents"] for g in breakdown)
-    vat = sum(g["vat_cents"] for g in breakdown)
-    sequence, number = await next_number(session, issue_date.year)
-    invoice_id = (await session.execute(_INSERT, {
-        "number": number, "year": issue_date.year, "sequence": sequence,
-        "type_code": type_code, "financer_id": financer_id, "programme_id": programme_id,
-        "batch_id": batch_id, "statement_id": statement_id, "corrects": corrects,
-        "issue_date": issue_date, "period_start": period_start, "period_end": period_end,
-        "due_date": due_date, "basis": basis, "vat": vat, "total": basis + vat,
-        "reference": rf_reference(number.replace("-", "")), "method": method,
-        "engagement": buyer.get("engagement_number"), "service": buyer.get("service_code"),
-        "buyer": _json(buyer), "seller": _json(seller), "lines": _json(lines),
-    })).scalar_one()
-    if vat and type_code == "380":
-        await ledger.post(session, key=journal.invoice_vat_key(invoice_id),
-                          kind=journal.INVOICE_VAT_KIND,
-                          postings=journal.invoice_vat(financer_id, vat),
-                          memo={"invoice": number})
-    return int(invoice_id)
+async def _insert(session: AsyncSession, pending: list[_NewInvoice], *, type_code: str,
+                  batch_id: int | None, issue_date: date, period_start: date | None,
+                  period_end: date | None, due_date: date | None) -> list[int]:
+    """Number and write `pending` invoices (in this order) and post their VAT entries."""
+    if not pending:
+        return []
+    year = issue_date.year
+    sequences = await next_numbers(session, year, len(pending))
+    numbers = [invoice_number(year, n) for n in sequences]
+    totals = [vat_breakdown(p.lines) for p in pending]
+    rows = (await session.execute(_INSERT, {
+        "year": year, "type_code": type_code, "batch_id": batch_id, "issue_date": issue_date,
+        "period_start": period_start, "period_end": period_end, "due_date": due_date,
+        "numbers": numbers, "sequences": sequences,
+        "financers": [p.financer_id for p in pending],
+        "programmes": [p.programme_id for p in pending],
+        "statements": [p.statement_id for p in pending],
+        "corrects": ["{" + ",".join(f'"{c}"' for c in p.corrects) + "}" for p in pending],
+        "basis": [sum(g["basis_cents"] for g in t) for t in totals],
+        "vat": [sum(g["vat_cents"] for g in t) for t in totals],
+        "references": [rf_reference(n.replace("-", "")) for n in numbers],
+        "methods": [p.method for p in pending],
+        "engagements": [p.buyer.get("engagement_number") for p in pending],
+        "services": [p.buyer.get("service_code") for p in pending],
+        "buyers": [_json(p.buyer) for p in pending],
+        "sellers": [_json(p.seller) for p in pending],
+        "lines": [_json(p.lines) for p in pending],
+    })).all()
+    if type_code == "380":
+        vat_entries = [ledger.NewEntry(key=journal.invoice_vat_key(r.id),
+                                       kind=journal.INVOICE_VAT_KIND,
+                                       postings=journal.invoice_vat(r.financer_id, r.vat_cents),
+                                       memo={"invoice": r.number})
+                       for r in rows if r.vat_cents]
+        if vat_entries:
+            await ledger.post_many(session, vat_entries)
+    return [int(r.id) for r in rows]
 
 
 async def issue_credit_notes(session: AsyncSession, *, programme_id: int, issue_date: date,
@@ -370,7 +418,7 @@ async def issue_credit_notes(session: AsyncSession, *, programme_id: int, issue_
              AND i.financer_id = s.organisation_id
         WHERE s.kind = 'credit_note' AND s.programme_id = :p AND i.id IS NULL
         ORDER BY s.organisation_id"""), {"p": programme_id})).all()
-    ids = []
+    pending: list[_NewInvoice] = []
     for n in notes:
         corrected = (await session.execute(text("""
             SELECT number, seller FROM invoice WHERE type_code = '380' AND programme_id = :p
@@ -385,13 +433,12 @@ async def issue_credit_notes(session: AsyncSession, *, programme_id: int, issue_
         buyer = {"name": n[3], "siret": n[4], "address": n[5], "commune_insee": n[6],
                  "category": n[7], "engagement_number": n[8], "service_code": n[9],
                  "programme_name": n[11]}
-        ids.append(await _insert(
-            session, type_code="381", financer_id=n[1], programme_id=programme_id,
-            batch_id=None, statement_id=n[0], corrects=[c[0] for c in corrected],
-            issue_date=issue_date, period_start=None, period_end=None, due_date=None,
-            lines=lines, buyer=buyer, seller=seller,
-            method=payment_method(category=n[7], chosen=n[10], has_mandate=False)))
-    return ids
+        pending.append(_NewInvoice(n[1], programme_id, n[0], [c[0] for c in corrected], lines,
+                                   buyer, seller, payment_method(category=n[7], chosen=n[10],
+                                                                 has_mandate=False)))
+    return await _insert(session, pending, type_code="381", batch_id=None,
+                         issue_date=issue_date, period_start=None, period_end=None,
+                         due_date=None)
 
 
 # ------------------------------------------------------------------------------ reading
@@ -583,12 +630,20 @@ async def issue_batch_invoices(session: AsyncSession, batch: Any, *, now: dateti
                                terms: InvoiceTerms | None = None) -> list[int]:
     """The invoices of a batch just closed: issued today (Paris), for the period from the
     previous cutoff to the day before this one."""
+    from time import perf_counter
+
+    import structlog
+
     from kit.clock import paris_day
 
-    return await issue_for_batch(
+    start = perf_counter()
+    ids = await issue_for_batch(
         session, batch_id=batch.id, issue_date=paris_day(now),
         period_start=paris_day(batch.period_start) if batch.period_start else None,
         period_end=paris_day(batch.cutoff) - timedelta(days=1), terms=terms)
+    structlog.get_logger().info("invoices_issued", batch_id=batch.id, invoices=len(ids),
+                                invoices_ms=round((perf_counter() - start) * 1000))
+    return ids
 
 
 async def statement_cheques(session: AsyncSession, *, batch_id: int,

@@ -127,7 +127,7 @@ def set_participation(
     sent = {k: v for k, v in (("engagement_number", engagement), ("service_code", service_code),
                                ("payment_method", payment_method)) if v is not None}
     try:
-        data = ParticipationUpdate(**sent)
+        data = ParticipationUpdate.model_validate(sent)
     except ValidationError as exc:
         typer.echo(f"Refusé : {exc.errors()[0]['msg']}", err=True)
         raise typer.Exit(1) from exc

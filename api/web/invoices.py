@@ -125,12 +125,12 @@ async def edit_participation(programme_id: int, organisation_id: int, request: R
     values = {k: v for k, v in form.items() if isinstance(v, str)}
     back = f"/operateur/programmes/{programme_id}/financeurs"
     try:
-        data = ParticipationUpdate(
-            engagement_number=values.get("engagement_number", ""),
-            service_code=values.get("service_code", ""),
-            payment_method=values.get("payment_method") or None,
-            requires_engagement="requires_engagement" in values,
-            requires_service_code="requires_service_code" in values)
+        data = ParticipationUpdate.model_validate({
+            "engagement_number": values.get("engagement_number", ""),
+            "service_code": values.get("service_code", ""),
+            "payment_method": values.get("payment_method") or None,
+            "requires_engagement": "requires_engagement" in values,
+            "requires_service_code": "requires_service_code" in values})
         async with session.begin_nested():
             found = await update_participation(session, programme_id=programme_id,
                                                organisation_id=organisation_id, data=data)

@@ -10,12 +10,15 @@ import facturx
 import httpx
 from sqlalchemy import text
 
-from tests.api.test_clearing_api import World, world  # noqa: F401  (the fixture)
+from tests.api import test_clearing_api
+from tests.api.test_clearing_api import World
 from tests.clearing.test_bank import camt054
 
 CONTRACT = {"id", "number", "type_code", "financer_id", "programme_id", "batch_id",
             "issue_date", "due_date", "total_cents", "payment_reference", "status",
             "engagement_number", "service_code"}
+
+world = test_clearing_api.world  # the clearing API tests' scene, shared
 
 
 async def test_invoices_are_listed_per_role(client: httpx.AsyncClient, world: World) -> None:

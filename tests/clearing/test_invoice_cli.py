@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from pass_.tokens import Keyring
+from tests.clearing import test_cli
 from tests.clearing.factories import (
     issue_cheques,
     make_scheme,
@@ -17,7 +18,9 @@ from tests.clearing.factories import (
     unique_cutoff,
 )
 from tests.clearing.test_bank import camt054
-from tests.clearing.test_cli import _passnum, runner  # noqa: F401  (the fixture)
+from tests.clearing.test_cli import _passnum
+
+runner = test_cli.runner  # the CLI on the test database (fixture)
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +28,7 @@ def keyring(tmp_path_factory: pytest.TempPathFactory) -> Keyring:
     return Keyring.load_or_create(tmp_path_factory.mktemp("invoice-cli") / "keys")
 
 
-async def test_the_operator_does_it_all_from_the_command_line(runner, sessionmaker, keyring,  # noqa: F811
+async def test_the_operator_does_it_all_from_the_command_line(runner, sessionmaker, keyring,
                                                               tmp_path):
     async with sessionmaker() as session:
         scheme = await make_scheme(session, keyring)

@@ -19,13 +19,13 @@ from clearing.batches import close_batch
 from clearing.invoices import (
     InvoiceTerms,
     Seller,
+    cheque_rows,
     get_invoice,
     list_invoices,
     next_number,
     rf_is_valid,
     rf_reference,
     split_fee,
-    cheque_rows,
 )
 from clearing.invoices_facturx import build_xml, facturx_pdf
 from kit.clock import paris_day, utcnow

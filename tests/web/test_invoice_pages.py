@@ -9,9 +9,12 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tests.api.test_clearing_api import World, world  # noqa: F401  (the fixture)
+from tests.api import test_clearing_api
+from tests.api.test_clearing_api import World
 from tests.clearing.test_bank import camt054
 from tests.web.test_money_pages import _as
+
+world = test_clearing_api.world  # the clearing API tests' scene, shared
 
 
 async def test_the_financer_sees_how_to_pay_each_invoice(client: Any, world: World) -> None:
