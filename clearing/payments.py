@@ -80,6 +80,12 @@ WITH due AS (
     SELECT s.id, s.net_cents FROM statement s JOIN organisation o ON o.id = s.organisation_id
     WHERE s.kind = 'financer' AND s.status = 'open' AND s.net_cents > 0
       AND o.stripe_customer_id IS NOT NULL AND o.stripe_payment_method_id IS NOT NULL
+      -- a public body pays its invoices by transfer unless its participation asks for the
+      -- debit (issue 14: clearing.invoices.payment_method)
+      AND (coalesce(o.financer_category, '') NOT IN ('state', 'region', 'departement', 'epci',
+                                                     'commune')
+           OR EXISTS (SELECT 1 FROM invoice i WHERE i.statement_id = s.id
+                      AND i.payment_method = 'stripe_sepa'))
       AND (CAST(:batch AS bigint) IS NULL OR s.batch_id = :batch)
       AND (CAST(:ids AS bigint[]) IS NULL OR s.id = ANY(CAST(:ids AS bigint[])))
     ORDER BY s.id
