@@ -98,7 +98,17 @@ async def confirm_line(line_id: int, request: Request, _: OperatorPage,
 @router.post("/operateur/factures/{invoice_id}/chorus")
 async def deposit(invoice_id: int, request: Request, _: OperatorPage,
                   session: SessionDep) -> Response:
-    """Deposit one invoice on Chorus Pro (when configured), then follow its status."""
+    """Deposit one invoice on Chorus Pro (when configured), then follow its status. A deposit
+    cannot be withdrawn: the first click shows what will be sent and asks to confirm."""
+    form = await request.form()
+    if form.get("confirme") != "oui":
+        try:
+            invoice = await invoices.get_invoice(session, invoice_id)
+        except DomainError:
+            return render(request, "not_found.html", {"title": "Page introuvable"},
+                          status_code=404)
+        return render(request, "invoices/confirm_deposit.html",
+                      {"title": f"Déposer la facture {invoice.number}", "inv": invoice})
     try:
         result = await chorus.deposit_one(session, chorus_config(request.app.state.settings),
                                          invoice_id)

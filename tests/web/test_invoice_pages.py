@@ -110,3 +110,39 @@ async def test_overdue_invoices_and_missing_references_are_shown(
         data={"csrf_token": token, "engagement_number": "E" * 60})
     assert too_long.status_code == 303
     assert "50 caractères" in (await client.get(too_long.headers["location"])).text
+
+
+async def test_a_chorus_deposit_is_confirmed_before_it_is_sent(
+        client: Any, app: Any, world: World, session: AsyncSession) -> None:
+    from tests.clearing.test_chorus import FakeChorusPro
+
+    await session.execute(text("UPDATE organisation SET financer_category = 'departement' "
+                               "WHERE id = :o"), {"o": world.financer.org.id})
+    await session.commit()
+    token = await _as(client, world.operator)
+    invoice = next(i for i in (await client.get(
+        f"/api/v1/invoices?batch_id={world.batch_id}")).json()
+        if i["financer_id"] == world.financer.org.id)
+    saved = app.state.settings
+    with FakeChorusPro() as fake:
+        app.state.settings = saved.model_copy(update={
+            "chorus_enabled": True, "chorus_api_base": fake.url,
+            "chorus_token_url": f"{fake.url}/api/oauth/token", "chorus_client_id": "passnum",
+            "chorus_client_secret": "secret", "chorus_login": "TECH_passnum@cpro.fr",
+            "chorus_password": "motdepasse", "chorus_user_id": 12345})
+        try:
+            page = await client.get("/operateur/factures")
+            assert f"Déposer {invoice['number']}" in page.text
+            asked = await client.post(f"/operateur/factures/{invoice['id']}/chorus",
+                                      data={"csrf_token": token})
+            assert asked.status_code == 200 and "ne peut pas être retiré" in asked.text
+            assert fake.flows == {}  # nothing sent before the confirmation
+            done = await client.post(f"/operateur/factures/{invoice['id']}/chorus",
+                                     data={"csrf_token": token, "confirme": "oui"})
+            assert done.status_code == 303
+            assert "déposée sur Chorus Pro" in (await client.get("/operateur/factures")).text
+            assert len(fake.flows) == 1
+        finally:
+            app.state.settings = saved
+    listed = (await client.get(f"/api/v1/invoices?batch_id={world.batch_id}")).json()
+    assert next(i for i in listed if i["id"] == invoice["id"])["status"] == "deposited"
