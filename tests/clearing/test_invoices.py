@@ -253,3 +253,31 @@ async def test_a_credit_note_refers_to_the_invoices_it_corrects(session, keyring
     assert tree.xpath("string(//ram:InvoiceReferencedDocument/ram:IssuerAssignedID)",
                       namespaces=NS) == invoice.number
     assert tree.xpath("string(//rsm:ExchangedDocument/ram:TypeCode)", namespaces=NS) == "381"
+
+
+async def test_face_value_can_be_exempt_so_that_a_fee_at_20_percent_may_share_the_invoice(
+        session, keyring) -> None:
+    """EN 16931 BR-O-11 forbids mixing category O with another on one invoice; an operator
+    with a fee sets the face value to E (exempt, rate 0, with its reason), which may."""
+    from clearing.invoices import VatRule
+
+    scheme = await make_scheme(session, keyring, financer_fee_bp=200)
+    site = await make_site(session)
+    for i, cheque in enumerate(await issue_cheques(session, scheme, 3)):
+        await redeem(session, scheme, site, cheque, at=paris(2024, 1, 4 + i))
+    terms = InvoiceTerms(seller=SELLER, face_value_vat=VatRule(
+        "E", 0, "Bon à usages multiples : hors du champ de la TVA (art. 256 ter du CGI)"))
+    batch, _ = await close_batch(session, cutoff=unique_cutoff(), now=utcnow(),
+                                 invoice_terms=terms)
+    invoice = (await list_invoices(session, batch_id=batch.id))[0]
+    xml = build_xml(invoice)
+    assert facturx.xml_check_xsd(xml, flavor="factur-x", level="en16931")
+    tree = etree.fromstring(xml)
+    taxes = tree.xpath("//ram:ApplicableHeaderTradeSettlement/ram:ApplicableTradeTax",
+                       namespaces=NS)
+    by_category = {t.xpath("string(ram:CategoryCode)", namespaces=NS): t for t in taxes}
+    assert set(by_category) == {"E", "S"}
+    exempt = by_category["E"]
+    assert exempt.xpath("string(ram:RateApplicablePercent)", namespaces=NS) == "0.00"
+    assert "256 ter" in exempt.xpath("string(ram:ExemptionReason)", namespaces=NS)
+    assert by_category["S"].xpath("string(ram:RateApplicablePercent)", namespaces=NS) == "20.00"
