@@ -68,6 +68,12 @@ STATUS: dict[str, int] = {
     "payment_refused": 402,
     "payment_provider_error": 502,
     "payments_not_configured": 503,
+    "invoice_already_paid": 409,
+    "invoice_not_payable": 409,
+    "payment_amount_mismatch": 409,
+    "invoice_not_depositable": 409,
+    "chorus_not_configured": 503,
+    "chorus_error": 502,
     # cheque states
     "cheque_expired": 410,
     "cheque_cancelled": 410,

@@ -3,8 +3,9 @@ payments (Stripe collection from financers, SEPA credit transfers to sites) and 
 
 Modules: `batches` (closing a batch), `statements` (reading them), `export` (CSV, PDF),
 `payments` (Stripe, webhooks, bank transfers, SEPA files), `expiry` (expired cheques, credit
-notes), `journal` (the ledger entries clearing writes), `audit`; the pure parts are
-`allocation`, `sepa` and `stripe_gateway`.
+notes), `journal` (the ledger entries clearing writes), `audit`, `invoices` (Factur-X invoices
+and credit notes, `invoices_facturx`, `invoices_audit`), `bank` (camt.053/054 reconciliation),
+`chorus` (Chorus Pro client); the pure parts are `allocation`, `sepa` and `stripe_gateway`.
 
 How the money moves through the journal
 =======================================
@@ -29,7 +30,18 @@ paid:<statement>       financer:  financer:<f>:receivable +x, bank −x         
                        site:      site:<s>:payout −x, bank +x                   clearing
 expire:<p>:<day>       programme:<p>:outstanding −v, programme:<p>:available +v clearing
 credit:<p>:<f>         programme:<p>:available −u, financer:<f>:commitment +u   clearing
+invoice:<i>:vat        financer:<f>:vat_receivable −vat, operator:vat +vat      clearing (invoices)
+invoice:<i>:paid       financer:<f>:receivable +basis,                          clearing (bank)
+                       financer:<f>:vat_receivable +vat, bank −(basis + vat)
 =====================  ==============================================  =====================
+
+Invoices (issue 14, `invoices`, `invoices_facturx`, `bank`, `chorus`, `invoices_audit`): a
+financer statement is billed by one invoice per programme whose amounts before VAT sum to the
+statement's net; VAT (on the fee line) is added on top and kept off `receivable`, which keeps
+mirroring the statements. A statement is paid either as a whole (`paid:<statement>`: Stripe, a
+transfer recorded by hand — its invoices are then marked paid without entries of their own) or
+invoice by invoice from the bank statement (`invoice:<i>:paid`; the statement is marked paid,
+with no `paid:` entry, when its last invoice is).
 
 What this guarantees, and what the audit re-checks:
 

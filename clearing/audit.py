@@ -41,6 +41,11 @@ from clearing.batches import (
     site_lines_digest,
     statement_hash,
 )
+from clearing.invoices_audit import (
+    RECEIVABLE_FROM_INVOICES,
+    SETTLED_BY_INVOICES,
+    audit_invoices,
+)
 from ledger.audit import ChainHead, Difference, audit_ledger, audit_ledger_since, chain_head
 from pass_.issuance import audit_issuance
 from pass_.redemption import audit_double_redemptions, audit_redemptions
@@ -68,6 +73,7 @@ async def run_audit(session: AsyncSession) -> AuditResult:
     differences += await audit_clearing(session, digests=digests, allocated_out=allocated,
                                         balances=balances)
     differences += await audit_rollup(session)
+    differences += await audit_invoices(session)  # issue 14: invoices, bank lines
     ok = not differences
     summary = (
         "journal équilibré, chaîne de hachage intègre, relevés conformes"
@@ -577,8 +583,8 @@ async def _check_payments(session: AsyncSession,
                           entries: dict[str, list[tuple[str, int]]]) -> list[Difference]:
     found = []
     rows = (await session.execute(text("""
-        SELECT id, kind, organisation_id, status, paid_cents, net_cents FROM statement
-        WHERE kind <> 'credit_note' ORDER BY id"""))).all()
+        SELECT id, kind, organisation_id, status, paid_cents, net_cents FROM statement s
+        WHERE kind <> 'credit_note' AND NOT """ + SETTLED_BY_INVOICES + """ ORDER BY id"""))).all()
     for sid, kind, org, status, paid, net in rows:
         key = journal.paid_key(sid)
         entry = entries.pop(key, None)
@@ -615,7 +621,8 @@ WHERE kind = 'site' AND status <> 'paid' GROUP BY organisation_id
 UNION ALL
 SELECT format('financer:%s:receivable', organisation_id), -CAST(sum(net_cents) AS bigint)
 FROM statement WHERE kind = 'financer' AND status <> 'paid' GROUP BY organisation_id
-""")
+UNION ALL
+""" + RECEIVABLE_FROM_INVOICES)
 
 # (`\:` keeps SQLAlchemy from reading ":payable" as a bind parameter.)
 _ACTUAL_BALANCES = text(r"""
@@ -659,7 +666,9 @@ async def _check_balances(session: AsyncSession,
     """Each site's and financer's balances against the redemptions and statements; `actual`
     (the balances as a checkpoint and what came after give them), or summed from every
     posting. Fills `actual` when given empty."""
-    expected = {code: cents for code, cents in (await session.execute(_EXPECTED_BALANCES)).all()}
+    expected: dict[str, int] = defaultdict(int)
+    for code, cents in (await session.execute(_EXPECTED_BALANCES)).all():
+        expected[code] += cents
     if actual is None or not actual:
         summed = {code: cents for code, cents in (await session.execute(_ACTUAL_BALANCES)).all()}
         if actual is None:

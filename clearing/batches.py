@@ -37,6 +37,7 @@ from clearing import journal
 from clearing.allocation import Allocation as AllocationResult
 from clearing.allocation import Allocator, FinancerShare
 from clearing.errors import BatchEmpty, ConcurrentChange, CutoffBeforeLast, CutoffInFuture
+from clearing.invoices import InvoiceTerms, issue_batch_invoices
 from clearing.models import Batch
 from clearing.sepa import BankAccountInvalid, Party, check_account
 from kit.clock import PARIS, UTC, check_instant, paris_midnight
@@ -253,7 +254,8 @@ async def preview_batch(session: AsyncSession, *, cutoff: datetime | date,
 
 
 async def close_batch(session: AsyncSession, *, cutoff: datetime | date, now: datetime,
-                      closed_by: int | None = None) -> tuple[Batch, bool]:
+                      closed_by: int | None = None,
+                      invoice_terms: InvoiceTerms | None = None) -> tuple[Batch, bool]:
     """Close the batch of every live redemption before `cutoff` not yet in a batch.
 
     Returns (batch, created). The same cutoff again returns the existing batch, created=False,
@@ -282,6 +284,7 @@ async def close_batch(session: AsyncSession, *, cutoff: datetime | date, now: da
     batch.redemption_count = count
     batch.gross_cents = gross
     await session.flush()
+    await issue_batch_invoices(session, batch, now=now, terms=invoice_terms)
     return batch, True
 
 

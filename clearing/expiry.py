@@ -21,7 +21,7 @@ from datetime import date, datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clearing import journal
+from clearing import invoices, journal
 from clearing.batches import financer_lines_digest, statement_hash
 from clearing.errors import (
     ExpiryDayInFuture,
@@ -156,6 +156,7 @@ async def close_programme(
         if (await session.execute(_UNCLEARED, {"id": programme_id})).scalar():
             raise ProgrammeNotCleared(programme_id=programme_id)
         await _issue_credit_notes(session, programme_id, now)
+        await invoices.issue_credit_notes(session, programme_id=programme_id, issue_date=today)
         await session.execute(
             text("UPDATE programme SET closed_at = :now WHERE id = :id"),
             {"now": now, "id": programme_id},

@@ -15,8 +15,10 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
@@ -51,11 +53,29 @@ METHOD = {
 
 @dataclass(frozen=True, slots=True)
 class Issuer:
-    """Who issues the statements: the operator."""
+    """Who issues the statements: the operator (and the account financers pay into)."""
 
     name: str
     siret: str | None = None
     address: str | None = None
+    iban: str | None = None
+    bic: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToPay:
+    """One invoice of a financer statement, as the statement tells how to pay it."""
+
+    number: str
+    total_cents: int
+    due_date: date | None
+    reference: str
+    iban: str
+    bic: str | None
+
+
+# The one label of "no démarche" (issue 16, item 9).
+NO_DEMARCHE = "Sans démarche"
 
 
 def amount(cents: int) -> str:
@@ -85,8 +105,11 @@ def _cell(text: str | None) -> str:
 # ------------------------------------------------------------------------------ CSV
 
 
-def statement_csv(statement: StatementRead) -> bytes:
-    """The statement's lines and totals as a French CSV (UTF-8 with BOM, `;`)."""
+def statement_csv(statement: StatementRead, *, cheques: Sequence[Any] | None = None) -> bytes:
+    """The statement as a French CSV (UTF-8 with BOM, `;`), one row per cheque and nothing
+    else, so that a spreadsheet can sum and filter it (totals are in the PDF). A site's rows
+    are its redemptions; a financer's are the `cheques` it is charged for
+    (`clearing.invoices.statement_cheques`); a credit note has one row per programme."""
     out = io.StringIO()
     writer = csv.writer(out, delimiter=";", lineterminator="\r\n")
     if statement.kind == "site":
@@ -96,13 +119,20 @@ def statement_csv(statement: StatementRead) -> bytes:
             assert isinstance(line, SiteLine)
             writer.writerow([_cell(line.cheque_serial), day(line.redeemed_on),
                              _cell(label(line.service)),
-                             _cell(label(line.demarche_family) if line.demarche_family else ""),
+                             _cell(label(line.demarche_family) if line.demarche_family
+                                   else NO_DEMARCHE),
                              _cell(line.programme_name), amount(line.value_cents)])
-        pad = [""] * 4
-        writer.writerow([])
-        writer.writerow(["Total brut", *pad, amount(statement.gross_cents)])
-        writer.writerow(["Commission de l'opérateur", *pad, amount(statement.fee_cents)])
-        writer.writerow(["Net à verser", *pad, amount(statement.net_cents)])
+    elif statement.kind == "financer" and cheques is not None:
+        writer.writerow(["N° de chèque", "Date d'encaissement", "Programme", "Démarche",
+                         "Service", "Lieu", "Commune du lieu (INSEE)", "Valeur faciale (€)",
+                         "Part du financeur (€)", "Facture"])
+        for c in cheques:
+            writer.writerow([_cell(c.serial), day(c.redeemed_at), _cell(c.programme_name),
+                             _cell(label(c.demarche_family) if c.demarche_family
+                                   else NO_DEMARCHE),
+                             _cell(label(c.service)), _cell(c.site_name), c.commune_insee,
+                             amount(c.value_cents), amount(c.amount_cents),
+                             c.invoice_number or ""])
     else:
         writer.writerow(["Programme", "Famille de démarches", "Commune du lieu (INSEE)",
                          "Nombre de chèques", "Montant (€)"])
@@ -111,17 +141,9 @@ def statement_csv(statement: StatementRead) -> bytes:
             writer.writerow([_cell(line.programme_name),
                              _cell(label(line.demarche_family) if line.demarche_family
                                    else ("" if statement.kind == "credit_note"
-                                         else "Non précisée")),
+                                         else NO_DEMARCHE)),
                              line.commune_insee or "", line.cheque_count,
                              amount(line.amount_cents)])
-        writer.writerow([])
-        if statement.kind == "financer":
-            writer.writerow(["Total alloué", "", "", statement.cheque_count,
-                             amount(statement.gross_cents)])
-            writer.writerow(["Frais de gestion", "", "", "", amount(statement.fee_cents)])
-            writer.writerow(["Montant dû", "", "", "", amount(statement.net_cents)])
-        else:
-            writer.writerow(["Avoir total", "", "", "", amount(statement.net_cents)])
     return ("\ufeff" + out.getvalue()).encode("utf-8")
 
 
@@ -142,7 +164,8 @@ def _period(statement: StatementRead) -> str:
     return f"{start}au {end.strftime('%d/%m/%Y %H:%M')} (exclu)"
 
 
-def statement_pdf(statement: StatementRead, *, issuer: Issuer, generated_at: datetime) -> bytes:
+def statement_pdf(statement: StatementRead, *, issuer: Issuer, generated_at: datetime,
+                  to_pay: Sequence[ToPay] = ()) -> bytes:
     """An A4 PDF of the statement with what a public accountant needs to book it."""
     buffer = io.BytesIO()
     styles = getSampleStyleSheet()
@@ -212,13 +235,43 @@ def statement_pdf(statement: StatementRead, *, issuer: Issuer, generated_at: dat
         payment.append(["Dernier incident", statement.failure_message])
     story += [Paragraph("Règlement", styles["Heading4"]), _grid(payment, [50 * mm, 126 * mm]),
               Spacer(1, 5 * mm)]
+    if statement.kind == "financer" and statement.status in ("open", "failed"):
+        story += _how_to_pay(statement, issuer, to_pay, styles, small)
     story.append(Paragraph(
         f"Empreinte du relevé (SHA-256, recalculée par l'audit) : "
         f"<font face='Courier'>{statement.content_hash}</font>", small))
     story.append(Paragraph(
-        "Le détail par chèque figure dans l'export CSV du relevé. Montants en euros.", small))
+        "Montants en euros. " + ("Le détail chèque par chèque (une ligne par chèque) figure "
+                                 "dans l'export CSV du relevé."
+                                 if statement.kind != "credit_note" else
+                                 "L'avoir porte sur l'engagement non consommé du programme."),
+        small))
     doc.build(story)
     return buffer.getvalue()
+
+
+def _how_to_pay(statement: StatementRead, issuer: Issuer, to_pay: Sequence[ToPay],
+                styles: Any, small: ParagraphStyle) -> list[Any]:
+    """« À régler »: how to pay — per invoice, the amount, due date, IBAN and reference."""
+    out: list[Any] = [Paragraph("Comment régler", styles["Heading4"])]
+    if to_pay:
+        rows = [["Facture", "Montant TTC", "À payer avant le", "Référence à indiquer"]]
+        rows += [[p.number, _eur(p.total_cents), day(p.due_date), p.reference] for p in to_pay]
+        out.append(_grid(rows, [38 * mm, 34 * mm, 34 * mm, 70 * mm], header=True))
+        first = to_pay[0]
+        out.append(_grid([["Virement à l'ordre de", issuer.name], ["IBAN", first.iban],
+                          ["BIC", first.bic or ""]], [50 * mm, 126 * mm]))
+        out.append(Paragraph(
+            "Un virement par facture, avec sa référence telle quelle : il est rapproché de la "
+            "facture sans erreur. Les factures (Factur-X, acceptées par Chorus Pro) se "
+            "téléchargent dans votre espace financeur.", small))
+    else:
+        out.append(_grid([["Virement à l'ordre de", issuer.name], ["IBAN", issuer.iban or ""],
+                          ["BIC", issuer.bic or ""],
+                          ["Référence à indiquer", f"RELEVE {statement.id}"],
+                          ["Montant", _eur(statement.net_cents)]], [50 * mm, 126 * mm]))
+    out.append(Spacer(1, 5 * mm))
+    return out
 
 
 def _totals(statement: StatementRead) -> list[list[str]]:
@@ -247,7 +300,7 @@ def _summary(statement: StatementRead) -> list[list[str]]:
     families: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     for line in statement.lines:
         assert isinstance(line, FinancerLine)
-        family = label(line.demarche_family) if line.demarche_family else "Non précisée"
+        family = label(line.demarche_family) if line.demarche_family else NO_DEMARCHE
         group = families[(line.programme_name, family)]
         group[0] += line.cheque_count
         group[1] += line.amount_cents

@@ -107,3 +107,35 @@ def credit(programme_id: int, financer_id: int, unused_cents: int) -> Postings:
     """A financer's unused commitment goes back to it when the programme ends."""
     return [(programme_available(programme_id), -unused_cents),
             (financer_commitment(financer_id), unused_cents)]
+
+
+# ------------------------------------------------------------------ invoices (issue 14)
+
+INVOICE_VAT_KIND = "invoice_vat"
+INVOICE_PAID_KIND = "invoice_payment"
+OPERATOR_VAT = "operator:vat"
+
+
+def financer_vat_receivable(financer_id: int) -> str:
+    return f"financer:{financer_id}:vat_receivable"
+
+
+def invoice_vat_key(invoice_id: int) -> str:
+    return f"invoice:{invoice_id}:vat"
+
+
+def invoice_vat(financer_id: int, vat_cents: int) -> Postings:
+    """The VAT an invoice adds on top of the statement (the fee line's): owed by the financer,
+    collected for the State. Kept off `receivable`, which mirrors the statements."""
+    return [(financer_vat_receivable(financer_id), -vat_cents), (OPERATOR_VAT, vat_cents)]
+
+
+def invoice_paid_key(invoice_id: int) -> str:
+    return f"invoice:{invoice_id}:paid"
+
+
+def invoice_paid(financer_id: int, *, basis_cents: int, vat_cents: int) -> Postings:
+    """A transfer paying an invoice settles its share of the statement and its VAT."""
+    return _nonzero([(financer_receivable(financer_id), basis_cents),
+                     (financer_vat_receivable(financer_id), vat_cents),
+                     (BANK, -(basis_cents + vat_cents))])

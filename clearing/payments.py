@@ -26,7 +26,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from clearing import journal
+from clearing import invoices, journal
 from clearing.errors import (
     NothingToTransfer,
     PaymentAlreadyRecorded,
@@ -87,6 +87,12 @@ WITH due AS (
     SELECT s.id, s.net_cents FROM statement s JOIN organisation o ON o.id = s.organisation_id
     WHERE s.kind = 'financer' AND s.status = 'open' AND s.net_cents > 0
       AND o.stripe_customer_id IS NOT NULL AND o.stripe_payment_method_id IS NOT NULL
+      -- a public body pays its invoices by transfer unless its participation asks for the
+      -- debit (issue 14: clearing.invoices.payment_method)
+      AND (coalesce(o.financer_category, '') NOT IN ('state', 'region', 'departement', 'epci',
+                                                     'commune')
+           OR EXISTS (SELECT 1 FROM invoice i WHERE i.statement_id = s.id
+                      AND i.payment_method = 'stripe_sepa'))
       AND (CAST(:batch AS bigint) IS NULL OR s.batch_id = :batch)
       AND (CAST(:ids AS bigint[]) IS NULL OR s.id = ANY(CAST(:ids AS bigint[])))
     ORDER BY s.id
@@ -282,6 +288,9 @@ async def _mark_paid(session: AsyncSession, statement_id: int, *, amount_cents: 
                       postings=postings,
                       memo={"statement_id": statement_id, "reference": reference},
                       at=paid_at)
+    if kind == "financer":  # its invoices are paid with it (issue 14)
+        await invoices.mark_paid_with_statement(session, statement_id=statement_id,
+                                                paid_on=paid_on or paris_day(paid_at))
     return True
 
 

@@ -52,6 +52,30 @@ class Settings(BaseSettings):
     operator_iban: str = "FR7630006000011234567890189"
     operator_bic: str = "AGRIFRPP"
     operator_name: str = "Opérateur Pass numérique"
+    # The operator as seller on its invoices (issue 14): SIRET, VAT number (or, without one,
+    # the exemption mention printed instead), postal address.
+    operator_siret: str | None = None
+    operator_vat_number: str | None = None
+    operator_vat_exemption: str | None = None
+    operator_address: str | None = None
+    operator_postcode: str | None = None
+    operator_city: str | None = None
+    # Invoices: days to pay, VAT category (UNCL 5305) and rate in basis points per line kind.
+    invoice_due_days: int = Field(default=30, ge=1, le=60)
+    invoice_face_value_vat_category: str = "O"
+    invoice_face_value_vat_bp: int = Field(default=0, ge=0, le=10_000)
+    invoice_fee_vat_category: str = "S"
+    invoice_fee_vat_bp: int = Field(default=2000, ge=0, le=10_000)
+    # Chorus Pro over PISTE (off by default): OAuth2 client credentials, the technical
+    # account sent in the `cpro-account` header, the user id deposits are made under.
+    chorus_enabled: bool = False
+    chorus_api_base: str = "https://sandbox-api.piste.gouv.fr"
+    chorus_token_url: str = "https://sandbox-oauth.piste.gouv.fr/api/oauth/token"
+    chorus_client_id: str | None = None
+    chorus_client_secret: str | None = None
+    chorus_login: str | None = None
+    chorus_password: str | None = None
+    chorus_user_id: int | None = None
     log_json: bool = True
     # Whether each web worker seals the ledger in the background; `passnum serve` turns it
     # off and runs one sealer process beside the workers instead (ledger.sealer).

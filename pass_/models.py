@@ -147,6 +147,8 @@ class ProgrammeFinancer(SQLModel, table=True):
         sa.CheckConstraint(_in("role", FINANCER_ROLES), name="role"),
         sa.CheckConstraint("commitment_cents >= 0", name="commitment"),
         sa.CheckConstraint("weight > 0", name="weight"),
+        sa.CheckConstraint("payment_method IS NULL OR payment_method IN "
+                           "('transfer', 'stripe_sepa')", name="payment_method"),
         sa.UniqueConstraint(
             "programme_id", "organisation_id", name="uq_programme_financer_programme_id"
         ),
@@ -178,6 +180,16 @@ class ProgrammeFinancer(SQLModel, table=True):
         default_factory=list,
         sa_column=sa.Column(ARRAY(sa.String(32)), nullable=False, server_default="{}"),
     )
+    # What a public buyer gives for its invoices (issue 14): the engagement (purchase order)
+    # number, BT-13, and the Chorus Pro code service, BT-10; what its Chorus Pro structure
+    # requires; how it pays (None: by its category, see clearing.invoices.payment_method).
+    engagement_number: str | None = Field(default=None, sa_column=sa.Column(sa.String(50)))
+    service_code: str | None = Field(default=None, sa_column=sa.Column(sa.String(100)))
+    requires_engagement: bool = Field(
+        default=False, sa_column=sa.Column(sa.Boolean, nullable=False, server_default="false"))
+    requires_service_code: bool = Field(
+        default=False, sa_column=sa.Column(sa.Boolean, nullable=False, server_default="false"))
+    payment_method: str | None = Field(default=None, sa_column=sa.Column(sa.String(16)))
 
 
 class ProgrammeIssuer(SQLModel, table=True):

@@ -66,6 +66,7 @@ def close_batch(
     from sqlalchemy import text
 
     from api.cli import run_in_transaction
+    from api.invoicing import invoice_terms
     from clearing.batches import close_batch as close
     from clearing.batches import preview_batch
 
@@ -84,7 +85,8 @@ def close_batch(
         return
 
     async def work(session: Any) -> tuple[Any, bool, int]:
-        batch, created = await close(session, cutoff=when, now=utcnow())
+        batch, created = await close(session, cutoff=when, now=utcnow(),
+                                     invoice_terms=invoice_terms(get_settings()))
         statements = await session.scalar(
             text("SELECT count(*) FROM statement WHERE batch_id = :b"), {"b": batch.id})
         return batch, created, statements

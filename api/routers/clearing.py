@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from api.deps import OperatorAdmin, SessionDep, SettingsDep
+from api.invoicing import invoice_terms
 from api.sepa_download import batch_sepa_download
 from clearing import batches, payments, statements
 from clearing.errors import PaymentsNotConfigured
@@ -40,13 +41,13 @@ def stripe_gateway(settings: Settings) -> StripeGateway:
 
 @router.post("/clearing/batches", response_model=BatchRead)
 async def create_batch(data: BatchCreate, principal: OperatorAdmin, session: SessionDep,
-                       response: Response) -> BatchRead:
+                       response: Response, settings: SettingsDep) -> BatchRead:
     """Close the batch at `cutoff` (default: the first of this month, 00:00 Paris): 201 when
     created, 200 with the same batch when that cutoff was already closed."""
     now = utcnow()
     batch, created = await batches.close_batch(
         session, cutoff=data.cutoff or first_of_month_cutoff(now), now=now,
-        closed_by=principal.user_id)
+        closed_by=principal.user_id, invoice_terms=invoice_terms(settings))
     response.status_code = 201 if created else 200
     return await statements.batch_detail(session, batch.id)  # type: ignore[arg-type]
 

@@ -7,8 +7,8 @@ from fastapi import APIRouter, Response
 
 from api.deps import OperatorAdmin, SessionDep, SettingsDep, StatementReader
 from api.security import Principal
-from clearing import payments, statements
-from clearing.export import Issuer, statement_csv, statement_pdf
+from clearing import invoices, payments, statements
+from clearing.export import Issuer, ToPay, statement_csv, statement_pdf
 from clearing.schemas import StatementRead, StatementSummary, TransferRecord
 from kit.clock import utcnow
 from pass_.enums import Role
@@ -34,7 +34,11 @@ async def statement_as_csv(statement_id: int, principal: StatementReader,
                            session: SessionDep) -> Response:
     found = await statements.get_statement(session, statement_id,
                                            organisation_id=scope(principal))
-    return Response(statement_csv(found), media_type="text/csv; charset=utf-8", headers={
+    cheques = (await invoices.statement_cheques(session, batch_id=found.batch_id,
+                                                financer_id=found.organisation_id)
+               if found.kind == "financer" and found.batch_id is not None else None)
+    return Response(statement_csv(found, cheques=cheques),
+                    media_type="text/csv; charset=utf-8", headers={
         "Content-Disposition": f'attachment; filename="releve-{statement_id}.csv"'})
 
 
@@ -46,8 +50,15 @@ async def statement_as_pdf(statement_id: int, principal: StatementReader,
     operator = await statements.operator_party(session)
     issuer = Issuer(name=operator.name if operator else settings.operator_name,
                     siret=operator.siret if operator else None,
-                    address=operator.address if operator else None)
-    return Response(statement_pdf(found, issuer=issuer, generated_at=utcnow()),
+                    address=operator.address if operator else None,
+                    iban=settings.operator_iban, bic=settings.operator_bic)
+    to_pay = [ToPay(number=i.number, total_cents=i.total_cents, due_date=i.due_date,
+                    reference=i.payment_reference, iban=i.seller["iban"],
+                    bic=i.seller.get("bic"))
+              for i in await invoices.statement_invoices(session, statement_id)
+              if i.type_code == "380" and i.status != "paid"]
+    return Response(statement_pdf(found, issuer=issuer, generated_at=utcnow(),
+                                  to_pay=to_pay),
                     media_type="application/pdf", headers={
                         "Content-Disposition": f'inline; filename="releve-{statement_id}.pdf"'})
 

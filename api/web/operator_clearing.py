@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from api.deps import SessionDep, SettingsDep
+from api.invoicing import invoice_terms
 from api.sepa_download import batch_sepa_download
 from api.web import csrf
 from api.web.forms import ParseError, blank_to_none, parse_euros
@@ -112,6 +113,7 @@ async def close(request: Request, principal: OperatorPage, session: SessionDep) 
                 cutoff=cutoff,
                 now=now,
                 closed_by=principal.user_id,  # type: ignore[arg-type]
+                invoice_terms=invoice_terms(request.app.state.settings),
             )
     except DomainError as exc:
         errors = {"date" if choice == "date" else "_form": exc.message}

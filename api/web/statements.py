@@ -11,7 +11,7 @@ from api.security import Principal
 from api.web import csrf
 from api.web.session import FinancerPage, MediatorPage
 from api.web.templating import render
-from clearing import statements
+from clearing import invoices, statements
 from kit.errors import DomainError
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(csrf.protect_form)])
@@ -70,10 +70,13 @@ async def _detail(
         )
     except DomainError:
         return render(request, "not_found.html", {"title": "Page introuvable"}, status_code=404)
+    billed = (await invoices.statement_invoices(session, statement.id)
+              if statement.kind == "financer" else [])
     return render(
         request,
         "statements/detail.html",
-        {"title": f"Relevé n° {statement.id}", "s": statement, "base": base, **_context()},
+        {"title": f"Relevé n° {statement.id}", "s": statement, "base": base,
+         "invoices": billed, **_context()},
     )
 
 

@@ -112,6 +112,7 @@ NAV: dict[Role, list[tuple[str, str]]] = {
         ("/operateur/qualification", "Qualification des lieux"),
         ("/operateur/programmes", "Programmes"),
         ("/operateur/compensation", "Compensation"),
+        ("/operateur/factures", "Factures"),
         ("/operateur/expiration", "Expiration"),
         ("/operateur/audit", "Audit"),
         ("/operateur/demandes-acces", "Demandes d'accès"),
@@ -131,6 +132,7 @@ NAV: dict[Role, list[tuple[str, str]]] = {
     Role.financer: [
         ("/financeur", "Tableau de bord"),
         ("/financeur/releves", "Relevés"),
+        ("/financeur/factures", "Factures"),
     ],
 }
 

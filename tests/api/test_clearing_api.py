@@ -165,7 +165,7 @@ async def test_a_statement_as_json_csv_and_pdf(client, world):
                               headers=w.site.headers)
     assert as_csv.headers["content-type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(as_csv.content.decode("utf-8-sig")), delimiter=";"))
-    assert rows[-1] == ["Net à verser", "", "", "", "", "29,70"]
+    assert len(rows) == 1 + 3 and all(r[0].startswith("PN-") for r in rows[1:])  # per cheque
 
     as_pdf = await client.get(f"/api/v1/statements/{w.site_statement}.pdf",
                               headers=w.site.headers)

@@ -16,6 +16,7 @@ from clearing.batches import close_batch
 from clearing.errors import StatementNotFound
 from clearing.expiry import close_programme
 from clearing.export import Issuer, statement_csv, statement_pdf
+from clearing.invoices import statement_cheques
 from clearing.statements import get_statement, list_statements
 from kit.clock import utcnow
 from pass_.enums import DemarcheFamily, Service
@@ -128,9 +129,7 @@ async def test_the_csv_opens_in_a_french_spreadsheet_and_adds_up(session, cleare
     assert lines[0][1] == "02/01/2024" and lines[0][5] == "10,03"
     assert lines[0][2] == "Créer et utiliser une adresse e-mail"
     assert sum(_french_amount(r[5]) for r in lines) == 12036
-    totals = {r[0]: _french_amount(r[-1]) for r in rows[14:]}
-    assert totals == {"Total brut": 12036, "Commission de l'opérateur": 301,
-                      "Net à verser": 11735}
+    assert len(rows) == 13  # one row per cheque, no total line (totals are in the PDF)
 
 
 async def test_a_financer_csv_has_its_lines_and_amount_due(session, cleared):
@@ -138,16 +137,18 @@ async def test_a_financer_csv_has_its_lines_and_amount_due(session, cleared):
     local = scheme.financer_id(1)
     read = await get_statement(session, ids[local], organisation_id=local)
 
-    rows = list(csv.reader(io.StringIO(statement_csv(read).decode("utf-8-sig")), delimiter=";"))
+    cheques = await statement_cheques(session, batch_id=read.batch_id, financer_id=local)
+    rows = list(csv.reader(io.StringIO(statement_csv(read, cheques=cheques).decode(
+        "utf-8-sig")), delimiter=";"))
 
-    body = [r for r in rows[1:] if r and r[0] and not r[0].startswith(("Total", "Frais",
-                                                                        "Montant"))]
-    # The local authority pays 1003 − 501 = 502 per cheque: 12 × 502 = 6024; fee 90.36 → 90.
-    assert sum(_french_amount(r[4]) for r in body) == 6024
-    assert sum(int(r[3]) for r in body) == 12
-    totals = {r[0]: _french_amount(r[-1]) for r in rows if r and r[0] in
-              ("Total alloué", "Frais de gestion", "Montant dû")}
-    assert totals == {"Total alloué": 6024, "Frais de gestion": 90, "Montant dû": 6114}
+    assert rows[0][:2] == ["N° de chèque", "Date d'encaissement"]
+    body = rows[1:]
+    # One row per cheque and nothing else: the local authority pays 1003 − 501 = 502 per
+    # cheque, 12 × 502 = 6024 (the fee and the amount due are in the PDF).
+    assert len(body) == 12 and len({r[0] for r in body}) == 12
+    assert all(r[0].startswith("PN-") and r[9].startswith("PN-") for r in body)
+    assert sum(_french_amount(r[8]) for r in body) == 6024
+    assert {_french_amount(r[7]) for r in body} == {1003}
 
 
 async def test_a_formula_in_a_name_stays_text_in_the_csv(session, cleared):
@@ -191,8 +192,32 @@ async def test_a_credit_note_returns_the_unused_commitment(session, cleared, pdf
     assert read.net_cents == 500_000 - 12 * 501
     assert note.id in closed.credit_note_ids
     rows = list(csv.reader(io.StringIO(statement_csv(read).decode("utf-8-sig")), delimiter=";"))
-    assert rows[-1] == ["Avoir total", "", "", "", "4939,88"]
+    assert rows[1:] == [[rows[1][0], "", "", "0", "4939,88"]]  # its one line, no total row
     flat = await asyncio.to_thread(
         _pdf_text, pdftotext, statement_pdf(read, issuer=OPERATOR, generated_at=utcnow()),
         tmp_path / "avoir.pdf")
     assert "4 939,88 €" in flat
+
+
+async def test_a_financer_statement_to_pay_says_how_to_pay_each_invoice(
+        session, cleared, pdftotext, tmp_path):
+    from clearing.export import ToPay
+    from clearing.invoices import statement_invoices
+
+    scheme, _site, _batch, ids, _ = cleared
+    local = scheme.financer_id(1)
+    read = await get_statement(session, ids[local], organisation_id=local)
+    billed = await statement_invoices(session, read.id)
+    assert len(billed) == 1
+    to_pay = [ToPay(number=i.number, total_cents=i.total_cents, due_date=i.due_date,
+                    reference=i.payment_reference, iban=i.seller["iban"],
+                    bic=i.seller.get("bic")) for i in billed]
+
+    pdf = statement_pdf(read, issuer=OPERATOR, generated_at=utcnow(), to_pay=to_pay)
+
+    flat = await asyncio.to_thread(_pdf_text, pdftotext, pdf, tmp_path / "a-regler.pdf")
+    invoice = billed[0]
+    for expected in ("Comment régler", invoice.number, invoice.payment_reference,
+                     invoice.due_date.strftime("%d/%m/%Y"), invoice.seller["iban"],
+                     "une ligne par chèque"):
+        assert expected in flat, expected

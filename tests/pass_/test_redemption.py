@@ -633,7 +633,9 @@ async def test_a_site_lists_its_redemptions_newest_first_by_paris_day_and_page(
         )
         seen += [i.id for i in page.items]
     assert seen == [r.id for r in reversed(mine)]
-    by_page = await redemption_listing.list_redemptions(session, site_id=site.id, now=now, limit=2, page=3)  # type: ignore[arg-type]
+    by_page = await redemption_listing.list_redemptions(
+        session, site_id=site.id, now=now, limit=2, page=3  # type: ignore[arg-type]
+    )
     assert [i.id for i in by_page.items] == [mine[0].id]
     # 22:30 UTC on 2 March is 23:30 on 2 March in Paris: the days 2 to 3 hold two of them.
     window = await redemption_listing.list_redemptions(
@@ -649,7 +651,9 @@ async def test_a_site_lists_its_redemptions_newest_first_by_paris_day_and_page(
     )
     assert {i.site_id for i in everyone.items} == {site.id, other.id}
     with pytest.raises(DomainError) as caught:
-        await redemption_listing.list_redemptions(session, site_id=site.id, now=now, cursor="not a cursor!")  # type: ignore[arg-type]
+        await redemption_listing.list_redemptions(
+            session, site_id=site.id, now=now, cursor="not a cursor!"  # type: ignore[arg-type]
+        )
     assert caught.value.code == "invalid_cursor"
 
 
