@@ -194,6 +194,10 @@ async def ensure_admin(
 async def seed_demo(
     session: AsyncSession, settings: Settings | None = None
 ) -> list[tuple[str, str, str]]:
+    from pass_ import communes
+
+    if await communes.count(session) == 0:  # a fresh machine: the reference ships in npm
+        await communes.load_communes(session, communes.read_reference())
     orgs: dict[str, Organisation] = {}
     for key, kind, name, prefix, commune, extra in DEMO_ORGANISATIONS:
         orgs[key] = await _ensure_org(session, kind, name, luhn_complete(prefix), commune, extra)
