@@ -34,6 +34,7 @@ STATUS: dict[str, int] = {
     "not_found": 404,
     "cheque_not_found": 404,
     "booklet_not_found": 404,
+    "booklet_check_failed": 404,  # « mon pass »: wrong number or code, one answer for both
     # conflicts
     "cheque_already_redeemed": 409,
     "idempotency_conflict": 409,

@@ -146,7 +146,12 @@ def new_booklet_number() -> str:
 def normalise_booklet_number(text_: str) -> str | None:
     """The canonical number of what someone typed (any case, separators and prefix optional,
     O → 0, I/L → 1), or None if it cannot be a booklet number."""
-    if not isinstance(text_, str) or len(text_) > 40:
+    if not isinstance(text_, str) or len(text_) > 300:
+        return None
+    # The cover's QR code opens /mon-pass/<number>?code=…: the agent's camera reads that URL.
+    if "/mon-pass/" in text_:
+        text_ = text_.split("/mon-pass/", 1)[1].split("?", 1)[0].split("/", 1)[0]
+    if len(text_) > 40:
         return None
     compact = _NUMBER_SEPARATORS.sub("", text_).upper()
     if len(compact) == len(BOOKLET_PREFIX) + _NUMBER_SYMBOLS and compact.startswith(BOOKLET_PREFIX):
