@@ -829,8 +829,11 @@ def territory_label(territory: Sequence[str]) -> str:
     return ", ".join(parts)
 
 
-async def _prints(session: AsyncSession, booklets: Sequence[Booklet]) -> list[pdf.BookletPrint]:
-    """What the PDF renderer needs for booklets of one programme and issuer."""
+async def _prints(
+    session: AsyncSession, booklets: Sequence[Booklet], public_url: str = ""
+) -> list[pdf.BookletPrint]:
+    """What the PDF renderer needs for booklets of one programme and issuer (`public_url`: where
+    the cover's QR code sends a phone, see pdf.BookletPrint.cover_url)."""
     if not booklets:
         return []
     programme = await get_programme(session, booklets[0].programme_id)
@@ -862,22 +865,26 @@ async def _prints(session: AsyncSession, booklets: Sequence[Booklet]) -> list[pd
             territory_label=label,
             cheques=by_booklet.get(b.id, []),  # type: ignore[arg-type]
             sites=sites,
+            check_code=b.check_code,
+            public_url=public_url,
         )
         for b in booklets
     ]
 
 
-async def booklet_pdf(session: AsyncSession, *, actor: Actor, ref: str | int) -> bytes:
+async def booklet_pdf(
+    session: AsyncSession, *, actor: Actor, ref: str | int, public_url: str = ""
+) -> bytes:
     """The printable booklet (cover with the territory's qualified sites, then the cheques);
     for its issuer only."""
     require_role(actor, Role.issuer_agent)
     booklet = await _own_booklet(session, issuer_id=actor.organisation_id, ref=ref)
-    [booklet_print] = await _prints(session, [booklet])
+    [booklet_print] = await _prints(session, [booklet], public_url)
     return await asyncio.to_thread(pdf.render_booklet, booklet_print)
 
 
 async def order_prints(
-    session: AsyncSession, *, actor: Actor, order_id: int
+    session: AsyncSession, *, actor: Actor, order_id: int, public_url: str = ""
 ) -> list[pdf.BookletPrint]:
     await _visible_order(session, actor=actor, order_id=order_id)
     booklets = (
@@ -885,15 +892,17 @@ async def order_prints(
             select(Booklet).where(col(Booklet.order_id) == order_id).order_by(col(Booklet.id))
         )
     ).all()
-    return await _prints(session, booklets)
+    return await _prints(session, booklets, public_url)
 
 
 async def order_pdf(
-    session: AsyncSession, *, actor: Actor, order_id: int, workers: int = 2
+    session: AsyncSession, *, actor: Actor, order_id: int, workers: int = 2, public_url: str = ""
 ) -> bytes:
     """The order's print-ready PDF, every booklet after its cover (QR codes computed on
     `workers` processes)."""
-    prints = await order_prints(session, actor=actor, order_id=order_id)
+    prints = await order_prints(
+        session, actor=actor, order_id=order_id, public_url=public_url
+    )
     return await asyncio.to_thread(pdf.render_booklets_parallel, prints, workers)
 
 

@@ -61,8 +61,15 @@ async def get_booklet(booklet: str, principal: IssuerAgent, session: SessionDep)
 
 
 @router.get("/booklets/{booklet}/pdf", response_class=Response)
-async def booklet_pdf(booklet: str, principal: IssuerAgent, session: SessionDep) -> Response:
-    content = await issuance.booklet_pdf(session, actor=Actor.of(principal), ref=booklet)
+async def booklet_pdf(
+    booklet: str, principal: IssuerAgent, session: SessionDep, request: Request
+) -> Response:
+    content = await issuance.booklet_pdf(
+        session,
+        actor=Actor.of(principal),
+        ref=booklet,
+        public_url=request.app.state.settings.public_url,
+    )
     return Response(
         content,
         media_type="application/pdf",

@@ -315,7 +315,12 @@ async def booklet_pdf(
     ref: str, request: Request, principal: AgentPage, session: SessionDep
 ) -> Response:
     try:
-        content = await issuance.booklet_pdf(session, actor=Actor.of(principal), ref=ref)
+        content = await issuance.booklet_pdf(
+            session,
+            actor=Actor.of(principal),
+            ref=ref,
+            public_url=request.app.state.settings.public_url,
+        )
     except DomainError:
         return _not_found(request)
     return Response(
