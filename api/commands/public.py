@@ -12,6 +12,8 @@ import typer
 
 def register(app: typer.Typer) -> None:
     app.command("load-communes")(load_communes)
+    app.command("lieux-csv")(lieux_csv)
+    app.command("open-data")(open_data)
 
 
 def load_communes(
@@ -37,3 +39,27 @@ def load_communes(
     count = run_in_transaction(work)
     with_centre = sum(1 for r in rows if r.latitude is not None)
     typer.echo(f"{count} communes chargées ({with_centre} avec leur centre).")
+
+
+def lieux_csv(out: Path = typer.Option(..., help="Fichier CSV à écrire")) -> None:
+    """Écrit les lieux qualifiés au format national des lieux de médiation numérique."""
+    from api.cli import run_in_transaction
+    from api.routers.public import lieux_csv as to_csv
+    from kit.clock import utcnow
+    from pass_ import sites
+
+    async def work(session: Any) -> str:
+        return to_csv(await sites.standard_rows(session, now=utcnow()))
+
+    out.write_text(run_in_transaction(work), encoding="utf-8")
+    typer.echo(f"Lieux écrits dans {out}.")
+
+
+def open_data(out: Path = typer.Option(..., help="Fichier CSV à écrire")) -> None:
+    """Écrit les encaissements par mois × commune × démarche × service (secret statistique
+    appliqué, Licence Ouverte 2.0)."""
+    from api.cli import run_in_transaction
+    from pass_ import open_data as od
+
+    out.write_text("\ufeff" + run_in_transaction(od.redemptions_csv), encoding="utf-8")
+    typer.echo(f"Données ouvertes écrites dans {out}.")

@@ -150,3 +150,17 @@ async def site_profile_json(session: SessionDep, site_id: int) -> dict[str, Any]
         "profile_updated_at": org.profile_updated_at,
         "profile_checked_at": org.profile_checked_at,
     }
+
+
+@router.get("/open-data/redemptions.csv", response_class=Response)
+async def open_data_redemptions(session: SessionDep) -> Response:
+    """Redemptions by month × commune of the site × démarche family × service (counts and
+    value), cells under 11 redemptions suppressed, no beneficiary data; Licence Ouverte 2.0.
+    The rule is written in the file's first lines (starting with #)."""
+    from pass_ import open_data
+
+    return Response(
+        "\ufeff" + await open_data.redemptions_csv(session),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="encaissements-pass-numerique.csv"'},
+    )

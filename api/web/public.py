@@ -89,3 +89,19 @@ async def my_pass(
         except DomainError as error:
             context["error"] = error.message
     return render(request, "public/mon_pass.html", context)
+
+
+@router.get("/donnees")
+async def open_data_page(request: Request) -> Response:
+    from pass_ import open_data
+
+    return render(
+        request,
+        "public/donnees.html",
+        {
+            "title": "Données ouvertes",
+            "tagline": PUBLIC_TAGLINE,
+            "threshold": open_data.SECRECY_THRESHOLD,
+            "columns": open_data.COLUMNS,
+        },
+    )
