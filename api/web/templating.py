@@ -114,6 +114,8 @@ NAV: dict[Role, list[tuple[str, str]]] = {
         ("/operateur/compensation", "Compensation"),
         ("/operateur/expiration", "Expiration"),
         ("/operateur/audit", "Audit"),
+        ("/operateur/profils", "Profils des lieux"),
+        ("/operateur/stock", "Fin de validité"),
     ],
     Role.issuer_agent: [
         ("/prescripteur", "Accueil"),
@@ -126,6 +128,7 @@ NAV: dict[Role, list[tuple[str, str]]] = {
         ("/mediateur/encaissements", "Encaissements du jour"),
         ("/mediateur/releves", "Relevés et paiements"),
         ("/mediateur/banque", "Coordonnées bancaires"),
+        ("/mediateur/profil", "Profil du lieu"),
     ],
     Role.financer: [
         ("/financeur", "Tableau de bord"),
