@@ -44,6 +44,7 @@ STATUS: dict[str, int] = {
     "email_taken": 409,
     "organisation_exists": 409,
     "booklet_not_in_stock": 409,
+    "hand_out_closed": 409,  # the programme's last days: stock booklets no longer handed out
     "booklet_not_active": 409,
     "booklet_already_cancelled": 409,
     "beneficiary_exists": 409,

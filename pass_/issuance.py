@@ -37,7 +37,7 @@ from kit.clock import paris_day
 from kit.errors import Conflict, Forbidden, InvalidInput, NotFound
 from ledger import service as ledger
 from ledger.audit import Difference
-from pass_ import pdf
+from pass_ import pdf, validity
 from pass_.beneficiaries import get_beneficiary
 from pass_.codes import ALPHABET, new_serial
 from pass_.enums import BookletStatus, ChequeStatus, OrganisationKind, Qualification, Role
@@ -698,9 +698,11 @@ async def hand_out(
     ref: str | int,
     beneficiary_id: int,
     now: datetime,
+    hand_out_stop_days: int = 0,
 ) -> BookletRead:
     """An agent hands an in-stock booklet (found by id or printed number) to a beneficiary:
-    it becomes `active`, counted against capacity and quota, its value moved to outstanding."""
+    it becomes `active`, counted against capacity and quota, its value moved to outstanding.
+    Not in the programme's last `hand_out_stop_days` days (pass_/validity.py)."""
     require_role(actor, Role.issuer_agent)
     issuer_id = actor.organisation_id
     booklet = await _own_booklet(session, issuer_id=issuer_id, ref=ref, for_update=True)
@@ -709,6 +711,12 @@ async def hand_out(
     beneficiary = await get_beneficiary(session, issuer_id=issuer_id, beneficiary_id=beneficiary_id)
     programme = await get_programme(session, booklet.programme_id)
     _check_open(programme, paris_day(now))
+    validity.check_hand_out(
+        programme_name=programme.name,
+        valid_until=programme.valid_until,
+        today=paris_day(now),
+        stop_days=hand_out_stop_days,
+    )
     # The booklet row is locked: its in-stock cheques cannot change under us.
     count, value = (await session.execute(_IN_STOCK, {"booklet_id": booklet.id})).one()
     if count == 0:

@@ -452,7 +452,11 @@ class Commune(SQLModel, table=True):
 
     __tablename__ = "commune"
     __table_args__ = (
-        sa.Index("ix_commune_search_name", "search_name", postgresql_ops={"search_name": "text_pattern_ops"}),
+        sa.Index(
+            "ix_commune_search_name",
+            "search_name",
+            postgresql_ops={"search_name": "text_pattern_ops"},
+        ),
         sa.Index("ix_commune_postcodes", "postcodes", postgresql_using="gin"),
     )
 

@@ -77,8 +77,20 @@ async def booklet_balance(
     # Compared in constant time, and the same error whether the number or the code is wrong.
     if row is None or not hmac.compare_digest(row[2].encode(), given.encode()):
         raise BookletCheckFailed()
-    (_, number_, _, status, programme_name, issuer_commune, territory, left, value, face, until,
-     redeem) = row
+    (
+        _,
+        number_,
+        _,
+        status,
+        programme_name,
+        issuer_commune,
+        territory,
+        left,
+        value,
+        face,
+        until,
+        redeem,
+    ) = row
     near = await communes.get_commune(session, issuer_commune)
     # The nearest sites where these cheques are accepted: in the programme's territory.
     nearest = await sites.directory(session, near=near, now=now, limit=200)

@@ -32,8 +32,16 @@ HEADER_DOC = [
     "Valeurs en euros, virgule décimale ; séparateur point-virgule ; encodage UTF-8.",
 ]
 COLUMNS = [
-    "mois", "code_insee", "commune", "famille_demarche", "famille_demarche_libelle",
-    "service", "service_libelle", "encaissements", "valeur_euros", "secret_statistique",
+    "mois",
+    "code_insee",
+    "commune",
+    "famille_demarche",
+    "famille_demarche_libelle",
+    "service",
+    "service_libelle",
+    "encaissements",
+    "valeur_euros",
+    "secret_statistique",
 ]
 
 

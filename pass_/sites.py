@@ -169,7 +169,8 @@ class SiteProfileUpdate(BaseModel):
     def _postcode(cls, v: str | None) -> str | None:
         if v is not None and not _POSTCODE.fullmatch(v.strip()):
             raise InvalidInput(
-                "Le code postal doit comporter 5 chiffres.", code="invalid_postcode",
+                "Le code postal doit comporter 5 chiffres.",
+                code="invalid_postcode",
                 field="code_postal",
             )
         return v.strip() if v else v
@@ -240,8 +241,12 @@ async def update_profile(
                     field=f"etapes[{i}].code_insee",
                 )
             stops.append(
-                {"lieu": stop.lieu.strip(), "adresse": stop.adresse.strip(),
-                 "code_insee": code, "horaires": stop_hours}
+                {
+                    "lieu": stop.lieu.strip(),
+                    "adresse": stop.adresse.strip(),
+                    "code_insee": code,
+                    "horaires": stop_hours,
+                }
             )
     phone = normalise_phone(data.telephone) if "telephone" in given else site.phone
     postcode = data.code_postal if "code_postal" in given else site.postcode
@@ -381,8 +386,25 @@ LIMIT :limit
 
 def _public(row: Any, now: datetime) -> PublicSite:
     (
-        id_, name, siret, address, postcode, insee, commune, lat, lon, hours, services, stops,
-        access, phone, email, website, updated, postcodes, distance,
+        id_,
+        name,
+        siret,
+        address,
+        postcode,
+        insee,
+        commune,
+        lat,
+        lon,
+        hours,
+        services,
+        stops,
+        access,
+        phone,
+        email,
+        website,
+        updated,
+        postcodes,
+        distance,
     ) = row
     own_hours = hours or ("; ".join(s["horaires"] for s in stops if s.get("horaires")) or None)
     open_now = is_open(own_hours, now)
@@ -470,13 +492,38 @@ async def search_directory(
 
 # Columns of the CSV, in the order of the standard's table schema (v1.0.2).
 STANDARD_COLUMNS = [
-    "id", "pivot", "nom", "commune", "code_postal", "code_insee", "adresse",
-    "complement_adresse", "latitude", "longitude", "typologie", "telephone", "courriels",
-    "site_web", "horaires", "presentation_resume", "presentation_detail", "source",
-    "itinerance", "structure_parente", "date_maj", "services",
-    "publics_specifiquement_adresses", "prise_en_charge_specifique", "frais_a_charge",
-    "dispositif_programmes_nationaux", "formations_labels", "autres_formations_labels",
-    "modalites_acces", "modalites_accompagnement", "fiche_acces_libre", "prise_rdv",
+    "id",
+    "pivot",
+    "nom",
+    "commune",
+    "code_postal",
+    "code_insee",
+    "adresse",
+    "complement_adresse",
+    "latitude",
+    "longitude",
+    "typologie",
+    "telephone",
+    "courriels",
+    "site_web",
+    "horaires",
+    "presentation_resume",
+    "presentation_detail",
+    "source",
+    "itinerance",
+    "structure_parente",
+    "date_maj",
+    "services",
+    "publics_specifiquement_adresses",
+    "prise_en_charge_specifique",
+    "frais_a_charge",
+    "dispositif_programmes_nationaux",
+    "formations_labels",
+    "autres_formations_labels",
+    "modalites_acces",
+    "modalites_accompagnement",
+    "fiche_acces_libre",
+    "prise_rdv",
 ]
 
 
@@ -522,9 +569,7 @@ def standard_row(site: PublicSite) -> dict[str, str]:
 
 async def standard_rows(session: AsyncSession, *, now: datetime) -> list[dict[str, str]]:
     """Every qualified site in the data standard's columns (no beneficiary data here)."""
-    return [
-        standard_row(s) for s in await directory(session, near=None, now=now, limit=100_000)
-    ]
+    return [standard_row(s) for s in await directory(session, near=None, now=now, limit=100_000)]
 
 
 __all__ = [

@@ -21,7 +21,8 @@ def load_communes(
         None, help="Fichier communes.json du paquet @etalab/decoupage-administratif"
     ),
     centres: list[Path] = typer.Option(  # noqa: B008
-        [], help="Fichier(s) code;latitude;longitude des centres des communes (en plus de ceux livrés)"
+        [],
+        help="Fichier(s) code;latitude;longitude des centres des communes (en plus de ceux livrés)",
     ),
 ) -> None:
     """Charge (ou met à jour) le référentiel des communes : nom, codes postaux, département,
@@ -29,9 +30,7 @@ def load_communes(
     from api.cli import run_in_transaction
     from pass_ import communes
 
-    rows = communes.read_reference(
-        reference or communes.REFERENCE, [communes.CENTRES, *centres]
-    )
+    rows = communes.read_reference(reference or communes.REFERENCE, [communes.CENTRES, *centres])
 
     async def work(session: Any) -> int:
         return await communes.load_communes(session, rows)

@@ -79,7 +79,7 @@ async def booklet_pdf(
 
 @router.post("/booklets/{booklet}/hand-out", response_model=BookletRead)
 async def hand_out(
-    booklet: str, data: HandOut, principal: IssuerAgent, session: SessionDep
+    booklet: str, data: HandOut, principal: IssuerAgent, session: SessionDep, request: Request
 ) -> BookletRead:
     return await issuance.hand_out(
         session,
@@ -87,6 +87,7 @@ async def hand_out(
         ref=booklet,
         beneficiary_id=data.beneficiary_id,
         now=utcnow(),
+        hand_out_stop_days=request.app.state.settings.hand_out_stop_days,
     )
 
 

@@ -36,8 +36,13 @@ async def public_communes(
 ) -> list[dict[str, Any]]:
     """Communes by name or postcode (for forms that pick a commune)."""
     return [
-        {"code": c.code, "nom": c.name, "departement": c.departement,
-         "codes_postaux": c.postcodes, "libelle": c.label}
+        {
+            "code": c.code,
+            "nom": c.name,
+            "departement": c.departement,
+            "codes_postaux": c.postcodes,
+            "libelle": c.label,
+        }
         for c in await communes.search(session, q)
     ]
 
@@ -83,9 +88,7 @@ def check_public_rate(request: Request, number: str) -> None:
     limits = rate_limits(request)
     address = request.client.host if request.client else "unknown"
     key = f"b:{(number or '').upper()[:40]}"
-    wait = max(
-        limits.per_address.wait_for(f"a:{address}"), limits.per_user.wait_for(key)
-    )
+    wait = max(limits.per_address.wait_for(f"a:{address}"), limits.per_user.wait_for(key))
     if wait > 0.0:
         seconds = max(1, math.ceil(wait))
         raise HTTPException(
@@ -118,9 +121,7 @@ async def patch_site_profile(
 
 
 @router.post("/sites/{site_id}/profile/check")
-async def check_site_profile(
-    site_id: int, _: OperatorAdmin, session: SessionDep
-) -> dict[str, Any]:
+async def check_site_profile(site_id: int, _: OperatorAdmin, session: SessionDep) -> dict[str, Any]:
     """The operator has checked the profile as it stands."""
     await sites.check_profile(session, site_id=site_id, now=utcnow())
     return await site_profile_json(session, site_id)

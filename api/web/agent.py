@@ -15,6 +15,7 @@ from api.web import csrf
 from api.web.forms import ParseError, blank_to_none, domain_error_fields, field_errors, parse_int
 from api.web.session import AgentPage, redirect
 from api.web.templating import render
+from api.web.validity import alerts_for
 from kit.clock import utcnow
 from kit.errors import DomainError
 from pass_ import beneficiaries, issuance, programmes
@@ -66,6 +67,7 @@ async def home(request: Request, principal: AgentPage, session: SessionDep) -> R
             "title": "Accueil structure prescriptrice",
             "programmes": await _programmes_with_quota(session, principal),
             "recent": recent,
+            "validity_alerts": await alerts_for(request, principal, session),
         },
     )
 
@@ -171,6 +173,7 @@ async def _beneficiary_page(
             "booklets": booklets,
             "programmes": rows,
             "programme_options": [(r["p"].id, r["p"].name) for r in rows],
+            "validity_alerts": await alerts_for(request, principal, session),
             "values": values or {},
             "errors": errors or {},
         },
@@ -419,6 +422,7 @@ async def hand_out(request: Request, principal: AgentPage, session: SessionDep) 
                     ref=values["number"],
                     beneficiary_id=beneficiary_id,
                     now=utcnow(),
+                    hand_out_stop_days=request.app.state.settings.hand_out_stop_days,
                 )
         except DomainError as exc:
             errors = {"number": exc.message}

@@ -14,6 +14,7 @@ from api.web import csrf
 from api.web.charts import Row, bar_chart
 from api.web.session import FinancerPage, redirect
 from api.web.templating import eur_short, render
+from api.web.validity import alerts_for
 from kit.errors import DomainError
 from pass_ import programmes, reporting
 from pass_.enums import label
@@ -127,6 +128,7 @@ async def _dashboard(
             "d": dashboard,
             "own": own,
             "charts": _charts(dashboard),
+            "validity_alerts": await alerts_for(request, principal, session),
             "others": [o for o in others if o.id != programme_id],
         },
     )

@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 from typing import Annotated
-
-from fastapi import APIRouter, Query, Request
 from urllib.parse import quote
 
+from fastapi import APIRouter, Query, Request
 from starlette.responses import RedirectResponse, Response
 
 from api.deps import SessionDep

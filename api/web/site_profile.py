@@ -99,8 +99,16 @@ async def profile_update(
     form = await request.form()
     values: dict[str, Any] = {
         k: str(form.get(k) or "").strip()
-        for k in ("adresse", "code_postal", "horaires", "etapes", "accessibilite", "telephone",
-                  "courriel", "site_web")
+        for k in (
+            "adresse",
+            "code_postal",
+            "horaires",
+            "etapes",
+            "accessibilite",
+            "telephone",
+            "courriel",
+            "site_web",
+        )
     }
     values["services"] = [str(s) for s in form.getlist("services")]
     stops = _parse_stops(values["etapes"])

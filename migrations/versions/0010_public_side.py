@@ -32,9 +32,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(100), nullable=False),
         sa.Column("search_name", sa.String(100), nullable=False),
         sa.Column("departement", sa.String(3), nullable=False),
-        sa.Column(
-            "postcodes", postgresql.ARRAY(sa.String(5)), nullable=False, server_default="{}"
-        ),
+        sa.Column("postcodes", postgresql.ARRAY(sa.String(5)), nullable=False, server_default="{}"),
         sa.Column("population", sa.Integer),
         sa.Column("latitude", sa.Float),
         sa.Column("longitude", sa.Float),
@@ -63,12 +61,8 @@ def upgrade() -> None:
     op.add_column("organisation", sa.Column("accessibility", sa.String(500)))
     op.add_column("organisation", sa.Column("phone", sa.String(20)))
     op.add_column("organisation", sa.Column("website", sa.String(300)))
-    op.add_column(
-        "organisation", sa.Column("profile_updated_at", sa.DateTime(timezone=True))
-    )
-    op.add_column(
-        "organisation", sa.Column("profile_checked_at", sa.DateTime(timezone=True))
-    )
+    op.add_column("organisation", sa.Column("profile_updated_at", sa.DateTime(timezone=True)))
+    op.add_column("organisation", sa.Column("profile_checked_at", sa.DateTime(timezone=True)))
     op.add_column(
         "booklet",
         sa.Column(

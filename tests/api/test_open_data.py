@@ -23,12 +23,26 @@ async def test_open_data_suppresses_small_cells_and_says_why(
     rows = [("creer_courriel", "caf")] * 12 + [("naviguer_web", None)] * 3
     for i, (service, family) in enumerate(rows):
         session.add(
-            Redemption(cheque_id=900_000 + i, programme_id=1, site_id=site.id, value_cents=1000,
-                       service=service, demarche_family=family, redeemed_at=at)
+            Redemption(
+                cheque_id=900_000 + i,
+                programme_id=1,
+                site_id=site.id,
+                value_cents=1000,
+                service=service,
+                demarche_family=family,
+                redeemed_at=at,
+            )
         )
-    reversed_ = Redemption(cheque_id=900_100, programme_id=1, site_id=site.id, value_cents=1000,
-                           service="creer_courriel", demarche_family="caf", redeemed_at=at,
-                           reversed_at=at)
+    reversed_ = Redemption(
+        cheque_id=900_100,
+        programme_id=1,
+        site_id=site.id,
+        value_cents=1000,
+        service="creer_courriel",
+        demarche_family="caf",
+        redeemed_at=at,
+        reversed_at=at,
+    )
     session.add(reversed_)
     await session.flush()
 
@@ -40,7 +54,11 @@ async def test_open_data_suppresses_small_cells_and_says_why(
     assert any("moins de 11 encaissements" in line for line in doc)
     data = [line for line in text_.splitlines() if not line.startswith("#")]
     table = list(csv.DictReader(io.StringIO("\n".join(data)), delimiter=";"))
-    mine = {(row["service"], row["famille_demarche"]): row for row in table if row["code_insee"] == "29019"}
+    mine = {
+        (row["service"], row["famille_demarche"]): row
+        for row in table
+        if row["code_insee"] == "29019"
+    }
     visible = mine[("creer_courriel", "caf")]
     assert visible["mois"] == "2026-04" and visible["commune"] == "Brest"
     assert visible["encaissements"] == "12" and visible["valeur_euros"] == "120,00"
@@ -49,7 +67,9 @@ async def test_open_data_suppresses_small_cells_and_says_why(
     assert hidden["encaissements"] == "" and hidden["valeur_euros"] == ""
     assert hidden["secret_statistique"] == "oui"
     header = data[0].split(";")
-    assert not any(word in col for col in header for word in ("benef", "carnet", "cheque", "serial"))
+    assert not any(
+        word in col for col in header for word in ("benef", "carnet", "cheque", "serial")
+    )
 
 
 async def test_the_open_data_page_links_the_files(client: httpx.AsyncClient) -> None:

@@ -21,7 +21,9 @@ from tests.api.test_issuance_api import World, assert_error, make_world
 from tests.factories import make_actor, make_org
 from tests.support import table_schema
 
-SCHEMA = Path(__file__).resolve().parent.parent / "data" / "schema-lieux-mediation-numerique-v1.0.2.json"
+SCHEMA = (
+    Path(__file__).resolve().parent.parent / "data" / "schema-lieux-mediation-numerique-v1.0.2.json"
+)
 
 
 @pytest.fixture
@@ -50,20 +52,28 @@ async def test_a_mediator_edits_the_profile_of_the_site_and_bad_hours_say_where(
     assert profile["horaires"] == body["horaires"]
     assert profile["services"] == ["creer_courriel", "realiser_demarche"]
 
-    bad = await client.patch(url, json={"horaires": "Mo-Fr 09:00-12:0x"}, headers=world.site.headers)
+    bad = await client.patch(
+        url, json={"horaires": "Mo-Fr 09:00-12:0x"}, headers=world.site.headers
+    )
     error = assert_error(bad, 422, "invalid_opening_hours")
     assert error["error"]["details"]["position"] == 16
     assert "caractère 16" in error["error"]["message"]
     unchanged = await client.patch(url, json={}, headers=world.site.headers)
     assert unchanged.json()["horaires"] == body["horaires"]  # nothing changed by the refusal
 
-    wrong_postcode = await client.patch(url, json={"code_postal": "75001"}, headers=world.site.headers)
+    wrong_postcode = await client.patch(
+        url, json={"code_postal": "75001"}, headers=world.site.headers
+    )
     assert_error(wrong_postcode, 422, "postcode_not_in_commune")
 
     stops = {
         "etapes": [
-            {"lieu": "Place de la mairie", "adresse": "Place de la Mairie", "code_insee": "35001",
-             "horaires": "Tu 09:00-12:00"},
+            {
+                "lieu": "Place de la mairie",
+                "adresse": "Place de la Mairie",
+                "code_insee": "35001",
+                "horaires": "Tu 09:00-12:00",
+            },
             {"lieu": "Marché", "adresse": "Rue du Marché", "horaires": "Th 14:00-17:00x"},
         ]
     }
@@ -84,7 +94,9 @@ async def test_only_the_sites_mediators_and_the_operator_edit_its_profile(
             403,
             "forbidden",
         )
-    ok = await client.patch(url, json={"horaires": "Mo 10:00-12:00"}, headers=world.operator.headers)
+    ok = await client.patch(
+        url, json={"horaires": "Mo 10:00-12:00"}, headers=world.operator.headers
+    )
     assert ok.status_code == 200
     checked = await client.post(f"{url}/check", headers=world.operator.headers)
     assert checked.json()["profile_checked_at"] is not None
@@ -95,14 +107,22 @@ async def test_only_the_sites_mediators_and_the_operator_edit_its_profile(
 async def test_the_directory_lists_qualified_sites_nearest_first_from_a_postcode(
     client: httpx.AsyncClient, session: AsyncSession
 ) -> None:
-    acigne = await make_org(session, OrganisationKind.site, name="Espace numérique d'Acigné",
-                            commune_insee="35001")
-    rennes = await make_org(session, OrganisationKind.site, name="Cyberespace de Rennes",
-                            commune_insee="35238")
-    paris = await make_org(session, OrganisationKind.site, name="Point numérique Paris",
-                           commune_insee="75056")
-    pending = await make_org(session, OrganisationKind.site, name="Lieu en attente",
-                             commune_insee="35001", qualified=False)
+    acigne = await make_org(
+        session, OrganisationKind.site, name="Espace numérique d'Acigné", commune_insee="35001"
+    )
+    rennes = await make_org(
+        session, OrganisationKind.site, name="Cyberespace de Rennes", commune_insee="35238"
+    )
+    paris = await make_org(
+        session, OrganisationKind.site, name="Point numérique Paris", commune_insee="75056"
+    )
+    pending = await make_org(
+        session,
+        OrganisationKind.site,
+        name="Lieu en attente",
+        commune_insee="35001",
+        qualified=False,
+    )
     r = await client.get("/api/v1/public/lieux", params={"q": "35690"})
     assert r.status_code == 200
     found = r.json()
@@ -113,8 +133,18 @@ async def test_the_directory_lists_qualified_sites_nearest_first_from_a_postcode
     assert first["commune"] == "Acigné" and first["code_postal"] == "35690"
     assert first["distance_km"] == 0.0
     assert found[ids.index(rennes.id)]["distance_km"] == pytest.approx(10.8, abs=1.5)
-    assert {"nom", "pivot", "adresse", "code_insee", "latitude", "longitude", "horaires",
-            "services", "frais_a_charge", "date_maj"} <= set(first)
+    assert {
+        "nom",
+        "pivot",
+        "adresse",
+        "code_insee",
+        "latitude",
+        "longitude",
+        "horaires",
+        "services",
+        "frais_a_charge",
+        "date_maj",
+    } <= set(first)
     by_name = await client.get("/api/v1/public/lieux", params={"q": "acigne"})
     assert by_name.json()[0]["id"] == acigne.id
     assert (await client.get("/api/v1/public/lieux", params={"q": "zzzzz"})).json() == []
@@ -138,16 +168,21 @@ async def test_the_csv_follows_the_data_standard_of_lieux_de_mediation_numerique
 ) -> None:
     await client.patch(
         f"/api/v1/sites/{world.site.org.id}/profile",
-        json={"horaires": "Mo-Fr 09:00-12:00", "services": ["creer_courriel"],
-              "telephone": "0299123456",
-              "etapes": [{"lieu": "Marché", "adresse": "Rue du Marché", "horaires": "Th 14:00-17:00"}]},
+        json={
+            "horaires": "Mo-Fr 09:00-12:00",
+            "services": ["creer_courriel"],
+            "telephone": "0299123456",
+            "etapes": [
+                {"lieu": "Marché", "adresse": "Rue du Marché", "horaires": "Th 14:00-17:00"}
+            ],
+        },
         headers=world.site.headers,
     )
     r = await client.get("/api/v1/public/lieux.csv")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     schema = table_schema.load(SCHEMA)
     assert table_schema.validate_csv(schema, r.text) == []
-    line = next(l for l in r.text.splitlines() if world.site.org.siret in l)
+    line = next(x for x in r.text.splitlines() if world.site.org.siret in x)
     assert "Accepte le Pass numérique" in line and "Gratuit sous condition" in line
     assert "Itinérant" in line
     # The validator does see a broken file.
@@ -169,7 +204,9 @@ async def test_mon_pass_tells_what_is_left_to_whoever_has_the_check_code(
     assert body["redeem_until"] == booklet.cheques[0].redeem_until.isoformat()
     assert "beneficiary_id" not in body and "reference" not in str(body)
     assert any(s["id"] == world.site.org.id for s in body["lieux"])
-    wrong_code = await client.get(f"/api/v1/public/booklets/{booklet.number}", params={"code": "000000"})
+    wrong_code = await client.get(
+        f"/api/v1/public/booklets/{booklet.number}", params={"code": "000000"}
+    )
     unknown = await client.get("/api/v1/public/booklets/CN-0000-0000", params={"code": code})
     a = assert_error(wrong_code, 404, "booklet_check_failed")
     b = assert_error(unknown, 404, "booklet_check_failed")
@@ -182,12 +219,15 @@ async def test_mon_pass_is_rate_limited_per_booklet_like_cheque_checks(
 ) -> None:
     saved = getattr(app.state, "rate_limits", None)
     app.state.rate_limits = RateLimits.from_settings(
-        Settings(rate_limit_per_user_per_minute=1, rate_limit_per_ip_per_minute=1000,
-                 rate_limit_burst=3)
+        Settings(
+            rate_limit_per_user_per_minute=1, rate_limit_per_ip_per_minute=1000, rate_limit_burst=3
+        )
     )
     try:
         url = f"/api/v1/public/booklets/{world.active_booklet.number}"
-        answers = [(await client.get(url, params={"code": f"00000{i}"})).status_code for i in range(4)]
+        answers = [
+            (await client.get(url, params={"code": f"00000{i}"})).status_code for i in range(4)
+        ]
         assert answers == [404, 404, 404, 429]
     finally:
         app.state.rate_limits = saved

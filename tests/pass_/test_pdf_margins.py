@@ -14,8 +14,8 @@ from PIL import Image
 
 from pass_ import pdf
 from pass_.issuance import new_booklet_number
-from tests.pass_.test_pdf import make_booklet, poppler  # noqa: F401  (fixture)
 from pass_.tokens import Keyring
+from tests.pass_.test_pdf import make_booklet, poppler  # noqa: F401  (fixture)
 
 DPI = 150
 MM = DPI / 25.4  # pixels a millimetre

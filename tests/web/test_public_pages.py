@@ -32,13 +32,15 @@ async def test_the_directory_pages_find_a_site_by_postcode(
     assert "Aucune commune ne correspond" in none.text
 
     booklet = world.active_booklet
-    code = (await client.get(f"/api/v1/booklets/{booklet.id}", headers=world.issuer.headers)).json()[
-        "check_code"
-    ]
+    code = (
+        await client.get(f"/api/v1/booklets/{booklet.id}", headers=world.issuer.headers)
+    ).json()["check_code"]
     mine = await client.get(f"/mon-pass/{booklet.number}", params={"code": code})
     assert "Il vous reste <strong>5 chèques</strong>" in mine.text
     wrong = await client.get(f"/mon-pass/{booklet.number}", params={"code": "ZZZZZZ"})
     assert "Nous ne trouvons pas ce carnet avec ce code" in wrong.text
     assert "Il vous reste" not in wrong.text
     form = await client.get("/mon-pass", params={"numero": booklet.number, "code": code})
-    assert form.status_code == 303 and form.headers["location"].startswith(f"/mon-pass/{booklet.number}?code=")
+    assert form.status_code == 303 and form.headers["location"].startswith(
+        f"/mon-pass/{booklet.number}?code="
+    )
