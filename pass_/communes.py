@@ -251,3 +251,44 @@ def distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     dp, dl = p2 - p1, math.radians(lon2 - lon1)
     a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
     return 2 * 6371.0 * math.asin(math.sqrt(a))
+
+
+_CHOSEN = re.compile(r"·\s*([0-9][0-9AB][0-9]{3})\s*$", re.IGNORECASE)
+
+
+async def resolve(session: AsyncSession, typed: str | None, *, field: str) -> str | None:
+    """The INSEE code of the commune a person picked or typed in a form: « Rennes (35) ·
+    35238 » (what the suggestion list offers), a name, a postcode or an INSEE code. None when
+    empty; InvalidInput naming the candidates when several communes fit, or none."""
+    from kit.errors import InvalidInput
+
+    text_ = (typed or "").strip()
+    if not text_:
+        return None
+    chosen = _CHOSEN.search(text_)
+    if chosen:
+        commune = await get_commune(session, chosen.group(1))
+        if commune is not None:
+            return commune.code
+    found = await search(session, text_, limit=6)
+    key = search_key(text_)
+    exact = [c for c in found if search_key(c.name) == key or c.code == text_.upper()]
+    if _POSTCODE.match(text_.upper()) and len(found) == 1:
+        return found[0].code
+    if len(exact) == 1:
+        return exact[0].code
+    candidates = exact or found
+    if not candidates:
+        raise InvalidInput(
+            f"Aucune commune ne correspond à « {text_} » : écrivez son nom ou son code postal.",
+            code="unknown_commune",
+            field=field,
+        )
+    listed = ", ".join(f"{c.name} ({c.departement})" for c in candidates[:5])
+    raise InvalidInput(
+        f"Plusieurs communes correspondent à « {text_} » : {listed}. Choisissez-la dans la "
+        "liste proposée, ou écrivez aussi son code postal.",
+        code="ambiguous_commune",
+        field=field,
+        candidates=[c.code for c in candidates[:5]],
+    )

@@ -19,6 +19,7 @@ from api.web.validity import alerts_for
 from kit.clock import utcnow
 from kit.errors import DomainError
 from pass_ import beneficiaries, issuance, programmes
+from pass_ import communes as commune_ref
 from pass_.enums import BookletStatus, NeedLevel
 from pass_.programmes import Actor
 from pass_.schemas import BeneficiaryCreate, BookletCancel
@@ -118,7 +119,19 @@ async def beneficiary_create(
     form = await request.form()
     values = blank_to_none(form, "reference", "need_level", "birth_year", "commune_insee")
     try:
-        data = BeneficiaryCreate(**values)  # type: ignore[arg-type]
+        # A commune picked by name or postcode (pass_/communes.py), stored as its INSEE code.
+        code = await commune_ref.resolve(session, values["commune_insee"], field="commune_insee")
+    except DomainError as exc:
+        return await _beneficiaries_page(
+            request,
+            principal,
+            session,
+            values=values,
+            errors={"commune_insee": exc.message},
+            status=400,
+        )
+    try:
+        data = BeneficiaryCreate(**{**values, "commune_insee": code})  # type: ignore[arg-type]
     except ValidationError as exc:
         errors = field_errors(exc)
         if "need_level" in errors:
@@ -174,6 +187,9 @@ async def _beneficiary_page(
             "programmes": rows,
             "programme_options": [(r["p"].id, r["p"].name) for r in rows],
             "validity_alerts": await alerts_for(request, principal, session),
+            "commune_name": (await commune_ref.names(session, [person.commune_insee])).get(
+                person.commune_insee or ""
+            ),
             "values": values or {},
             "errors": errors or {},
         },
