@@ -56,3 +56,20 @@ def test_search_keys_and_distances() -> None:
     assert communes.search_key("Ste Anne") == "sainte anne"
     # Rennes → Paris: about 308 km as the crow flies.
     assert communes.distance_km(48.1113, -1.68, 48.8566, 2.3522) == pytest.approx(308, abs=5)
+
+
+async def test_a_form_resolves_a_picked_typed_or_ambiguous_commune(session) -> None:
+    from kit.errors import InvalidInput
+
+    assert await communes.resolve(session, "Acigné (35) · 35001", field="c") == "35001"
+    assert await communes.resolve(session, "35690", field="c") == "35001"
+    assert await communes.resolve(session, "rennes", field="c") == "35238"
+    assert await communes.resolve(session, "", field="c") is None
+    with pytest.raises(InvalidInput) as homonyms:
+        await communes.resolve(session, "Saint-Denis", field="c")
+    assert homonyms.value.code == "ambiguous_commune"
+    assert "Saint-Denis (93)" in homonyms.value.message
+    assert "Saint-Denis (974)" in homonyms.value.message
+    with pytest.raises(InvalidInput) as unknown:
+        await communes.resolve(session, "Qwxzville", field="c")
+    assert unknown.value.code == "unknown_commune"
