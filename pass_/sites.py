@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kit.clock import PARIS
 from kit.errors import Forbidden, InvalidInput, NotFound
 from pass_ import communes
+from pass_.communes import CommuneRef
 from pass_.enums import OrganisationKind, Qualification, Role, Service, label
 from pass_.errors import NotASite
 from pass_.models import Organisation
@@ -68,7 +69,7 @@ def validate_opening_hours(value: str | None, *, field_name: str = "horaires") -
         )
     try:
         opening_hours.OpeningHours(expr)
-    except (opening_hours.ParserError, SyntaxError, ValueError) as exc:
+    except (opening_hours.ParserError, SyntaxError, ValueError) as exc:  # type: ignore[attr-defined]
         text_ = str(exc)
         match = _POSITION.search(text_)
         column = int(match.group(2)) if match else 1
@@ -469,11 +470,11 @@ async def public_site(session: AsyncSession, *, site_id: int, now: datetime) -> 
 @dataclass
 class Search:
     query: str
-    communes: list[communes.CommuneRef]
+    communes: list[CommuneRef]
     sites: list[PublicSite]
 
     @property
-    def commune(self) -> communes.CommuneRef | None:
+    def commune(self) -> CommuneRef | None:
         return self.communes[0] if self.communes else None
 
 

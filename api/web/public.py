@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
@@ -78,7 +78,12 @@ async def my_pass(
     session: SessionDep,
     code: Annotated[str, Query(max_length=12)] = "",
 ) -> Response:
-    context = {"title": "Mon pass", "tagline": PUBLIC_TAGLINE, "number": number, "balance": None}
+    context: dict[str, Any] = {
+        "title": "Mon pass",
+        "tagline": PUBLIC_TAGLINE,
+        "number": number,
+        "balance": None,
+    }
     if code:
         check_public_rate(request, number)
         try:

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 from sqlalchemy import or_, select
+from sqlmodel import col
 from starlette.responses import Response
 
 from api.deps import SessionDep
@@ -117,16 +118,18 @@ async def profile_update(
             request, principal, session, values=values, errors={"etapes": stops}, status=400
         )
     try:
-        data = sites.SiteProfileUpdate(
-            adresse=values["adresse"] or None,
-            code_postal=values["code_postal"] or None,
-            horaires=values["horaires"] or None,
-            etapes=stops,
-            services=values["services"],
-            accessibilite=values["accessibilite"] or None,
-            telephone=values["telephone"] or None,
-            courriel=values["courriel"] or None,
-            site_web=values["site_web"] or None,
+        data = sites.SiteProfileUpdate.model_validate(
+            {
+                "adresse": values["adresse"] or None,
+                "code_postal": values["code_postal"] or None,
+                "horaires": values["horaires"] or None,
+                "etapes": stops,
+                "services": values["services"],
+                "accessibilite": values["accessibilite"] or None,
+                "telephone": values["telephone"] or None,
+                "courriel": values["courriel"] or None,
+                "site_web": values["site_web"] or None,
+            }
         )
         async with session.begin_nested():
             await sites.update_profile(
@@ -161,14 +164,14 @@ async def profiles_to_check(
         await session.scalars(
             select(Organisation)
             .where(
-                Organisation.kind == "site",
-                Organisation.profile_updated_at.is_not(None),  # type: ignore[union-attr]
+                col(Organisation.kind) == "site",
+                col(Organisation.profile_updated_at).is_not(None),
                 or_(
-                    Organisation.profile_checked_at.is_(None),  # type: ignore[union-attr]
-                    Organisation.profile_checked_at < Organisation.profile_updated_at,  # type: ignore[operator]
+                    col(Organisation.profile_checked_at).is_(None),
+                    col(Organisation.profile_checked_at) < col(Organisation.profile_updated_at),
                 ),
             )
-            .order_by(Organisation.profile_updated_at)
+            .order_by(col(Organisation.profile_updated_at))
         )
     ).all()
     names = await communes.names(session, (o.commune_insee for o in changed))

@@ -44,3 +44,53 @@ async def test_the_directory_pages_find_a_site_by_postcode(
     assert form.status_code == 303 and form.headers["location"].startswith(
         f"/mon-pass/{booklet.number}?code="
     )
+
+
+async def test_a_mediator_edits_the_profile_page_and_the_operator_checks_it(
+    client: httpx.AsyncClient, session: AsyncSession, app: Any
+) -> None:
+    import re
+
+    from api.deps import COOKIE_NAME
+    from pass_.enums import OrganisationKind
+    from pass_.models import Organisation
+    from tests.factories import make_actor
+
+    mediator = await make_actor(session, app, OrganisationKind.site, commune_insee="35001")
+    client.cookies.set(COOKIE_NAME, mediator.headers["Authorization"][7:])
+    page = await client.get("/mediateur/profil")
+    assert page.status_code == 200 and "Acigné (35)" in page.text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+    form = {
+        "csrf_token": token,
+        "adresse": "1 place de la Mairie",
+        "code_postal": "35690",
+        "horaires": "Mo-Fr 09:00-12:00",
+        "etapes": "Marché ; Rue du Marché, Acigné ; Sa 09:00-12:0x",
+        "services": ["creer_courriel", "naviguer_web"],
+        "telephone": "02 99 00 00 00",
+    }
+    bad = await client.post("/mediateur/profil", data=form)
+    assert bad.status_code == 400
+    assert "caractère" in bad.text and "Sa 09:00-12:0x" in bad.text  # kept, error shown
+    form["etapes"] = "Marché ; Rue du Marché, Acigné ; Sa 09:00-12:00"
+    ok = await client.post("/mediateur/profil", data=form)
+    assert ok.status_code == 303
+    org = await session.get(Organisation, mediator.org.id)
+    await session.refresh(org)
+    assert org is not None and org.opening_hours == "Mo-Fr 09:00-12:00"
+    assert org.stops[0]["horaires"] == "Sa 09:00-12:00" and org.phone == "+33299000000"
+
+    operator = await make_actor(session, app, OrganisationKind.operator)
+    client.cookies.set(COOKIE_NAME, operator.headers["Authorization"][7:])
+    listing = await client.get("/operateur/profils")
+    assert mediator.org.name in listing.text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', listing.text).group(1)  # type: ignore[union-attr]
+    done = await client.post(
+        f"/operateur/profils/{mediator.org.id}/verifie", data={"csrf_token": token}
+    )
+    assert done.status_code == 303
+    after = (await client.get("/operateur/profils")).text
+    assert f"/operateur/profils/{mediator.org.id}/verifie" not in after  # checked: off the list
+    stock = await client.get("/operateur/stock")
+    assert stock.status_code == 200 and "Fin de validité" in stock.text
