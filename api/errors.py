@@ -34,6 +34,7 @@ STATUS: dict[str, int] = {
     "not_found": 404,
     "cheque_not_found": 404,
     "booklet_not_found": 404,
+    "booklet_check_failed": 404,  # « mon pass »: wrong number or code, one answer for both
     # conflicts
     "cheque_already_redeemed": 409,
     "idempotency_conflict": 409,
@@ -43,6 +44,7 @@ STATUS: dict[str, int] = {
     "email_taken": 409,
     "organisation_exists": 409,
     "booklet_not_in_stock": 409,
+    "hand_out_closed": 409,  # the programme's last days: stock booklets no longer handed out
     "booklet_not_active": 409,
     "booklet_already_cancelled": 409,
     "beneficiary_exists": 409,

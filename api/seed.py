@@ -110,7 +110,57 @@ DEMO_ORGANISATIONS: list[tuple[str, OrganisationKind, str, str, str, dict[str, o
         "35001",
         {"address": "Place de la Mairie, Acigné", "services": [Service.naviguer_web]},
     ),
+    (
+        "cyberbus",
+        OrganisationKind.site,
+        "Cyber-bus de la Métropole",
+        "8000000000041",
+        "35051",
+        {
+            "iban": "FR7630006000011234567890189",
+            "bic": "AGRIFRPP",
+            "address": "Esplanade de la Mairie, Cesson-Sévigné",
+            "services": [Service.naviguer_web, Service.acceder_services_en_ligne],
+        },
+    ),
 ]
+
+# The public profiles of the demo's sites (issue 15): hours in OpenStreetMap's syntax, services,
+# contacts; the cyber-bus is itinerant (a stop a day). Set once: a site's own edits are kept.
+DEMO_PROFILES: dict[str, dict[str, object]] = {
+    "mediatheque": {
+        "adresse": "10 cours des Alliés",
+        "code_postal": "35000",
+        "horaires": "Tu-Fr 10:00-19:00; Sa 10:00-18:00; PH off",
+        "services": ["creer_courriel", "realiser_demarche", "acceder_services_en_ligne"],
+        "accessibilite": "Accès de plain-pied, ascenseur, boucle magnétique à l'accueil",
+        "telephone": "02 23 40 66 00",
+        "site_web": "https://mediatheque.admiville.example",
+    },
+    "asso": {
+        "adresse": "4 rue de la Solidarité",
+        "code_postal": "35200",
+        "horaires": "Mo-Fr 09:00-12:00,14:00-17:30",
+        "services": ["naviguer_web", "ecrire_document", "connaitre_ses_droits"],
+        "accessibilite": "Rez-de-chaussée, une marche à l'entrée (rampe sur demande)",
+        "telephone": "02 99 00 11 22",
+        "courriel": "contact@clic-solidaire.example",
+    },
+    "cyberbus": {
+        "adresse": "Esplanade de la Mairie",
+        "code_postal": "35510",
+        "services": ["naviguer_web", "acceder_services_en_ligne"],
+        "telephone": "06 12 34 56 78",
+        "etapes": [
+            {"lieu": "Acigné, place de la Mairie", "adresse": "Place de la Mairie, Acigné",
+             "code_insee": "35001", "horaires": "Tu 09:00-12:30"},
+            {"lieu": "Cesson-Sévigné, esplanade", "adresse": "Esplanade de la Mairie, "
+             "Cesson-Sévigné", "code_insee": "35051", "horaires": "Th 14:00-17:30"},
+            {"lieu": "Rennes, marché des Lices", "adresse": "Place des Lices, Rennes",
+             "code_insee": "35238", "horaires": "Sa 08:00-13:00"},
+        ],
+    },
+}
 
 # (role label, email, organisation key, role)
 DEMO_USERS: list[tuple[str, str, str, Role]] = [
@@ -194,11 +244,15 @@ async def ensure_admin(
 async def seed_demo(
     session: AsyncSession, settings: Settings | None = None
 ) -> list[tuple[str, str, str]]:
+    from pass_ import communes
+
+    if await communes.count(session) == 0:  # a fresh machine: the reference ships in npm
+        await communes.load_communes(session, communes.read_reference())
     orgs: dict[str, Organisation] = {}
     for key, kind, name, prefix, commune, extra in DEMO_ORGANISATIONS:
         orgs[key] = await _ensure_org(session, kind, name, luhn_complete(prefix), commune, extra)
     now = utcnow()
-    for key in ("mediatheque", "asso"):
+    for key in ("mediatheque", "asso", "cyberbus"):
         if orgs[key].qualification == Qualification.pending.value:
             await accounts.set_qualification(
                 session,
@@ -211,7 +265,25 @@ async def seed_demo(
         await _ensure_user(session, email, DEMO_PASSWORD, orgs[org_key], role)
         logins.append((label, email, DEMO_PASSWORD))
     await seed_demo_programme(session, orgs)
+    await seed_demo_profiles(session, orgs)
     return logins
+
+
+async def seed_demo_profiles(session: AsyncSession, orgs: dict[str, Organisation]) -> None:
+    from pass_ import sites
+
+    for key, profile in DEMO_PROFILES.items():
+        org = orgs[key]
+        if org.profile_updated_at is not None:
+            continue
+        await sites.update_profile(
+            session,
+            role=Role.operator_admin,
+            organisation_id=org.id,  # type: ignore[arg-type]
+            site_id=org.id,  # type: ignore[arg-type]
+            data=sites.SiteProfileUpdate.model_validate(profile),
+            now=utcnow(),
+        )
 
 
 async def seed_demo_programme(session: AsyncSession, orgs: dict[str, Organisation]) -> None:

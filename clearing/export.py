@@ -187,7 +187,8 @@ def statement_pdf(statement: StatementRead, *, issuer: Issuer, generated_at: dat
         [Paragraph(f"SIRET {issuer.siret or 'non renseigné'}", normal),
          Paragraph(f"SIRET {org.siret}", normal)],
         [Paragraph(_escape(issuer.address or ""), normal),
-         Paragraph(_escape(org.address or f"Commune INSEE {org.commune_insee}"), normal)],
+         Paragraph(_escape(org.address or org.commune_name or f"Commune {org.commune_insee}"),
+                   normal)],
     ], colWidths=[88 * mm, 88 * mm])
     parties.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"),
                                  ("BOX", (0, 0), (0, -1), 0.5, colors.grey),

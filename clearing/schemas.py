@@ -149,6 +149,7 @@ class FinancerLine(BaseModel):
     commune_insee: str | None
     cheque_count: int
     amount_cents: int
+    commune_name: str | None = None  # from the commune reference (pass_/communes.py)
 
 
 class ProgrammeStanding(BaseModel):
@@ -179,6 +180,7 @@ class OrganisationRef(BaseModel):
     siret: str
     commune_insee: str
     address: str | None = None
+    commune_name: str | None = None  # from the commune reference (pass_/communes.py)
 
 
 class StatementRead(StatementSummary):

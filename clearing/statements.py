@@ -94,7 +94,9 @@ async def get_statement(session: AsyncSession, statement_id: int, *,
     """A statement with its lines, as `organisation_id` (None: the operator) may read it."""
     summary = await visible_statement(session, statement_id, organisation_id=organisation_id)
     org = (await session.execute(text(
-        "SELECT id, name, siret, commune_insee, address FROM organisation WHERE id = :id"),
+        "SELECT id, name, siret, commune_insee, address, "
+        "(SELECT c.name FROM commune c WHERE c.code = commune_insee) AS commune_name "
+        "FROM organisation WHERE id = :id"),
         {"id": summary.organisation_id})).one()
     batch = None
     if summary.batch_id is not None:
@@ -143,13 +145,15 @@ async def site_lines(session: AsyncSession, *, batch_id: int, site_id: int) -> l
 async def stored_lines(session: AsyncSession, statement_id: int) -> list[FinancerLine]:
     rows = (await session.execute(text("""
         SELECT l.programme_id, p.name, l.demarche_family, l.commune_insee, l.cheque_count,
-               l.amount_cents
+               l.amount_cents, c.name
         FROM statement_line l JOIN programme p ON p.id = l.programme_id
+        LEFT JOIN commune c ON c.code = l.commune_insee
         WHERE l.statement_id = :id
         ORDER BY l.programme_id, l.demarche_family NULLS FIRST, l.commune_insee, l.id"""),
         {"id": statement_id})).all()
     return [FinancerLine(programme_id=r[0], programme_name=r[1], demarche_family=r[2],
-                         commune_insee=r[3], cheque_count=r[4], amount_cents=r[5])
+                         commune_insee=r[3], cheque_count=r[4], amount_cents=r[5],
+                         commune_name=r[6])
             for r in rows]
 
 

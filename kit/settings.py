@@ -91,6 +91,13 @@ class Settings(BaseSettings):
     rollup_in_app: bool = True
     rollup_interval: float = Field(default=2.0, gt=0, le=3600)
     secure_cookies: bool = False
+    # The public side (issue 15): the address people reach the service at, printed in the
+    # booklet cover's QR code (/mon-pass/<number>); days before a programme's last day of
+    # validity when issuers and financers are alerted, and when stock booklets can no longer
+    # be handed out.
+    public_url: str = "http://127.0.0.1:8000"
+    validity_alert_days: int = Field(default=30, ge=0, le=366)
+    hand_out_stop_days: int = Field(default=15, ge=0, le=366)
 
     def secret(self, name: str, nbytes: int = 32) -> str:
         """Return the secret `name`: from the environment if set, else from the data folder,

@@ -37,7 +37,7 @@ from kit.clock import paris_day
 from kit.errors import Conflict, Forbidden, InvalidInput, NotFound
 from ledger import service as ledger
 from ledger.audit import Difference
-from pass_ import pdf
+from pass_ import pdf, validity
 from pass_.beneficiaries import get_beneficiary
 from pass_.codes import ALPHABET, new_serial
 from pass_.enums import BookletStatus, ChequeStatus, OrganisationKind, Qualification, Role
@@ -146,7 +146,12 @@ def new_booklet_number() -> str:
 def normalise_booklet_number(text_: str) -> str | None:
     """The canonical number of what someone typed (any case, separators and prefix optional,
     O → 0, I/L → 1), or None if it cannot be a booklet number."""
-    if not isinstance(text_, str) or len(text_) > 40:
+    if not isinstance(text_, str) or len(text_) > 300:
+        return None
+    # The cover's QR code opens /mon-pass/<number>?code=…: the agent's camera reads that URL.
+    if "/mon-pass/" in text_:
+        text_ = text_.split("/mon-pass/", 1)[1].split("?", 1)[0].split("/", 1)[0]
+    if len(text_) > 40:
         return None
     compact = _NUMBER_SEPARATORS.sub("", text_).upper()
     if len(compact) == len(BOOKLET_PREFIX) + _NUMBER_SYMBOLS and compact.startswith(BOOKLET_PREFIX):
@@ -693,9 +698,11 @@ async def hand_out(
     ref: str | int,
     beneficiary_id: int,
     now: datetime,
+    hand_out_stop_days: int = 0,
 ) -> BookletRead:
     """An agent hands an in-stock booklet (found by id or printed number) to a beneficiary:
-    it becomes `active`, counted against capacity and quota, its value moved to outstanding."""
+    it becomes `active`, counted against capacity and quota, its value moved to outstanding.
+    Not in the programme's last `hand_out_stop_days` days (pass_/validity.py)."""
     require_role(actor, Role.issuer_agent)
     issuer_id = actor.organisation_id
     booklet = await _own_booklet(session, issuer_id=issuer_id, ref=ref, for_update=True)
@@ -704,6 +711,12 @@ async def hand_out(
     beneficiary = await get_beneficiary(session, issuer_id=issuer_id, beneficiary_id=beneficiary_id)
     programme = await get_programme(session, booklet.programme_id)
     _check_open(programme, paris_day(now))
+    validity.check_hand_out(
+        programme_name=programme.name,
+        valid_until=programme.valid_until,
+        today=paris_day(now),
+        stop_days=hand_out_stop_days,
+    )
     # The booklet row is locked: its in-stock cheques cannot change under us.
     count, value = (await session.execute(_IN_STOCK, {"booklet_id": booklet.id})).one()
     if count == 0:
@@ -824,8 +837,11 @@ def territory_label(territory: Sequence[str]) -> str:
     return ", ".join(parts)
 
 
-async def _prints(session: AsyncSession, booklets: Sequence[Booklet]) -> list[pdf.BookletPrint]:
-    """What the PDF renderer needs for booklets of one programme and issuer."""
+async def _prints(
+    session: AsyncSession, booklets: Sequence[Booklet], public_url: str = ""
+) -> list[pdf.BookletPrint]:
+    """What the PDF renderer needs for booklets of one programme and issuer (`public_url`: where
+    the cover's QR code sends a phone, see pdf.BookletPrint.cover_url)."""
     if not booklets:
         return []
     programme = await get_programme(session, booklets[0].programme_id)
@@ -857,22 +873,26 @@ async def _prints(session: AsyncSession, booklets: Sequence[Booklet]) -> list[pd
             territory_label=label,
             cheques=by_booklet.get(b.id, []),  # type: ignore[arg-type]
             sites=sites,
+            check_code=b.check_code,
+            public_url=public_url,
         )
         for b in booklets
     ]
 
 
-async def booklet_pdf(session: AsyncSession, *, actor: Actor, ref: str | int) -> bytes:
+async def booklet_pdf(
+    session: AsyncSession, *, actor: Actor, ref: str | int, public_url: str = ""
+) -> bytes:
     """The printable booklet (cover with the territory's qualified sites, then the cheques);
     for its issuer only."""
     require_role(actor, Role.issuer_agent)
     booklet = await _own_booklet(session, issuer_id=actor.organisation_id, ref=ref)
-    [booklet_print] = await _prints(session, [booklet])
+    [booklet_print] = await _prints(session, [booklet], public_url)
     return await asyncio.to_thread(pdf.render_booklet, booklet_print)
 
 
 async def order_prints(
-    session: AsyncSession, *, actor: Actor, order_id: int
+    session: AsyncSession, *, actor: Actor, order_id: int, public_url: str = ""
 ) -> list[pdf.BookletPrint]:
     await _visible_order(session, actor=actor, order_id=order_id)
     booklets = (
@@ -880,15 +900,17 @@ async def order_prints(
             select(Booklet).where(col(Booklet.order_id) == order_id).order_by(col(Booklet.id))
         )
     ).all()
-    return await _prints(session, booklets)
+    return await _prints(session, booklets, public_url)
 
 
 async def order_pdf(
-    session: AsyncSession, *, actor: Actor, order_id: int, workers: int = 2
+    session: AsyncSession, *, actor: Actor, order_id: int, workers: int = 2, public_url: str = ""
 ) -> bytes:
     """The order's print-ready PDF, every booklet after its cover (QR codes computed on
     `workers` processes)."""
-    prints = await order_prints(session, actor=actor, order_id=order_id)
+    prints = await order_prints(
+        session, actor=actor, order_id=order_id, public_url=public_url
+    )
     return await asyncio.to_thread(pdf.render_booklets_parallel, prints, workers)
 
 

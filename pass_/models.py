@@ -12,7 +12,7 @@ from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY, JSON
+from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB
 from sqlmodel import Field, SQLModel
 
 from kit.db import metadata  # noqa: F401  (naming convention set before tables are declared)
@@ -73,6 +73,21 @@ class Organisation(SQLModel, table=True):
     stripe_customer_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(64)))
     stripe_payment_method_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(64)))
     created_at: datetime | None = Field(default=None, sa_column=_ts(default_now=True))
+    # The site's public profile (pass_/sites.py; migration 0010): what /lieux and the data
+    # standard's CSV publish once the site is qualified.
+    postcode: str | None = Field(default=None, sa_column=sa.Column(sa.String(5)))
+    latitude: float | None = Field(default=None, sa_column=sa.Column(sa.Float))
+    longitude: float | None = Field(default=None, sa_column=sa.Column(sa.Float))
+    opening_hours: str | None = Field(default=None, sa_column=sa.Column(sa.String(500)))
+    stops: list[dict[str, Any]] = Field(
+        default_factory=list,
+        sa_column=sa.Column(JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
+    )
+    accessibility: str | None = Field(default=None, sa_column=sa.Column(sa.String(500)))
+    phone: str | None = Field(default=None, sa_column=sa.Column(sa.String(20)))
+    website: str | None = Field(default=None, sa_column=sa.Column(sa.String(300)))
+    profile_updated_at: datetime | None = Field(default=None, sa_column=_ts(True))
+    profile_checked_at: datetime | None = Field(default=None, sa_column=_ts(True))
 
 
 class AppUser(SQLModel, table=True):
@@ -286,6 +301,9 @@ class BookletOrder(SQLModel, table=True):
     created_at: datetime | None = Field(default=None, sa_column=_ts(default_now=True))
 
 
+CHECK_CODE_DEFAULT = "upper(substr(md5((gen_random_uuid())::text), 1, 6))"
+
+
 class Booklet(SQLModel, table=True):
     __tablename__ = "booklet"
     __table_args__ = (
@@ -329,6 +347,14 @@ class Booklet(SQLModel, table=True):
     handed_out_at: datetime | None = Field(default=None, sa_column=_ts(True))
     cancelled_at: datetime | None = Field(default=None, sa_column=_ts(True))
     cancel_reason: str | None = Field(default=None, sa_column=sa.Column(sa.String(300)))
+    # Printed on the cover beside the number: with it anyone holding the booklet may see what is
+    # left on it (/mon-pass), nobody else. 6 hexadecimal symbols drawn by the database.
+    check_code: str = Field(
+        default=None,
+        sa_column=sa.Column(
+            sa.String(6), nullable=False, server_default=sa.text(CHECK_CODE_DEFAULT)
+        ),
+    )
 
 
 class Cheque(SQLModel, table=True):
@@ -496,3 +522,31 @@ class FigureRollupCursor(SQLModel, table=True):
     id: int = Field(sa_column=sa.Column(sa.SmallInteger, primary_key=True))
     sealed_seq: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
     updated_at: datetime = Field(sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False))
+
+
+class Commune(SQLModel, table=True):
+    """The commune reference (INSEE code → name, postcodes, département, centre), loaded by
+    `passnum load-communes` from the shipped dataset (pass_/communes.py), never fetched."""
+
+    __tablename__ = "commune"
+    __table_args__ = (
+        sa.Index(
+            "ix_commune_search_name",
+            "search_name",
+            postgresql_ops={"search_name": "text_pattern_ops"},
+        ),
+        sa.Index("ix_commune_postcodes", "postcodes", postgresql_using="gin"),
+    )
+
+    code: str = Field(sa_column=sa.Column(sa.String(5), primary_key=True))
+    name: str = Field(sa_column=sa.Column(sa.String(100), nullable=False))
+    # Lower case, without accents, hyphens as spaces: what a search compares (pass_/communes.py).
+    search_name: str = Field(sa_column=sa.Column(sa.String(100), nullable=False))
+    departement: str = Field(sa_column=sa.Column(sa.String(3), nullable=False))
+    postcodes: list[str] = Field(
+        default_factory=list,
+        sa_column=sa.Column(ARRAY(sa.String(5)), nullable=False, server_default="{}"),
+    )
+    population: int | None = Field(default=None, sa_column=sa.Column(sa.Integer))
+    latitude: float | None = Field(default=None, sa_column=sa.Column(sa.Float))
+    longitude: float | None = Field(default=None, sa_column=sa.Column(sa.Float))

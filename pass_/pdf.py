@@ -1,7 +1,10 @@
 """Print-ready A4 PDFs of booklets: a cover page in plain French and 10 cheque tiles a page.
 
-The cover carries the booklet number as text and as a QR code (what the agent's hand-out page
-scans); each cheque's QR code holds its signed token.
+The cover carries the booklet number and its check code as text, and a QR code that opens
+« mon pass » (`<public_url>/mon-pass/<number>?code=<check code>`: what is left on the booklet)
+when a phone camera reads it; the agent's hand-out page reads the number from the same code.
+Each cheque's QR code holds its signed token. Every printed mark stays at least 5 mm from the
+sheet's edges (`MARGIN`): office printers do not print the last 4–5 mm.
 
 Speed matters for bulk orders (a printer's order is 1,000 booklets × 10 cheques in one PDF):
 - the QR modules come from `pass_.qr` (a fixed version 6-M symbol, ~20 µs) and are drawn as
@@ -52,9 +55,9 @@ TILE_WIDTH = PAGE_WIDTH / COLUMNS  # 105 mm
 TILE_HEIGHT = PAGE_HEIGHT / ROWS  # 59.4 mm
 QR_SIZE = 28 * mm  # the symbol without its quiet zone; the zone is 4 modules, kept white
 QR_QUIET_MODULES = 4
-# The cover's QR code holds the booklet number (`CN-XXXX-XXXX`, alphanumeric, so the same fast
-# version 6-M symbol): the agent's hand-out page scans it instead of typing the number.
-COVER_QR_SIZE = 22 * mm
+# The cover's QR code holds the « mon pass » address of the booklet (or, without a public
+# address, the bare number `CN-XXXX-XXXX`): the agent's hand-out page reads the number from it.
+COVER_QR_SIZE = 24 * mm
 COVER_QR_TOP = 10 * mm  # from the top edge, above the title's line; 4 white modules all round
 MARGIN = 5 * mm  # office printers do not print the last 4–5 mm of a sheet
 COVER_MARGIN = 18 * mm
@@ -102,6 +105,16 @@ class BookletPrint:
     cheques: list[ChequePrint]
     sites: list[SitePrint]
     help_line: str = ""  # e.g. a phone number, printed on the cover when set
+    check_code: str = ""  # printed beside the number: with it, /mon-pass shows what is left
+    public_url: str = ""  # where people reach the service (the cover's QR code opens it)
+
+    @property
+    def cover_url(self) -> str:
+        """What the cover's QR code holds: the booklet's « mon pass » page, or its number."""
+        if not self.public_url:
+            return self.number
+        code = f"?code={self.check_code}" if self.check_code else ""
+        return f"{self.public_url.rstrip('/')}/mon-pass/{self.number}{code}"
 
 
 def render_booklet(b: BookletPrint) -> bytes:
@@ -349,16 +362,31 @@ class _Renderer:
             c.restoreState()
         c.showPage()
 
+    CUT_HINT = "Découpez en suivant les pointillés."
+
     def _cut_lines(self) -> None:
+        """Dashed cut lines that stop `MARGIN` from the edges, and the hint along the middle
+        vertical line (in the gap between two tiles' margins, on a white ground that
+        interrupts the line), far from any edge: at the foot of the sheet it sat 2 mm from
+        the edge, where most printers print nothing."""
         c = self.c
         c.setLineWidth(0.4)
         c.setDash(3, 3)
         for col in range(1, COLUMNS):
-            c.line(col * TILE_WIDTH, 0, col * TILE_WIDTH, PAGE_HEIGHT)
+            c.line(col * TILE_WIDTH, MARGIN, col * TILE_WIDTH, PAGE_HEIGHT - MARGIN)
         for row in range(1, ROWS):
-            c.line(0, row * TILE_HEIGHT, PAGE_WIDTH, row * TILE_HEIGHT)
+            c.line(MARGIN, row * TILE_HEIGHT, PAGE_WIDTH - MARGIN, row * TILE_HEIGHT)
+        c.setDash()
+        width = pdfmetrics.stringWidth(self.CUT_HINT, SANS, 6)
+        c.saveState()
+        c.translate(TILE_WIDTH, PAGE_HEIGHT / 2)
+        c.rotate(90)
+        c.setFillGray(1)
+        c.rect(-width / 2 - 1 * mm, -1.6 * mm, width + 2 * mm, 3.2 * mm, stroke=0, fill=1)
+        c.setFillGray(0)
         c.setFont(SANS, 6)
-        c.drawCentredString(PAGE_WIDTH / 2, 2.5 * mm, "Découpez en suivant les pointillés.")
+        c.drawCentredString(0, -0.75 * mm, self.CUT_HINT)
+        c.restoreState()
 
     # Tile geometry (origin at the tile's bottom-left corner).
     _QR_X = MARGIN + 2 * mm
@@ -435,6 +463,7 @@ class _Renderer:
             b.issuer_name,
             b.territory_label,
             b.help_line,
+            b.public_url,
             len(b.cheques),
             tuple(sorted(values)),
             sum(ch.value_cents for ch in b.cheques),
@@ -454,8 +483,16 @@ class _Renderer:
             c.doForm(form)
             c.setFont(SANS_BOLD, 14)
             if i == 0:
-                c.drawString(COVER_MARGIN, PAGE_HEIGHT - COVER_MARGIN - 46, f"Carnet n° {b.number}")
-                self._cover_qr(b.number)
+                y = PAGE_HEIGHT - COVER_MARGIN - 46
+                heading = f"Carnet n° {b.number}"
+                c.drawString(COVER_MARGIN, y, heading)
+                if b.check_code:
+                    x = COVER_MARGIN + pdfmetrics.stringWidth(heading, SANS_BOLD, 14) + 5 * mm
+                    c.setFont(SANS, 12)
+                    c.drawString(x, y, "Code :")
+                    c.setFont(MONO_BOLD, 14)
+                    c.drawString(x + pdfmetrics.stringWidth("Code : ", SANS, 12), y, b.check_code)
+                self._cover_qr(b.cover_url)
             else:
                 c.drawRightString(
                     PAGE_WIDTH - COVER_MARGIN,
@@ -468,9 +505,9 @@ class _Renderer:
                 )
             c.showPage()
 
-    def _cover_qr(self, number: str) -> None:
-        """The booklet number as a QR code in the cover's top right corner."""
-        modules, path = qr_path(number)
+    def _cover_qr(self, content: str) -> None:
+        """The « mon pass » address (or the number) as a QR code in the top right corner."""
+        modules, path = qr_path(content)
         scale = COVER_QR_SIZE / modules
         x = PAGE_WIDTH - COVER_MARGIN - COVER_QR_SIZE
         y = PAGE_HEIGHT - COVER_QR_TOP - COVER_QR_SIZE
@@ -518,6 +555,14 @@ class _Renderer:
                     f"Ils valent {money(total)} en tout.",
                     validity,
                     "Gardez bien vos chèques.",
+                    (
+                        "Combien de chèques vous reste-t-il ? Scannez le QR code en haut "
+                        "de cette page avec votre téléphone, ou allez sur "
+                        f"{b.public_url.rstrip('/')}/mon-pass avec le numéro et le code "
+                        "du carnet."
+                    )
+                    if b.public_url
+                    else "",
                     "Vous perdez votre carnet ?",
                     f"Prévenez vite : {b.issuer_name}.",
                 ],

@@ -300,6 +300,7 @@ class BookletSummary(BaseModel):
     handed_out_at: datetime | None
     cancelled_at: datetime | None
     cancel_reason: str | None
+    check_code: str  # printed on the cover: with the number, opens /mon-pass
 
 
 class BookletRead(BookletSummary):

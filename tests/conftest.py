@@ -36,9 +36,23 @@ def database_url(server_url: str) -> Iterator[str]:
     asyncio.run(execute_on_server(server_url, f'CREATE DATABASE "{name}"'))
     url = with_database(server_url, name)
     registry.upgrade_in_thread(url)
+    asyncio.run(_load_communes(url))
     yield url
     if not os.environ.get("PASSNUM_KEEP_TEST_DB"):
         asyncio.run(execute_on_server(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _load_communes(url: str) -> None:
+    """The commune reference, once per run (one COPY of ~35,000 rows), as `passnum
+    load-communes` loads it."""
+    from pass_ import communes
+
+    eng = make_engine(url, pool_size=1, max_overflow=0)
+    try:
+        async with AsyncSession(eng) as s, s.begin():
+            await communes.load_communes(s, communes.read_reference())
+    finally:
+        await eng.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -96,6 +110,9 @@ def settings(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
         login_failure_burst=100_000,
         login_failures_per_ip_per_minute=100_000,
         login_failure_ip_burst=100_000,
+        # Programmes of the tests end on 31 December of this year: other features' tests must
+        # not depend on the calendar. tests/pass_/test_validity.py passes its own values.
+        hand_out_stop_days=0,
     )
 
 

@@ -139,13 +139,17 @@ def test_migrate_demo_create_admin_and_serve(cli_env: dict[str, str]) -> None:
     assert "Base de données à jour." in ok(passnum(cli_env, "migrate"))
     ok(passnum(cli_env, "migrate"))  # again: nothing to do, no error
 
+    # The commune reference, from the shipped npm dataset; again: same rows.
+    assert "communes chargées" in ok(passnum(cli_env, "load-communes"))
+    assert "communes chargées" in ok(passnum(cli_env, "load-communes"))
+
     # demo twice: same logins, same rows.
     first = ok(passnum(cli_env, "demo"))
     assert "AdmiVille" in first
     logins = [line.split() for line in first.splitlines()[1:] if "@" in line]
     assert len(logins) == 8 and [DEMO_LOGIN[0], DEMO_LOGIN[1]] == logins[0][-2:]
     counts = row_counts(url)
-    assert counts["organisation"] == 8 and counts["app_user"] == 8
+    assert counts["organisation"] == 9 and counts["app_user"] == 8  # 4 sites, one itinerant
     second = ok(passnum(cli_env, "demo"))
     assert second == first
     assert row_counts(url) == counts

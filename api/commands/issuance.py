@@ -77,7 +77,11 @@ def order(
             )
         async with sessionmaker() as session:
             content = await issuance.order_pdf(
-                session, actor=actor, order_id=placed.id, workers=workers
+                session,
+                actor=actor,
+                order_id=placed.id,
+                workers=workers,
+                public_url=get_settings().public_url,
             )
         return placed.id, placed.cheque_count, content
 

@@ -61,8 +61,15 @@ async def get_booklet(booklet: str, principal: IssuerAgent, session: SessionDep)
 
 
 @router.get("/booklets/{booklet}/pdf", response_class=Response)
-async def booklet_pdf(booklet: str, principal: IssuerAgent, session: SessionDep) -> Response:
-    content = await issuance.booklet_pdf(session, actor=Actor.of(principal), ref=booklet)
+async def booklet_pdf(
+    booklet: str, principal: IssuerAgent, session: SessionDep, request: Request
+) -> Response:
+    content = await issuance.booklet_pdf(
+        session,
+        actor=Actor.of(principal),
+        ref=booklet,
+        public_url=request.app.state.settings.public_url,
+    )
     return Response(
         content,
         media_type="application/pdf",
@@ -72,7 +79,7 @@ async def booklet_pdf(booklet: str, principal: IssuerAgent, session: SessionDep)
 
 @router.post("/booklets/{booklet}/hand-out", response_model=BookletRead)
 async def hand_out(
-    booklet: str, data: HandOut, principal: IssuerAgent, session: SessionDep
+    booklet: str, data: HandOut, principal: IssuerAgent, session: SessionDep, request: Request
 ) -> BookletRead:
     return await issuance.hand_out(
         session,
@@ -80,6 +87,7 @@ async def hand_out(
         ref=booklet,
         beneficiary_id=data.beneficiary_id,
         now=utcnow(),
+        hand_out_stop_days=request.app.state.settings.hand_out_stop_days,
     )
 
 

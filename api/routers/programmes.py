@@ -62,8 +62,15 @@ async def get_order(order_id: int, principal: IssuerOrOperator, session: Session
 
 
 @router.get("/orders/{order_id}/pdf", response_class=Response)
-async def order_pdf(order_id: int, principal: IssuerOrOperator, session: SessionDep) -> Response:
-    content = await issuance.order_pdf(session, actor=Actor.of(principal), order_id=order_id)
+async def order_pdf(
+    order_id: int, principal: IssuerOrOperator, session: SessionDep, request: Request
+) -> Response:
+    content = await issuance.order_pdf(
+        session,
+        actor=Actor.of(principal),
+        order_id=order_id,
+        public_url=request.app.state.settings.public_url,
+    )
     return Response(
         content,
         media_type="application/pdf",

@@ -15,9 +15,11 @@ from api.web import csrf
 from api.web.forms import ParseError, blank_to_none, domain_error_fields, field_errors, parse_int
 from api.web.session import AgentPage, redirect
 from api.web.templating import render
+from api.web.validity import alerts_for
 from kit.clock import utcnow
 from kit.errors import DomainError
 from pass_ import beneficiaries, issuance, programmes, reporting
+from pass_ import communes as commune_ref
 from pass_.enums import BookletStatus, NeedLevel
 from pass_.programmes import Actor
 from pass_.schemas import BeneficiaryCreate, BookletCancel
@@ -70,6 +72,7 @@ async def home(request: Request, principal: AgentPage, session: SessionDep) -> R
             "title": "Accueil structure prescriptrice",
             "programmes": await _programmes_with_quota(session, principal),
             "recent": recent,
+            "validity_alerts": await alerts_for(request, principal, session),
         },
     )
 
@@ -120,7 +123,19 @@ async def beneficiary_create(
     form = await request.form()
     values = blank_to_none(form, "reference", "need_level", "birth_year", "commune_insee")
     try:
-        data = BeneficiaryCreate(**values)  # type: ignore[arg-type]
+        # A commune picked by name or postcode (pass_/communes.py), stored as its INSEE code.
+        code = await commune_ref.resolve(session, values["commune_insee"], field="commune_insee")
+    except DomainError as exc:
+        return await _beneficiaries_page(
+            request,
+            principal,
+            session,
+            values=values,
+            errors={"commune_insee": exc.message},
+            status=400,
+        )
+    try:
+        data = BeneficiaryCreate(**{**values, "commune_insee": code})  # type: ignore[arg-type]
     except ValidationError as exc:
         errors = field_errors(exc)
         if "need_level" in errors:
@@ -175,6 +190,10 @@ async def _beneficiary_page(
             "booklets": booklets,
             "programmes": rows,
             "programme_options": [(r["p"].id, r["p"].name) for r in rows],
+            "validity_alerts": await alerts_for(request, principal, session),
+            "commune_name": (await commune_ref.names(session, [person.commune_insee])).get(
+                person.commune_insee or ""
+            ),
             "values": values or {},
             "errors": errors or {},
         },
@@ -319,7 +338,12 @@ async def booklet_pdf(
     ref: str, request: Request, principal: AgentPage, session: SessionDep
 ) -> Response:
     try:
-        content = await issuance.booklet_pdf(session, actor=Actor.of(principal), ref=ref)
+        content = await issuance.booklet_pdf(
+            session,
+            actor=Actor.of(principal),
+            ref=ref,
+            public_url=request.app.state.settings.public_url,
+        )
     except DomainError:
         return _not_found(request)
     return Response(
@@ -418,6 +442,7 @@ async def hand_out(request: Request, principal: AgentPage, session: SessionDep) 
                     ref=values["number"],
                     beneficiary_id=beneficiary_id,
                     now=utcnow(),
+                    hand_out_stop_days=request.app.state.settings.hand_out_stop_days,
                 )
         except DomainError as exc:
             errors = {"number": exc.message}

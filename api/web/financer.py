@@ -14,7 +14,9 @@ from api.web import csrf
 from api.web.charts import Row, bar_chart
 from api.web.session import FinancerPage, redirect
 from api.web.templating import eur_short, render
+from api.web.validity import alerts_for
 from kit.errors import DomainError
+from pass_ import communes as commune_names
 from pass_ import programmes, reporting
 from pass_.enums import label
 from pass_.programmes import Actor
@@ -28,7 +30,9 @@ NEED_LABELS = {
 }
 
 
-def _charts(d: reporting.ProgrammeDashboard) -> list[dict[str, Any]]:
+def _charts(
+    d: reporting.ProgrammeDashboard, commune_names: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     """Each chart with the rows of its data table (same figures, text values)."""
     stages = [
         ("Imprimés", d.printed),
@@ -38,7 +42,8 @@ def _charts(d: reporting.ProgrammeDashboard) -> list[dict[str, Any]]:
         ("Annulés (carnets perdus)", d.cancelled),
     ]
     demarches = [(label(b.key) if b.key else "Sans démarche", b.redeemed) for b in d.by_demarche]
-    communes = [(b.key or "—", b.redeemed) for b in d.by_commune]
+    names = commune_names or {}
+    communes = [(names.get(b.key, b.key) if b.key else "—", b.redeemed) for b in d.by_commune]
     if d.other_communes is not None:  # the page stays small: the first communes, then the rest
         communes.append((f"Autres communes ({d.other_communes.key})", d.other_communes.redeemed))
     needs = [(NEED_LABELS.get(b.key or "", b.key or "—"), b) for b in d.by_need_level]
@@ -98,12 +103,12 @@ def _charts(d: reporting.ProgrammeDashboard) -> list[dict[str, Any]]:
         {
             "title": "Encaissements par commune du lieu de médiation",
             "svg": bar_chart(
-                "Valeur encaissée par commune (code INSEE)",
+                "Valeur encaissée par commune",
                 [Row(name, [f.value_cents]) for name, f in communes],
                 ["Encaissé"],
                 eur_short,
             ),
-            "columns": ["Commune (INSEE)", "Chèques encaissés", "Valeur"],
+            "columns": ["Commune", "Chèques encaissés", "Valeur"],
             "rows": [(name, f.count, eur_short(f.value_cents)) for name, f in communes],
         },
     ]
@@ -131,7 +136,10 @@ async def _dashboard(
             "p": detail,
             "d": dashboard,
             "own": own,
-            "charts": _charts(dashboard),
+            "charts": _charts(
+                dashboard, await commune_names.names(session, (b.key for b in dashboard.by_commune))
+            ),
+            "validity_alerts": await alerts_for(request, principal, session),
             "others": [o for o in others if o.id != programme_id],
             "figures_as_of": dashboard.as_of,
             "figures_pending": dashboard.pending,

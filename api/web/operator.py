@@ -16,6 +16,7 @@ from api.web.templating import render
 from kit.clock import utcnow
 from kit.errors import DomainError
 from pass_ import accounts, reporting
+from pass_ import communes as commune_ref
 from pass_.enums import (
     ROLE_KIND,
     FinancerCategory,
@@ -65,6 +66,7 @@ async def home(request: Request, principal: OperatorPage, session: SessionDep) -
             "title": "Accueil opérateur",
             "counts": counts,
             "pending": pending,
+            "commune_names": await commune_ref.names(session, (o.commune_insee for o in pending)),
             **await home_figures(session, principal),
         },
     )
@@ -82,6 +84,7 @@ async def organisations(
         {
             "title": "Organisations",
             "organisations": orgs,
+            "commune_names": await commune_ref.names(session, (o.commune_insee for o in orgs)),
             "kind_filter": kind.value if kind else "",
             "kind_options": [(k.value, label(k)) for k in OrganisationKind],
         },
@@ -123,8 +126,12 @@ async def organisation_create(
     values["services"] = [s for s in form.getlist("services") if isinstance(s, str)]
     if values["kind"] != OrganisationKind.financer.value:
         values["financer_category"] = None
+    try:  # a commune picked by name or postcode (pass_/communes.py), kept as its INSEE code
+        code = await commune_ref.resolve(session, values["commune_insee"], field="commune_insee")
+    except DomainError as exc:
+        return _organisation_form(request, values, domain_error_fields(exc), 400)
     try:
-        data = OrganisationCreate(**values)  # type: ignore[arg-type]
+        data = OrganisationCreate(**{**values, "commune_insee": code})  # type: ignore[arg-type]
     except ValidationError as exc:
         return _organisation_form(request, values, field_errors(exc), 400)
     try:
@@ -156,6 +163,9 @@ async def _organisation_page(
         {
             "title": org.name,
             "org": org,
+            "commune_name": (await commune_ref.names(session, [org.commune_insee])).get(
+                org.commune_insee
+            ),
             "users": users,
             "role": _role_of_kind(org.kind),
             "values": user_values or {},
@@ -223,7 +233,11 @@ async def qualification_queue(
     return render(
         request,
         "operator/qualification.html",
-        {"title": "Qualification des lieux", "groups": groups},
+        {
+            "title": "Qualification des lieux",
+            "groups": groups,
+            "commune_names": await commune_ref.names(session, (s.commune_insee for s in sites)),
+        },
     )
 
 

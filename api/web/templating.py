@@ -116,6 +116,8 @@ NAV: dict[Role, list[tuple[str, str]]] = {
         ("/operateur/expiration", "Expiration"),
         ("/operateur/audit", "Audit"),
         ("/operateur/demandes-acces", "Demandes d'accès"),
+        ("/operateur/profils", "Profils des lieux"),
+        ("/operateur/stock", "Fin de validité"),
     ],
     Role.issuer_agent: [
         ("/prescripteur", "Accueil"),
@@ -128,6 +130,7 @@ NAV: dict[Role, list[tuple[str, str]]] = {
         ("/mediateur/encaissements", "Encaissements du jour"),
         ("/mediateur/releves", "Relevés et paiements"),
         ("/mediateur/banque", "Coordonnées bancaires"),
+        ("/mediateur/profil", "Profil du lieu"),
     ],
     Role.financer: [
         ("/financeur", "Tableau de bord"),

@@ -217,9 +217,11 @@ async def test_a_booklet_issued_through_the_api_prints_qr_codes_that_verify_agai
             if r.format == zxingcpp.BarcodeFormat.QRCode
         ]
     by_token = {c["token"]: c for c in cheques}
-    # The cover's QR code holds the booklet number, each cheque's its signed token.
-    assert booklet["number"] in decoded
-    decoded.remove(booklet["number"])
+    # The cover's QR code opens the booklet's « mon pass » page (number and check code), each
+    # cheque's holds its signed token.
+    cover = f"http://127.0.0.1:8000/mon-pass/{booklet['number']}?code={booklet['check_code']}"
+    assert cover in decoded
+    decoded.remove(cover)
     assert sorted(decoded) == sorted(by_token)
     jwks = (await client.get("/.well-known/jwks.json")).json()
     for token in decoded:

@@ -24,7 +24,7 @@ async def create_organisation(page: Page, kind: str, name: str, **fields: str) -
     await page.get_by_role("combobox", name="Type d'organisation").select_option(label=kind)
     await page.get_by_role("textbox", name="Nom", exact=True).fill(name)
     await page.get_by_role("textbox", name="SIRET").fill(unique_siret())
-    await page.get_by_role("textbox", name="Code INSEE de la commune").fill("35238")
+    await page.locator("#champ-commune_insee").fill("35238")  # a combobox once suggested
     if "category" in fields:
         await page.get_by_role("combobox", name="Catégorie de financeur").select_option(
             label=fields["category"]
