@@ -27,7 +27,7 @@ from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, Tabl
 from clearing.schemas import FinancerLine, SiteLine, StatementRead
 from kit.clock import PARIS
 from kit.money import format_eur
-from pass_.enums import label
+from pass_.enums import NO_DEMARCHE, label
 
 KIND_TITLE = {
     "site": "Relevé de compensation — lieu de médiation numérique",
@@ -111,7 +111,7 @@ def statement_csv(statement: StatementRead) -> bytes:
             writer.writerow([_cell(line.programme_name),
                              _cell(label(line.demarche_family) if line.demarche_family
                                    else ("" if statement.kind == "credit_note"
-                                         else "Non précisée")),
+                                         else NO_DEMARCHE)),
                              line.commune_insee or "", line.cheque_count,
                              amount(line.amount_cents)])
         writer.writerow([])
@@ -247,7 +247,7 @@ def _summary(statement: StatementRead) -> list[list[str]]:
     families: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     for line in statement.lines:
         assert isinstance(line, FinancerLine)
-        family = label(line.demarche_family) if line.demarche_family else "Non précisée"
+        family = label(line.demarche_family) if line.demarche_family else NO_DEMARCHE
         group = families[(line.programme_name, family)]
         group[0] += line.cheque_count
         group[1] += line.amount_cents

@@ -16,7 +16,7 @@ from api.web.session import FinancerPage, redirect
 from api.web.templating import eur_short, render
 from kit.errors import DomainError
 from pass_ import programmes, reporting
-from pass_.enums import label
+from pass_.enums import demarche_label, label
 from pass_.programmes import Actor
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(csrf.protect_form)])
@@ -37,7 +37,7 @@ def _charts(d: reporting.ProgrammeDashboard) -> list[dict[str, Any]]:
         ("Expirés", d.expired),
         ("Annulés (carnets perdus)", d.cancelled),
     ]
-    demarches = [(label(b.key) if b.key else "Sans démarche", b.redeemed) for b in d.by_demarche]
+    demarches = [(demarche_label(b.key), b.redeemed) for b in d.by_demarche]
     communes = [(b.key or "—", b.redeemed) for b in d.by_commune]
     needs = [(NEED_LABELS.get(b.key or "", b.key or "—"), b) for b in d.by_need_level]
     return [

@@ -15,7 +15,7 @@ from api.web import csrf
 from api.web.session import FLASH_COOKIE, read_flash
 from kit.clock import PARIS
 from kit.money import format_eur
-from pass_.enums import Role, label
+from pass_.enums import NO_DEMARCHE, Role, demarche_label, label
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
@@ -97,6 +97,8 @@ env.filters.update(
     percent_bp=percent_bp,
 )
 env.globals["label"] = label
+env.globals["no_demarche"] = NO_DEMARCHE
+env.filters["demarche"] = demarche_label
 # A programme financer's role, as the people who sign conventions call it.
 env.globals["financer_role_labels"] = {
     "state": "État",

@@ -52,6 +52,7 @@ async def test_every_page_is_accessible_and_homes_fit_a_phone(
     await expect(page.get_by_role("heading", name="Scanner un chèque")).to_be_visible()
     await assert_accessible(page)
     await page.get_by_text("Connaître ses droits", exact=True).click()
+    await page.locator("#choix-demarche summary").click()
     await page.get_by_text("CAF (allocations familiales)", exact=True).click()
     await page.get_by_label("Numéro du chèque").fill(cheques[0].serial)
     await page.get_by_role("button", name="Encaisser le chèque").click()
