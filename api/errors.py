@@ -53,6 +53,11 @@ STATUS: dict[str, int] = {
     "invalid_transition": 409,
     "programme_not_ended": 409,
     "cutoff_in_future": 422,
+    # anomaly watch (clearing/anomalies.py)
+    "anomaly_not_found": 404,
+    "anomaly_closed": 409,
+    "note_required": 422,
+    "anomaly_without_site": 409,
     # clearing and payments
     "statement_not_payable": 409,
     "payment_in_progress": 409,

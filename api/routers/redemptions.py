@@ -13,7 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import Scope
 
-from api import idempotency
+from api import anomaly_watch, idempotency
 from api.deps import (
     SessionDep,
     SiteMediator,
@@ -127,6 +127,7 @@ async def _redeem_in_session(
         savepoint=False,  # redeem_cheque refuses before writing anything
     )
     REDEMPTIONS.labels("replayed" if replayed else _outcome(answer)).inc()
+    anomaly_watch.note_refusal(request, principal, answer, replayed)  # issue 16: anomaly watch
     return answer.response({"Idempotent-Replayed": "true"} if replayed else None)
 
 
@@ -291,6 +292,7 @@ async def redeem_batch(
     at_once = await _redeem_batch_at_once(request, principal, items)
     if at_once is not None:
         REDEMPTIONS.labels("redeemed").inc(len(items))
+        anomaly_watch.watch_after_batch(request, principal)  # issue 16: anomaly watch
         return Response(at_once, media_type="application/json")
     # The general path: each scan decided on its own (refusals, replays, duplicates, serials).
     requests = [
@@ -319,6 +321,8 @@ async def redeem_batch(
     seen = Counter("replayed" if replayed else _outcome(answer) for answer, replayed in answered)
     for outcome, count in seen.items():
         REDEMPTIONS.labels(outcome).inc(count)
+    anomaly_watch.note_refusals(request, principal, answered)  # issue 16: anomaly watch
+    anomaly_watch.watch_after_batch(request, principal)  # issue 16: anomaly watch
     statuses = Counter(r["status"] for r in results)
     # Built as plain data and encoded once: 500 nested models would cost more than the work.
     return JSONResponse(
