@@ -16,7 +16,7 @@ from api.web.session import FinancerPage, redirect
 from api.web.templating import eur_short, render
 from kit.errors import DomainError
 from pass_ import programmes, reporting
-from pass_.enums import demarche_label, label
+from pass_.enums import demarche_label
 from pass_.programmes import Actor
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(csrf.protect_form)])
