@@ -241,8 +241,13 @@ async def booklet_burst(session: AsyncSession, window: Window, t: Thresholds) ->
         if len(best) < need or best[-1].redeemed_at <= window.start:
             continue
         minutes = int((best[-1].redeemed_at - best[0].redeemed_at).total_seconds() // 60)
-        whole = len(best) >= int(items[0].size)
-        what = "le carnet entier" if whole else f"{len(best)} chèques du carnet"
+        size = int(items[0].size)
+        duration = "en moins d'une minute" if minutes == 0 else f"en {minutes} min"
+        what = (
+            f"Le carnet entier {items[0].number} ({size} chèques) encaissé"
+            if len(best) >= size
+            else f"{len(best)} chèques du carnet {items[0].number} (sur {size}) encaissés"
+        )
         findings.append(
             Finding(
                 rule="booklet_burst",
@@ -250,9 +255,8 @@ async def booklet_burst(session: AsyncSession, window: Window, t: Thresholds) ->
                 site_id=site_id,
                 programme_id=int(best[0].programme_id),
                 summary=(
-                    f"{what[0].upper()}{what[1:]} {items[0].number} ({len(best)} chèques) "
-                    f"encaissé{'s' if not whole else ''} en {minutes} min à « {names[site_id]} », "
-                    f"le {_day_fr(paris_day(best[0].redeemed_at))} de {_hm(best[0].redeemed_at)} "
+                    f"{what} {duration} à « {names[site_id]} », le "
+                    f"{_day_fr(paris_day(best[0].redeemed_at))} de {_hm(best[0].redeemed_at)} "
                     f"à {_hm(best[-1].redeemed_at)}."
                 ),
                 evidence={

@@ -116,6 +116,7 @@ NAV: dict[Role, list[tuple[str, str]]] = {
         ("/operateur/compensation", "Compensation"),
         ("/operateur/expiration", "Expiration"),
         ("/operateur/audit", "Audit"),
+        ("/operateur/alertes", "Alertes"),
     ],
     Role.issuer_agent: [
         ("/prescripteur", "Accueil"),
@@ -132,6 +133,7 @@ NAV: dict[Role, list[tuple[str, str]]] = {
     Role.financer: [
         ("/financeur", "Tableau de bord"),
         ("/financeur/releves", "Relevés"),
+        ("/financeur/alertes", "Alertes"),
     ],
 }
 
@@ -143,8 +145,16 @@ ROLE_TAGLINE: dict[Role, str] = {
 }
 
 
+# Pages that belong to a menu entry whose path is not their prefix (issue 16 item 10: an
+# operator's statement is part of clearing, not of the home page).
+NAV_SECTIONS: dict[str, str] = {"/operateur/releves": "/operateur/compensation"}
+
+
 def _current_nav(path: str, items: list[tuple[str, str]]) -> str | None:
     """The menu entry that the current page belongs to (longest matching prefix)."""
+    for prefix, href in NAV_SECTIONS.items():
+        if path == prefix or path.startswith(prefix + "/"):
+            path = href
     best = None
     for href, _ in items:
         if path == href or path.startswith(href.rstrip("/") + "/"):

@@ -83,6 +83,8 @@ async def test_every_page_is_accessible_and_homes_fit_a_phone(
         f"/operateur/programmes/{known['programme']}",
         "/operateur/compensation",
         "/operateur/audit?lancer=1",
+        "/operateur/alertes",
+        "/operateur/alertes?statut=justified",
     ):
         await visit(page, path)
     await page.goto("/operateur/organisations/nouvelle")
@@ -122,4 +124,5 @@ async def test_every_page_is_accessible_and_homes_fit_a_phone(
     await screenshot(page, "financeur-accueil")
     await visit(page, f"/financeur/programmes/{known['programme']}")
     await visit(page, "/financeur/releves")
+    await visit(page, "/financeur/alertes")
     await logout(page)
