@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     # find them all busy wait and go together in the next one. One measured best (bench/).
     redeem_statements: int = Field(default=1, ge=1, le=10)
     secure_cookies: bool = False
+    # Where people write about accessibility problems (the accessibility statement, /accessibilite).
+    accessibility_email: str = "accessibilite@demo.passnum.fr"
     # The anomaly watch (clearing/anomalies.py explains each rule; `passnum watch` runs it).
     # Window looked at by each run, in hours (cron runs it more often than that).
     anomaly_lookback_hours: int = Field(default=48, ge=1, le=24 * 31)

@@ -12,7 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.seed import DEMO_PASSWORD
 from pass_.models import Beneficiary, Booklet, Programme
 from pass_.programmes import DEMO_PROGRAMME_NAME
-from tests.e2e.conftest import DEMO_SITE_MEDIATOR, assert_accessible, login, logout, screenshot
+from tests.e2e.conftest import (
+    DEMO_SITE_MEDIATOR,
+    assert_accessible,
+    assert_readable_on_a_phone,
+    login,
+    logout,
+    screenshot,
+)
 
 
 async def visit(page: Page, path: str) -> None:
@@ -20,6 +27,7 @@ async def visit(page: Page, path: str) -> None:
     assert answer is not None and answer.status < 400, f"{path}: {answer and answer.status}"
     await expect(page.locator("h1").first).to_be_visible()
     await assert_accessible(page)
+    await assert_readable_on_a_phone(page)
 
 
 async def test_every_page_is_accessible_and_homes_fit_a_phone(
