@@ -12,7 +12,6 @@ import contextlib
 import importlib
 import os
 import pkgutil
-import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -95,17 +94,11 @@ def serve(
 
         sealer = multiprocessing.get_context("spawn").Process(
             target=_sealer_main,
-            args=(os.environ["DATABASE_URL"], settings.log_json, settings.sealer_interval,
-                  os.getpid()),
+            args=(os.environ["DATABASE_URL"], settings.log_json, settings.sealer_interval),
             name="passnum-sealer", daemon=True,
         )
         sealer.start()
         os.environ["PASSNUM_SEALER_IN_APP"] = "false"  # read by the workers' settings
-    # uvicorn stops on SIGTERM, then raises the signal again once its server is down: with the
-    # default action the process would die right there, before the `finally` that ends the
-    # sealer (which, with the multiprocessing resource tracker, was left running). As an
-    # exception, the signal unwinds through the `finally` instead.
-    previous_sigterm = signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         uvicorn.run(
             "api.app:app_factory",
@@ -118,56 +111,16 @@ def serve(
             proxy_headers=True,
         )
     finally:
-        signal.signal(signal.SIGTERM, previous_sigterm)
         if sealer is not None:
-            _stop_process(sealer)
+            sealer.terminate()
+            sealer.join(timeout=10)
 
 
-def _exit_on_signal(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
-def _stop_process(process: Any, timeout: float = 10) -> None:
-    """SIGTERM, then SIGKILL if it is still there after `timeout` seconds."""
-    process.terminate()
-    process.join(timeout=timeout)
-    if process.is_alive():
-        process.kill()
-        process.join(timeout=timeout)
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """End this process when `parent_pid` is gone, however it went (kill -9 included): the
-    kernel's parent-death signal on Linux, and a watch on the parent id everywhere."""
-    import ctypes
-    import threading
-    import time
-
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent_pid:  # died before the line above
-        os._exit(0)
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(1)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
-def _sealer_main(database_url: str, log_json: bool, interval: float,
-                 parent_pid: int | None = None) -> None:
-    """The sealer process of `passnum serve` (ledger.sealer.run_forever), logging as the app.
-
-    Ctrl-C reaches the whole process group: the sealer ignores it and is ended by `serve`,
-    which stops it after the web server (or by the parent-death watch if `serve` is gone)."""
+def _sealer_main(database_url: str, log_json: bool, interval: float) -> None:
+    """The sealer process of `passnum serve` (ledger.sealer.run_forever), logging as the app."""
     from api import logging as api_logging
     from ledger.sealer import run_forever
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent(parent_pid or os.getppid())
     api_logging.configure(json=log_json)
     with contextlib.suppress(OSError):  # named in ps and top (Linux)
         Path("/proc/self/comm").write_text("passnum-sealer")

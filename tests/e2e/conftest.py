@@ -243,8 +243,10 @@ READABLE_AT_PHONE_WIDTH = """() => {
   const width = window.innerWidth;
   if (document.documentElement.scrollWidth > width + 1)
     problems.push(`la page déborde : ${document.documentElement.scrollWidth} px (` +
-      [...document.querySelectorAll("body *")].filter((e) => e.getBoundingClientRect().right > width + 1)
-        .slice(0, 4).map((e) => e.tagName.toLowerCase() + "." + [...e.classList].join(".")).join(", ") + ")");
+      [...document.querySelectorAll("body *")]
+        .filter((e) => e.getBoundingClientRect().right > width + 1).slice(0, 4)
+        .map((e) => e.tagName.toLowerCase() + "." + [...e.classList].join(".")).join(", ") +
+      ")");
   for (const table of document.querySelectorAll("table")) {
     if (table.closest("[hidden], details:not([open])")) continue;
     const rect = table.getBoundingClientRect();

@@ -11,7 +11,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.seed import DEMO_PASSWORD
-from tests.e2e.conftest import assert_accessible, login, logout, screenshot
+from tests.e2e.conftest import (
+    assert_accessible,
+    assert_readable_on_a_phone,
+    login,
+    logout,
+    screenshot,
+)
 
 
 async def test_the_operator_reviews_an_alert_and_the_financer_sees_it(
@@ -63,6 +69,7 @@ async def test_the_operator_reviews_an_alert_and_the_financer_sees_it(
     await expect(card).to_contain_text("Médiathèque des Champs Libres")
     await card.get_by_text("encaissements en cause").click()
     await expect(card.locator("table")).to_contain_text(cheques[0].serial)
+    await assert_readable_on_a_phone(page)
     await expect(page.get_by_text("Les règles surveillées")).to_be_visible()
     await assert_accessible(page)
     await screenshot(page, "operateur-alertes")

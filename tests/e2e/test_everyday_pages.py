@@ -103,7 +103,8 @@ async def test_statements_read_at_phone_width_with_one_label_and_the_right_trail
         return int(found)  # type: ignore[arg-type]
 
     await page.goto(f"/financeur/programmes/{await db(programme_id)}")
-    await expect(page.get_by_text("Sans démarche précisée").filter(visible=True).first).to_be_visible()
+    bucket = page.get_by_text("Sans démarche précisée").filter(visible=True)
+    await expect(bucket.first).to_be_visible()
     await expect(page.get_by_text("Sans démarche", exact=True)).to_have_count(0)
 
 

@@ -54,9 +54,11 @@ def redeem_posts(page: Page) -> list[str]:
     seen: list[str] = []
     page.on(
         "request",
-        lambda r: seen.append(r.url)
-        if r.method == "POST" and ("/mediateur/encaisser" in r.url or "/redemptions" in r.url)
-        else None,
+        lambda r: (
+            seen.append(r.url)
+            if r.method == "POST" and ("/mediateur/encaisser" in r.url or "/redemptions" in r.url)
+            else None
+        ),
     )
     return seen
 
