@@ -33,6 +33,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from clearing.anomaly_models import ANOMALY_STATUSES, Anomaly, RefusedScan
 from kit.clock import PARIS, paris_day, paris_midnight
@@ -371,17 +372,27 @@ async def outside_hours(session: AsyncSession, window: Window, t: Thresholds) ->
 
 
 async def _daily_counts(
-    session: AsyncSession, column: str, start: date, end: date
+    session: AsyncSession,
+    column: str,
+    start: date,
+    end: date,
+    site_ids: tuple[int, ...] | None = None,
 ) -> dict[tuple[int, date], int]:
-    """Live redemptions per (site or user) and Paris day, days start..end included."""
+    """Live redemptions per (site or user) and Paris day, days start..end included (at these
+    sites only, when given)."""
+    scope = " AND r.site_id = ANY(:site_ids)" if site_ids is not None else ""
     rows = await session.execute(
         sa.text(
             f"SELECT {column} AS who, (r.redeemed_at AT TIME ZONE 'Europe/Paris')::date AS day, "
             "count(*) AS n FROM redemption r WHERE r.reversed_at IS NULL "
-            f"AND {column} IS NOT NULL AND r.redeemed_at >= :start AND r.redeemed_at < :end "
-            "GROUP BY 1, 2"
+            f"AND {column} IS NOT NULL AND r.redeemed_at >= :start AND r.redeemed_at < :end"
+            f"{scope} GROUP BY 1, 2"
         ),
-        {"start": paris_midnight(start), "end": paris_midnight(end + timedelta(days=1))},
+        {
+            "start": paris_midnight(start),
+            "end": paris_midnight(end + timedelta(days=1)),
+            **({"site_ids": list(site_ids)} if site_ids is not None else {}),
+        },
     )
     return {(int(who), day): int(n) for who, day, n in rows}
 
@@ -393,15 +404,25 @@ async def daily_spike(session: AsyncSession, window: Window, t: Thresholds) -> l
     findings: list[Finding] = []
     factor = t.spike_factor_percent / 100
     for kind, column in (("site", "r.site_id"), ("user", "r.user_id")):
-        counts = await _daily_counts(session, column, first, days[-1])
+        # The subjects' history (at the sites looked at, when the run is scoped: after an
+        # offline batch, one site's weeks rather than every site's), and everyone's days of
+        # the window for the peers.
+        counts = await _daily_counts(session, column, first, days[-1], window.site_ids)
+        peer_counts = (
+            await _daily_counts(session, column, days[0], days[-1])
+            if window.site_ids is not None
+            else counts
+        )
         by_day: dict[date, dict[int, int]] = defaultdict(dict)
         by_who: dict[int, dict[date, int]] = defaultdict(dict)
-        for (who, d), n in counts.items():
+        for (who, d), n in peer_counts.items():
             by_day[d][who] = n
+        for (who, d), n in counts.items():
             by_who[who][d] = n
         for day in days:
             today = by_day.get(day, {})
-            for who, n in sorted(today.items()):
+            subjects = {w: c for w, c in today.items() if day in by_who.get(w, {})}
+            for who, n in sorted(subjects.items()):
                 if n < t.spike_min_count:
                     continue
                 history = [
@@ -444,7 +465,7 @@ async def daily_spike(session: AsyncSession, window: Window, t: Thresholds) -> l
     for finding in findings:
         day = date.fromisoformat(finding.evidence["day"])
         column = "site_id" if finding.site_id is not None else "user_id"
-        who = finding.site_id if finding.site_id is not None else finding.user_id
+        subject = finding.site_id if finding.site_id is not None else finding.user_id
         rows = (
             await session.execute(
                 sa.text(
@@ -453,7 +474,7 @@ async def daily_spike(session: AsyncSession, window: Window, t: Thresholds) -> l
                     "AND r.redeemed_at >= :start AND r.redeemed_at < :end ORDER BY r.id"
                 ),
                 {
-                    "who": who,
+                    "who": subject,
                     "start": paris_midnight(day),
                     "end": paris_midnight(day + timedelta(days=1)),
                 },
@@ -482,13 +503,13 @@ async def daily_spike(session: AsyncSession, window: Window, t: Thresholds) -> l
     for f in findings:
         day_fr = _day_fr(date.fromisoformat(f.evidence["day"]))
         n = f.evidence["count"]
-        subject = (
+        who_fr = (
             f"le médiateur {emails.get(f.user_id or 0, f.user_id)}"
             + (f" (« {names[f.site_id]} »)" if f.site_id in names else "")
             if f.user_id is not None
             else f"« {names.get(f.site_id or 0, f.site_id)} »"
         )
-        f.summary = f"{n} encaissements le {day_fr} pour {subject} : {f.summary}."
+        f.summary = f"{n} encaissements le {day_fr} pour {who_fr} : {f.summary}."
     return findings
 
 
@@ -676,14 +697,15 @@ async def watch(
                 evidence=f.evidence,
             )
             .on_conflict_do_nothing(index_elements=["fingerprint"])
-            .returning(Anomaly.id)
+            .returning(col(Anomaly.id))
         )
         if new_id is not None:
             opened.append(int(new_id))
             by_rule[f.rule] += 1
     await session.execute(
         sa.delete(RefusedScan).where(
-            RefusedScan.refused_at < now - timedelta(days=thresholds.refused_scan_retention_days)
+            col(RefusedScan.refused_at)
+            < now - timedelta(days=thresholds.refused_scan_retention_days)
         )
     )
     return WatchRun(found=len(findings), opened=opened, by_rule=dict(by_rule))
@@ -712,11 +734,15 @@ async def list_anomalies(
         raise InvalidInput(
             "Statut inconnu : open, justified ou site_suspended.", code="validation_error"
         )
-    stmt = sa.select(Anomaly).order_by(Anomaly.opened_at.desc(), Anomaly.id.desc()).limit(limit)
+    stmt = (
+        sa.select(Anomaly)
+        .order_by(col(Anomaly.opened_at).desc(), col(Anomaly.id).desc())
+        .limit(limit)
+    )
     if status is not None:
-        stmt = stmt.where(Anomaly.status == status)
+        stmt = stmt.where(col(Anomaly.status) == status)
     if programme_ids is not None:
-        stmt = stmt.where(Anomaly.programme_id.in_(list(programme_ids)))  # type: ignore[union-attr]
+        stmt = stmt.where(col(Anomaly.programme_id).in_(list(programme_ids)))
     return list((await session.scalars(stmt)).all())
 
 
