@@ -205,3 +205,28 @@ async def test_at_phone_width_the_camera_comes_first_and_the_choices_are_remembe
     assert box is not None and box["y"] + box["height"] <= PHONE["height"], box
     await assert_accessible(page)
     await screenshot(page, "mediateur-scan-360")
+
+
+async def test_a_cheque_read_before_the_service_is_chosen_waits_then_is_redeemed_once(
+    live_server: str, issue_cheques: Any, db: Any, tmp_path: Path
+) -> None:
+    """Item 1 again: read first, service chosen after, then the camera reopened on it."""
+    cheque = (await issue_cheques(5))[3]
+    async with camera_page(live_server, qr_video(cheque.token, tmp_path / "c.y4m")) as (_, page):
+        await login(page, DEMO_SITE_MEDIATOR, DEMO_PASSWORD)
+        posts = redeem_posts(page)
+        await page.get_by_role("button", name="Scanner avec la caméra").click()
+        result = page.locator("#resultat")
+        await expect(result).to_contain_text("Choisissez le service rendu", timeout=20_000)
+        await expect(page.locator("#etat-camera")).to_contain_text("Chèque lu")
+        assert posts == []
+        await page.get_by_text("Connaître ses droits", exact=True).click()
+        await page.get_by_role("button", name="Encaisser le chèque").click()
+        await expect(result).to_contain_text("Chèque encaissé — 10 €")
+        await page.get_by_role("button", name="Chèque suivant").click()
+        await expect(page.locator("#etat-camera")).to_contain_text(
+            "vient d'être scanné", timeout=20_000
+        )
+        await expect(result).to_contain_text("Chèque encaissé — 10 €")
+        assert len(posts) == 1, posts
+    assert await live_redemptions(db, cheque.serial) == 1

@@ -28,6 +28,7 @@
   var demarcheBox = document.getElementById("choix-demarche");
   var demarcheSummary = document.getElementById("resume-demarche");
   var CHOICE_KEY = "passnum-scan-choix-" + userId;
+  var handled = {}; // cheques (by serial) this page already sent or queued
   var DB_NAME = "passnum-scan";
   var STORE = "scans";
   var syncing = false;
@@ -258,8 +259,17 @@
     );
   }
 
-  /* Resolves to what happened: "missing", "cover", "duplicate", "queued" or "sent". */
+  /* Resolves to what happened: "missing", "cover", "duplicate", "queued" or "sent". A cheque
+   * sent or queued is remembered, so that the camera then ignores it (see onCameraCode). */
   function submitScan() {
+    var code = (codeInput.value || "").trim();
+    return sendScan().then(function (what) {
+      if (what === "sent" || what === "queued" || what === "duplicate") handled[chequeKey(code)] = true;
+      return what;
+    });
+  }
+
+  function sendScan() {
     var service = checkedValue("service");
     var code = (codeInput.value || "").trim();
     if (isBookletCover(code)) {
@@ -393,7 +403,6 @@
   var canvas = document.createElement("canvas");
   var context2d = canvas.getContext("2d", { willReadFrequently: true });
   var lastCode = "";
-  var handled = {}; // cheques (by serial) this page already sent or queued from the camera
 
   function decodeFrame() {
     if (!stream || video.readyState < 2) return Promise.resolve(null);
@@ -431,7 +440,6 @@
     stopCamera(true);
     codeInput.value = code;
     submitScan().then(function (what) {
-      if (what === "sent" || what === "queued" || what === "duplicate") handled[key] = true;
       cameraStatus.textContent = what === "missing" ? "Chèque lu : choisissez ce qui a été fait, puis touchez « Encaisser le chèque »." : "";
     });
   }
