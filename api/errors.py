@@ -61,6 +61,11 @@ STATUS: dict[str, int] = {
     "expiry_day_in_future": 422,
     "expiry_day_too_old": 422,
     "expiry_confirmation_required": 409,
+    # anomaly watch (clearing/anomalies.py)
+    "anomaly_not_found": 404,
+    "anomaly_closed": 409,
+    "note_required": 422,
+    "anomaly_without_site": 409,
     # clearing and payments
     "statement_not_payable": 409,
     "payment_in_progress": 409,

@@ -29,7 +29,7 @@ from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, Tabl
 from clearing.schemas import FinancerLine, SiteLine, StatementRead
 from kit.clock import PARIS
 from kit.money import format_eur
-from pass_.enums import label
+from pass_.enums import NO_DEMARCHE, label
 
 KIND_TITLE = {
     "site": "Relevé de compensation — lieu de médiation numérique",
@@ -72,10 +72,6 @@ class ToPay:
     reference: str
     iban: str
     bic: str | None
-
-
-# The one label of "no démarche" (issue 16, item 9).
-NO_DEMARCHE = "Sans démarche"
 
 
 def amount(cents: int) -> str:

@@ -275,9 +275,9 @@ class _NewInvoice:
 
 
 def _family_label(family: str | None) -> str:
-    from pass_.enums import label  # pass_ is below clearing: allowed, kept local (cheap)
+    from pass_.enums import demarche_label  # pass_ is below clearing: allowed, kept local (cheap)
 
-    return label(family) if family else "Sans démarche"
+    return demarche_label(family)
 
 
 def _cheque_lines(rows: list[Any], rule: VatRule) -> list[dict[str, Any]]:

@@ -221,7 +221,7 @@ def build_xml(invoice: InvoiceDetail) -> bytes:
 
 def cheques_csv(rows: list[Any]) -> bytes:
     """The cheques an invoice charges, one row per cheque (French CSV: `;`, BOM, `12,34`)."""
-    from pass_.enums import label
+    from pass_.enums import demarche_label, label
 
     out = io.StringIO()
     writer = csv.writer(out, delimiter=";", lineterminator="\r\n")
@@ -230,7 +230,7 @@ def cheques_csv(rows: list[Any]) -> bytes:
                      "Part du financeur (€)"])
     for r in rows:
         writer.writerow([r.serial, day(r.redeemed_at),
-                         label(r.demarche_family) if r.demarche_family else "Sans démarche",
+                         demarche_label(r.demarche_family),
                          label(r.service), r.site_name, r.commune_insee,
                          amount(r.value_cents), amount(r.amount_cents)])
     return ("\ufeff" + out.getvalue()).encode("utf-8")

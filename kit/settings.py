@@ -98,6 +98,31 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     validity_alert_days: int = Field(default=30, ge=0, le=366)
     hand_out_stop_days: int = Field(default=15, ge=0, le=366)
+    # Where people write about accessibility problems (the accessibility statement, /accessibilite).
+    accessibility_email: str = "accessibilite@demo.passnum.fr"
+    # The anomaly watch (clearing/anomalies.py explains each rule; `passnum watch` runs it).
+    # Window looked at by each run, in hours (cron runs it more often than that).
+    anomaly_lookback_hours: int = Field(default=48, ge=1, le=24 * 31)
+    # A booklet redeemed at one site: ≥ N of its cheques (or all, if fewer) within M minutes.
+    anomaly_booklet_burst_cheques: int = Field(default=5, ge=2, le=100)
+    anomaly_booklet_burst_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    # Redemptions while the site is closed by its opening hours: at least K in a day, each
+    # closed also `grace` minutes before and after.
+    anomaly_outside_hours_min: int = Field(default=2, ge=1, le=1000)
+    anomaly_outside_hours_grace_minutes: int = Field(default=30, ge=0, le=240)
+    # A day far above one's own history or one's peers': count ≥ floor and ≥ factor (percent)
+    # × own mean over the history (enough active days needed) or × peers' median (enough peers).
+    anomaly_spike_factor_percent: int = Field(default=300, ge=110, le=10_000)
+    anomaly_spike_min_count: int = Field(default=20, ge=1, le=100_000)
+    anomaly_spike_history_days: int = Field(default=28, ge=7, le=366)
+    anomaly_spike_min_history_days: int = Field(default=7, ge=1, le=366)
+    anomaly_spike_min_peers: int = Field(default=3, ge=1, le=10_000)
+    # Cheques of one booklet redeemed in ≥ C different communes within D days.
+    anomaly_spread_communes: int = Field(default=3, ge=2, le=100)
+    anomaly_spread_days: int = Field(default=7, ge=1, le=366)
+    # Scans refused as forged or unknown codes, per account and day; kept this many days.
+    anomaly_refused_scans_per_day: int = Field(default=10, ge=1, le=100_000)
+    anomaly_refused_scan_retention_days: int = Field(default=90, ge=1, le=3660)
 
     def secret(self, name: str, nbytes: int = 32) -> str:
         """Return the secret `name`: from the environment if set, else from the data folder,

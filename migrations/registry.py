@@ -11,7 +11,13 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-MODEL_MODULES = ("ledger.models", "pass_.models", "clearing.models", "clearing.invoice_models")
+MODEL_MODULES = (
+    "ledger.models",
+    "pass_.models",
+    "clearing.models",
+    "clearing.invoice_models",
+    "clearing.anomaly_models",
+)
 
 
 def import_all_models() -> None:

@@ -142,6 +142,15 @@ LABELS: dict[str, str] = {
 }
 
 
+# The one label of "no démarche" (a redemption's family left empty), everywhere a person reads it.
+NO_DEMARCHE = "Sans démarche précisée"
+
+
+def demarche_label(value: object) -> str:
+    """A démarche family as people read it, `NO_DEMARCHE` when none was given."""
+    return label(value) if value else NO_DEMARCHE
+
+
 def label(value: object) -> str:
     key = value.value if hasattr(value, "value") else value
     return LABELS.get(str(key), str(key))

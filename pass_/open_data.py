@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pass_ import communes
-from pass_.enums import label
+from pass_.enums import demarche_label, label
 
 SECRECY_THRESHOLD = 11
 NO_DEMARCHE = "sans_demarche"
@@ -95,7 +95,7 @@ async def redemptions_csv(session: AsyncSession) -> str:
                 c.commune_insee,
                 names.get(c.commune_insee, ""),
                 family,
-                label(c.demarche_family) if c.demarche_family else "Sans démarche",
+                demarche_label(c.demarche_family),
                 c.service,
                 label(c.service),
                 "" if c.secret else c.count,

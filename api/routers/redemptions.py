@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from api import idempotency
+from api import anomaly_watch, idempotency
 from api.deps import SessionDep, SiteMediator, require
 from api.idempotency import Answer, IdempotencyKey
 from api.metrics import REDEMPTIONS
@@ -94,6 +94,7 @@ async def redeem(
         savepoint=False,  # redeem_cheque refuses before writing anything
     )
     REDEMPTIONS.labels("replayed" if replayed else _outcome(answer)).inc()
+    anomaly_watch.note_refusal(request, principal, answer, replayed)  # issue 16: anomaly watch
     return answer.response({"Idempotent-Replayed": "true"} if replayed else None)
 
 
@@ -131,6 +132,8 @@ async def redeem_batch(
     seen = Counter("replayed" if replayed else _outcome(answer) for answer, replayed in answered)
     for outcome, count in seen.items():
         REDEMPTIONS.labels(outcome).inc(count)
+    anomaly_watch.note_refusals(request, principal, answered)  # issue 16: anomaly watch
+    anomaly_watch.watch_after_batch(request, principal)  # issue 16: anomaly watch
     statuses = Counter(r["status"] for r in results)
     # Built as plain data and encoded once: 500 nested models would cost more than the work.
     return JSONResponse(

@@ -18,7 +18,7 @@ from api.web.validity import alerts_for
 from kit.errors import DomainError
 from pass_ import communes as commune_names
 from pass_ import programmes, reporting
-from pass_.enums import label
+from pass_.enums import demarche_label
 from pass_.programmes import Actor
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(csrf.protect_form)])
@@ -41,7 +41,7 @@ def _charts(
         ("Expirés", d.expired),
         ("Annulés (carnets perdus)", d.cancelled),
     ]
-    demarches = [(label(b.key) if b.key else "Sans démarche", b.redeemed) for b in d.by_demarche]
+    demarches = [(demarche_label(b.key), b.redeemed) for b in d.by_demarche]
     names = commune_names or {}
     communes = [(names.get(b.key, b.key) if b.key else "—", b.redeemed) for b in d.by_commune]
     if d.other_communes is not None:  # the page stays small: the first communes, then the rest

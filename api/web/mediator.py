@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from api import idempotency
+from api import anomaly_watch, idempotency
 from api.deps import SessionDep
 from api.ratelimit import enforce
 from api.routers.redemptions import REDEEM_PATH
@@ -217,6 +217,7 @@ async def redeem(request: Request, principal: MediatorPage, session: SessionDep)
             fingerprint=fingerprint,
             work=work,
         )
+    anomaly_watch.note_refusal(request, principal, answer)  # issue 16: anomaly watch
     outcome = _outcome(answer.status, answer.json(), chosen)
     if request.headers.get("x-fragment"):
         return render(request, "mediator/_result.html", {"outcome": outcome})

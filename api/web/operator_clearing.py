@@ -163,6 +163,11 @@ async def _statement_page(
     except DomainError:
         return render(request, "not_found.html", {"title": "Page introuvable"}, status_code=404)
     base = f"/operateur/compensation/lots/{found.batch_id}" if found.batch_id else "/operateur"
+    # Issue 16 item 10: the trail names the batch, not « Relevés » (the operator has no list).
+    trail = [("/operateur", "Accueil"), ("/operateur/compensation", "Compensation")]
+    if found.batch_id:
+        trail.append((base, f"Lot n° {found.batch_id}"))
+    trail.append(("", f"Relevé n° {found.id}"))
     return render(
         request,
         "statements/detail.html",
@@ -170,6 +175,7 @@ async def _statement_page(
             "title": f"Relevé n° {found.id}",
             "s": found,
             "base": base,
+            "trail": trail,
             "status_text": status_text,
             "status_badge": STATUS_BADGE,
             "record_transfer": found.kind != "credit_note" and found.status != "paid",

@@ -15,7 +15,7 @@ from api.web import csrf
 from api.web.session import FLASH_COOKIE, read_flash
 from kit.clock import PARIS
 from kit.money import format_eur
-from pass_.enums import Role, label
+from pass_.enums import NO_DEMARCHE, Role, demarche_label, label
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
@@ -97,6 +97,8 @@ env.filters.update(
     percent_bp=percent_bp,
 )
 env.globals["label"] = label
+env.globals["no_demarche"] = NO_DEMARCHE
+env.filters["demarche"] = demarche_label
 # A programme financer's role, as the people who sign conventions call it.
 env.globals["financer_role_labels"] = {
     "state": "État",
@@ -118,6 +120,7 @@ NAV: dict[Role, list[tuple[str, str]]] = {
         ("/operateur/demandes-acces", "Demandes d'accès"),
         ("/operateur/profils", "Profils des lieux"),
         ("/operateur/stock", "Fin de validité"),
+        ("/operateur/alertes", "Alertes"),
     ],
     Role.issuer_agent: [
         ("/prescripteur", "Accueil"),
@@ -136,6 +139,7 @@ NAV: dict[Role, list[tuple[str, str]]] = {
         ("/financeur", "Tableau de bord"),
         ("/financeur/releves", "Relevés"),
         ("/financeur/factures", "Factures"),
+        ("/financeur/alertes", "Alertes"),
     ],
 }
 
@@ -147,8 +151,16 @@ ROLE_TAGLINE: dict[Role, str] = {
 }
 
 
+# Pages that belong to a menu entry whose path is not their prefix (issue 16 item 10: an
+# operator's statement is part of clearing, not of the home page).
+NAV_SECTIONS: dict[str, str] = {"/operateur/releves": "/operateur/compensation"}
+
+
 def _current_nav(path: str, items: list[tuple[str, str]]) -> str | None:
     """The menu entry that the current page belongs to (longest matching prefix)."""
+    for prefix, href in NAV_SECTIONS.items():
+        if path == prefix or path.startswith(prefix + "/"):
+            path = href
     best = None
     for href, _ in items:
         if path == href or path.startswith(href.rstrip("/") + "/"):

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0012_hardening"
-down_revision: str | None = "0010_public_side"
+down_revision: str | None = "0011_anomalies"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -236,3 +236,42 @@ async def assert_accessible(page: Page) -> None:
     """No serious or critical axe-core violation on the page as it is now."""
     violations = await axe_violations(page)
     assert not violations, f"{page.url}: {violations}"
+
+
+READABLE_AT_PHONE_WIDTH = """() => {
+  const problems = [];
+  const width = window.innerWidth;
+  if (document.documentElement.scrollWidth > width + 1)
+    problems.push(`la page déborde : ${document.documentElement.scrollWidth} px (` +
+      [...document.querySelectorAll("body *")]
+        .filter((e) => e.getBoundingClientRect().right > width + 1).slice(0, 4)
+        .map((e) => e.tagName.toLowerCase() + "." + [...e.classList].join(".")).join(", ") +
+      ")");
+  for (const table of document.querySelectorAll("table")) {
+    if (table.closest("[hidden], details:not([open])")) continue;
+    const rect = table.getBoundingClientRect();
+    const box = table.closest(".fr-table__container");
+    const boxRect = box ? box.getBoundingClientRect() : { right: width, width: width };
+    if (rect.width <= boxRect.width + 1) continue;  // fits (or stacked)
+    const scrolls = box && ["auto", "scroll"].includes(getComputedStyle(box).overflowX);
+    const caption = table.querySelector("caption");
+    const shown = caption && caption.getBoundingClientRect().height > 2;
+    if (!scrolls || !shown)
+      problems.push(`tableau de ${Math.round(rect.width)} px sans défilement ni titre visible : ` +
+                    (caption ? caption.textContent.trim() : "(sans titre)"));
+    for (const cell of table.querySelectorAll("td[colspan]")) {  // an empty state, say
+      const range = document.createRange();
+      range.selectNodeContents(cell);
+      if (range.getBoundingClientRect().right > boxRect.right + 1)
+        problems.push(`texte coupé : ${cell.textContent.trim().slice(0, 60)}`);
+    }
+  }
+  return problems;
+}"""
+
+
+async def assert_readable_on_a_phone(page: Page) -> None:
+    """At phone width nothing overflows the page, and every table either fits (stacked rows)
+    or scrolls in its own container under a visible caption (issue 16 item 13)."""
+    problems = await page.evaluate(READABLE_AT_PHONE_WIDTH)
+    assert not problems, f"{page.url}: {problems}"

@@ -135,6 +135,7 @@ async def test_operator_agent_mediator_and_financer_journey(page: Page, db: Any)
     # The mediator types the serial: a large green confirmation.
     await login(page, f"mediateur-{tag}@exemple.fr", PASSWORD)
     await page.get_by_text("Réaliser une démarche en ligne", exact=True).click()
+    await page.locator("#choix-demarche summary").click()  # the démarches are folded
     await page.get_by_text("Impôts (DGFiP)", exact=True).click()
     await page.get_by_label("Numéro du chèque").fill(serial)
     await page.get_by_role("button", name="Encaisser le chèque").click()

@@ -60,6 +60,7 @@ async def test_a_cheque_shown_to_the_phone_camera_is_redeemed(
         await login(page, DEMO_SITE_MEDIATOR, DEMO_PASSWORD)
         await expect(page.get_by_role("heading", name="Scanner un chèque")).to_be_visible()
         await page.get_by_text("Réaliser une démarche en ligne", exact=True).click()
+        await page.locator("#choix-demarche summary").click()
         await page.get_by_text("CAF (allocations familiales)", exact=True).click()
         await page.get_by_role("button", name="Scanner avec la caméra").click()
         result = page.locator("#resultat")
@@ -72,6 +73,7 @@ async def test_a_cheque_shown_to_the_phone_camera_is_redeemed(
 async def test_scans_made_offline_are_queued_then_synced_once(
     context: BrowserContext, issue_cheques: Any, db: Any
 ) -> None:
+    """Issue 16 item 3: the same serial typed twice offline is caught at once, queued once."""
     cheque = (await issue_cheques(5))[1]
     page = await context.new_page()
     await login(page, DEMO_SITE_MEDIATOR, DEMO_PASSWORD)
@@ -82,16 +84,25 @@ async def test_scans_made_offline_are_queued_then_synced_once(
     await expect(page.get_by_role("heading", name="Scanner un chèque")).to_be_visible()
     await expect(page.locator("#etat-reseau")).to_contain_text("Hors ligne")
     await page.get_by_text("Créer et utiliser une adresse e-mail", exact=True).click()
-    for expected in ("1", "2"):  # the same cheque scanned twice without network
-        await page.get_by_label("Numéro du chèque").fill(cheque.serial.lower())
-        await page.get_by_role("button", name="Encaisser le chèque").click()
-        await expect(page.locator("#resultat")).to_contain_text("Chèque à synchroniser")
-        await expect(page.locator("#nombre-a-synchroniser")).to_have_text(expected)
+    await page.get_by_label("Numéro du chèque").fill(cheque.serial.lower())
+    await page.get_by_role("button", name="Encaisser le chèque").click()
+    await expect(page.locator("#resultat")).to_contain_text("Chèque à synchroniser")
+    await expect(page.locator("#resultat")).to_contain_text(cheque.serial)
+    await expect(page.locator("#nombre-a-synchroniser")).to_have_text("1")
+    # The same cheque typed again, another way (spaces, no dashes): told at once, not queued.
+    await page.get_by_label("Numéro du chèque").fill(cheque.serial.replace("-", " "))
+    await page.get_by_role("button", name="Encaisser le chèque").click()
+    await expect(page.locator("#resultat")).to_contain_text(
+        "Chèque déjà dans la liste à synchroniser"
+    )
+    await expect(page.locator("#resultat")).to_contain_text(cheque.serial)
+    await expect(page.locator("#nombre-a-synchroniser")).to_have_text("1")
     assert await live_redemptions(db, cheque.serial) == 0
 
     await context.set_offline(False)
     report = page.locator("#rapport-synchronisation")
-    await expect(report).to_contain_text("Synchronisation terminée (2 chèques)")
-    await expect(report).to_contain_text("encaissé — 10 €")
+    await expect(report).to_contain_text("Synchronisation terminée (1 chèque)")
+    await expect(report).to_contain_text(f"{cheque.serial} — encaissé — 10 €")
+    await expect(report).not_to_contain_text("refusé")
     await expect(page.locator("#a-synchroniser")).to_be_hidden()
     assert await live_redemptions(db, cheque.serial) == 1

@@ -12,7 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.seed import DEMO_PASSWORD
 from pass_.models import Beneficiary, Booklet, Programme
 from pass_.programmes import DEMO_PROGRAMME_NAME
-from tests.e2e.conftest import DEMO_SITE_MEDIATOR, assert_accessible, login, logout, screenshot
+from tests.e2e.conftest import (
+    DEMO_SITE_MEDIATOR,
+    assert_accessible,
+    assert_readable_on_a_phone,
+    login,
+    logout,
+    screenshot,
+)
 
 
 async def visit(page: Page, path: str) -> None:
@@ -20,6 +27,7 @@ async def visit(page: Page, path: str) -> None:
     assert answer is not None and answer.status < 400, f"{path}: {answer and answer.status}"
     await expect(page.locator("h1").first).to_be_visible()
     await assert_accessible(page)
+    await assert_readable_on_a_phone(page)
 
 
 async def test_every_page_is_accessible_and_homes_fit_a_phone(
@@ -52,6 +60,7 @@ async def test_every_page_is_accessible_and_homes_fit_a_phone(
     await expect(page.get_by_role("heading", name="Scanner un chèque")).to_be_visible()
     await assert_accessible(page)
     await page.get_by_text("Connaître ses droits", exact=True).click()
+    await page.locator("#choix-demarche summary").click()
     await page.get_by_text("CAF (allocations familiales)", exact=True).click()
     await page.get_by_label("Numéro du chèque").fill(cheques[0].serial)
     await page.get_by_role("button", name="Encaisser le chèque").click()
@@ -84,6 +93,8 @@ async def test_every_page_is_accessible_and_homes_fit_a_phone(
         "/operateur/audit?lancer=1",
         "/operateur/expiration",
         "/donnees-personnelles",
+        "/operateur/alertes",
+        "/operateur/alertes?statut=justified",
     ):
         await visit(page, path)
     await page.goto("/operateur/organisations/nouvelle")
@@ -123,4 +134,5 @@ async def test_every_page_is_accessible_and_homes_fit_a_phone(
     await screenshot(page, "financeur-accueil")
     await visit(page, f"/financeur/programmes/{known['programme']}")
     await visit(page, "/financeur/releves")
+    await visit(page, "/financeur/alertes")
     await logout(page)

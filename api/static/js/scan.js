@@ -25,6 +25,10 @@
   var video = document.getElementById("video-camera");
   var cameraStatus = document.getElementById("etat-camera");
   var userId = root.getAttribute("data-user-id");
+  var demarcheBox = document.getElementById("choix-demarche");
+  var demarcheSummary = document.getElementById("resume-demarche");
+  var CHOICE_KEY = "passnum-scan-choix-" + userId;
+  var handled = {}; // cheques (by serial) this page already sent or queued
   var DB_NAME = "passnum-scan";
   var STORE = "scans";
   var syncing = false;
@@ -66,8 +70,87 @@
     return div.innerHTML;
   }
 
+  /* ------------------------------------------------------------------ what a code is
+   * Only to show and compare codes on this phone: the server alone decides (it verifies the
+   * signature). Formats: pass_/codes.py (serial) and pass_/tokens.py (PN1: token). */
+
+  var CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+  var BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+
+  function gf32Mul(a, b) { // GF(2⁵) modulo x⁵ + x² + 1, as pass_/codes.py
+    var product = 0;
+    while (b) {
+      if (b & 1) product ^= a;
+      b >>= 1;
+      a <<= 1;
+      if (a & 32) a ^= 37;
+    }
+    return product;
+  }
+
+  var WEIGHTS = [];
+  (function () {
+    for (var i = 0; i < 13; i++) {
+      var w = 1;
+      for (var k = 0; k < 12 - i; k++) w = gf32Mul(w, 2);
+      WEIGHTS.push(w);
+    }
+  })();
+
+  function formatSerial(symbols) {
+    return "PN-" + symbols.slice(0, 4) + "-" + symbols.slice(4, 8) + "-" + symbols.slice(8, 12) + "-" + symbols.charAt(12);
+  }
+
+  function syndrome(symbols) {
+    var total = 0;
+    for (var i = 0; i < 13; i++) total ^= gf32Mul(WEIGHTS[i], CROCKFORD.indexOf(symbols.charAt(i)));
+    return total;
+  }
+
+  // The serial carried by a PN1: token (60 bits after version u8 and kid u16), or null.
+  function serialOfToken(code) {
+    var text = String(code || "").trim();
+    if (text.length !== 140 || text.slice(0, 4).toUpperCase() !== "PN1:") return null;
+    var bits = [];
+    for (var i = 4; i < 4 + 18; i++) { // 90 bits cover version, kid and serial
+      var v = BASE32.indexOf(text.charAt(i).toUpperCase());
+      if (v < 0) return null;
+      for (var k = 4; k >= 0; k--) bits.push((v >> k) & 1);
+    }
+    if (bits.slice(0, 8).join("") !== "00000001") return null;
+    var data = "";
+    for (var s = 0; s < 12; s++) {
+      var value = 0;
+      for (var b = 0; b < 5; b++) value = (value << 1) | bits[28 + 5 * s + b];
+      data += CROCKFORD.charAt(value);
+    }
+    return formatSerial(data + CROCKFORD.charAt(syndrome(data + "0")));
+  }
+
+  // A typed serial in its printed form (any case, separators, PN prefix, O/I/L aliases), or null.
+  function serialOfTyped(code) {
+    var text = String(code || "").toUpperCase().replace(/[\s\-‐‑‒–—−_.]+/g, "")
+      .replace(/O/g, "0").replace(/[IL]/g, "1");
+    if (text.length === 15 && text.slice(0, 2) === "PN") text = text.slice(2);
+    if (!/^[0-9A-HJKMNP-TV-Z]{13}$/.test(text) || syndrome(text) !== 0) return null;
+    return formatSerial(text);
+  }
+
+  // The booklet cover's QR opens /mon-pass/<number> on a phone (covers printed before that
+  // hold the bare number CN-XXXX-XXXX, pass_/issuance.py): it is not a cheque.
+  function isBookletCover(code) {
+    var text = String(code || "").trim();
+    return /\/mon-pass\/[^\/?#\s]+/i.test(text) || /^CN-[0-9A-Z]{4}-[0-9A-Z]{4}$/i.test(text);
+  }
+
+  function chequeKey(code) {
+    return serialOfToken(code) || serialOfTyped(code) || String(code || "").trim().toUpperCase();
+  }
+
   function shortCode(code) {
-    code = String(code || "");
+    var serial = serialOfToken(code) || serialOfTyped(code);
+    if (serial) return serial;
+    code = String(code || "").trim();
     return code.length > 24 ? "QR code " + code.slice(0, 8) + "…" : code.toUpperCase();
   }
 
@@ -135,7 +218,26 @@
   /* ------------------------------------------------------------------ redeem */
 
   function queueScan(item, why) {
-    return enqueue(item).then(renderQueue).then(function () {
+    return queued().then(function (items) {
+      var key = chequeKey(item.code);
+      var twin = items.filter(function (other) { return chequeKey(other.code) === key; })[0];
+      if (twin) {
+        var when = new Date(twin.scanned_at).toLocaleTimeString("fr-FR", { hour: "2-digit", minute: "2-digit" });
+        showResult(
+          '<div class="pn-result pn-result--ko" tabindex="-1">' +
+          '<p class="pn-result__title">Chèque déjà dans la liste à synchroniser</p>' +
+          '<p class="pn-result__detail">' + escapeHtml(shortCode(item.code)) + " a déjà été scanné à " + escapeHtml(when) +
+          " : il ne sera envoyé qu'une fois.</p>" +
+          '<p class="pn-result__detail"><strong>Que faire ?</strong> Rien pour ce chèque ; passez au chèque suivant.</p></div>'
+        );
+        return "duplicate";
+      }
+      return enqueue(item).then(renderQueue).then(function () { return showQueued(item, why); });
+    });
+  }
+
+  function showQueued(item, why) {
+    return Promise.resolve().then(function () {
       showResult(
         '<div class="pn-result pn-result--queued" tabindex="-1">' +
         '<p class="pn-result__title">Chèque à synchroniser</p>' +
@@ -143,22 +245,47 @@
         '<p class="pn-result__detail">Il sera envoyé dès le retour du réseau. Vous pouvez rendre le service ; ' +
         "si le chèque est refusé à la synchronisation, la raison s'affichera ici.</p></div>"
       );
+      return "queued";
     });
   }
 
+  function showCoverAnswer() {
+    codeInput.value = "";
+    showResult(
+      '<div class="pn-result pn-result--info" tabindex="-1">' +
+      "<p class=\"pn-result__title\">C'est le QR code du carnet : scannez un chèque</p>" +
+      '<p class="pn-result__detail">Le QR code de la couverture sert à la personne pour voir ce qui reste sur son pass. ' +
+      "Pour encaisser, scannez le QR code d'un des chèques détachables.</p></div>"
+    );
+  }
+
+  /* Resolves to what happened: "missing", "cover", "duplicate", "queued" or "sent". A cheque
+   * sent or queued is remembered, so that the camera then ignores it (see onCameraCode). */
   function submitScan() {
+    var code = (codeInput.value || "").trim();
+    return sendScan().then(function (what) {
+      if (what === "sent" || what === "queued" || what === "duplicate") handled[chequeKey(code)] = true;
+      return what;
+    });
+  }
+
+  function sendScan() {
     var service = checkedValue("service");
     var code = (codeInput.value || "").trim();
+    if (isBookletCover(code)) {
+      showCoverAnswer();
+      return Promise.resolve("cover");
+    }
     if (!service) {
       showResult('<div class="pn-result pn-result--ko" tabindex="-1"><p class="pn-result__title">Choisissez le service rendu</p>' +
-        '<p class="pn-result__detail">Touchez d\'abord ce qui a été fait (étape 1), puis scannez à nouveau.</p></div>');
-      return Promise.resolve();
+        '<p class="pn-result__detail">Touchez ce qui a été fait (sous le numéro du chèque), puis encaissez.</p></div>');
+      return Promise.resolve("missing");
     }
     if (!code) {
       codeInput.focus();
       showResult('<div class="pn-result pn-result--ko" tabindex="-1"><p class="pn-result__title">Numéro manquant</p>' +
         '<p class="pn-result__detail">Scannez le QR code ou saisissez le numéro inscrit sous le QR code.</p></div>');
-      return Promise.resolve();
+      return Promise.resolve("missing");
     }
     var item = {
       idempotency_key: keyInput.value || uuid(),
@@ -191,6 +318,7 @@
       return response.text().then(function (html) {
         showResult(html);
         refreshToday();
+        return "sent";
       });
     }, function () {
       return queueScan(item, "pas de réseau");
@@ -275,7 +403,6 @@
   var canvas = document.createElement("canvas");
   var context2d = canvas.getContext("2d", { willReadFrequently: true });
   var lastCode = "";
-  var lastAt = 0;
 
   function decodeFrame() {
     if (!stream || video.readyState < 2) return Promise.resolve(null);
@@ -293,17 +420,34 @@
     return Promise.resolve(found ? found.data : null);
   }
 
+  /* A code the camera read. A cheque stops the camera at once (issue 16 item 1: a good scan
+   * must not turn red because the cheque stayed in front of the lens); "Chèque suivant" opens
+   * it again, and the cheque just handled is then ignored if it is still there. */
+  function onCameraCode(code) {
+    if (code === lastCode) return;
+    lastCode = code;
+    if (isBookletCover(code)) {
+      if (navigator.vibrate) navigator.vibrate(80);
+      showCoverAnswer();
+      return;
+    }
+    var key = chequeKey(code);
+    if (handled[key]) {
+      cameraStatus.textContent = "Ce chèque (" + shortCode(code) + ") vient d'être scanné : présentez le chèque suivant.";
+      return;
+    }
+    if (navigator.vibrate) navigator.vibrate(80);
+    stopCamera(true);
+    codeInput.value = code;
+    submitScan().then(function (what) {
+      cameraStatus.textContent = what === "missing" ? "Chèque lu : choisissez ce qui a été fait, puis touchez « Encaisser le chèque »." : "";
+    });
+  }
+
   function loop() {
     if (!stream) return;
     decodeFrame().then(function (code) {
-      var now = Date.now();
-      if (code && (code !== lastCode || now - lastAt > 5000)) {
-        lastCode = code;
-        lastAt = now;
-        codeInput.value = code;
-        if (navigator.vibrate) navigator.vibrate(80);
-        submitScan();
-      }
+      if (code && stream) onCameraCode(code);
       if (stream) requestAnimationFrame(loop);
     });
   }
@@ -314,6 +458,7 @@
       return;
     }
     cameraStatus.textContent = "Ouverture de la caméra…";
+    lastCode = "";
     navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" }, audio: false }).then(function (s) {
       stream = s;
       video.srcObject = s;
@@ -325,20 +470,25 @@
     }).then(function () {
       requestAnimationFrame(loop);
     }).catch(function (error) {
-      stopCamera();
+      stopCamera(false);
       cameraStatus.textContent = error && error.name === "NotAllowedError"
         ? "L'accès à la caméra a été refusé : autorisez-le dans le navigateur, ou saisissez le numéro du chèque."
         : "La caméra n'a pas pu s'ouvrir : saisissez le numéro du chèque.";
     });
   }
 
-  function stopCamera() {
+  /* afterRead: the camera stopped because it read a cheque; the button then offers the next one. */
+  function stopCamera(afterRead) {
+    var wasOpen = !!stream;
     if (stream) stream.getTracks().forEach(function (track) { track.stop(); });
     stream = null;
     video.srcObject = null;
     cameraBox.hidden = true;
-    cameraButton.textContent = "Scanner avec la caméra";
+    cameraButton.textContent = afterRead === true ? "Chèque suivant" : "Scanner avec la caméra";
     cameraButton.setAttribute("aria-pressed", "false");
+    // No stale « Caméra ouverte… » once it is closed (issue 16 item 5).
+    if (wasOpen && afterRead !== true) cameraStatus.textContent = "Caméra arrêtée.";
+    else if (wasOpen) cameraStatus.textContent = "";
   }
 
   function setUpDetector() {
@@ -365,22 +515,64 @@
     }).catch(function () { return false; });
   }
 
+  /* ------------------------------------------------------------------ remembered choices
+   * The service and démarche of the last scan stay chosen on this phone (issue 16 item 4). */
+
+  function saveChoices() {
+    try {
+      localStorage.setItem(CHOICE_KEY, JSON.stringify({
+        service: checkedValue("service"), demarche_family: checkedValue("demarche_family")
+      }));
+    } catch (e) { /* private browsing: nothing remembered */ }
+  }
+
+  function check(name, value) {
+    var input = value == null ? null : form.querySelector("input[name=" + name + "][value='" + value + "']");
+    if (input) input.checked = true;
+  }
+
+  function restoreChoices() {
+    var saved = null;
+    try { saved = JSON.parse(localStorage.getItem(CHOICE_KEY) || "null"); } catch (e) { saved = null; }
+    if (!saved) return;
+    if (!checkedValue("service")) check("service", saved.service);
+    if (demarcheBox && !demarcheBox.hasAttribute("data-chosen")) check("demarche_family", saved.demarche_family || "");
+  }
+
+  function showDemarche() {
+    if (!demarcheSummary) return;
+    var input = form.querySelector("input[name=demarche_family]:checked");
+    var text = input && form.querySelector("label[for='" + input.id + "']");
+    demarcheSummary.textContent = text ? text.textContent.trim() : "";
+  }
+
   /* ------------------------------------------------------------------ wiring */
+
+  form.noValidate = true; // scan.js says what is missing, in French, next to the camera
+  form.addEventListener("change", function (event) {
+    saveChoices();
+    if (event.target && event.target.name === "demarche_family") {
+      showDemarche();
+      if (demarcheBox) demarcheBox.open = false;
+    }
+  });
 
   form.addEventListener("submit", function (event) {
     event.preventDefault();
     submitScan();
   });
   cameraButton.addEventListener("click", function () {
-    if (stream) stopCamera(); else startCamera();
+    if (stream) stopCamera(false); else startCamera();
   });
   syncButton.addEventListener("click", function () { sync(); });
   window.addEventListener("online", function () { setNetwork(true); sync(); });
   window.addEventListener("offline", function () { setNetwork(false); });
   document.addEventListener("visibilitychange", function () {
-    if (document.visibilityState === "hidden") stopCamera();
+    if (document.visibilityState === "hidden") stopCamera(false);
   });
 
+  restoreChoices();
+  showDemarche();
   setNetwork(navigator.onLine);
   cameraButton.hidden = false;
   keyInput.value = uuid();

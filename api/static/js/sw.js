@@ -7,7 +7,7 @@
  */
 "use strict";
 
-var ASSETS = "passnum-scan-assets-v1";
+var ASSETS = "passnum-scan-assets-v2";
 var PAGES = "passnum-scan-pages";
 var PRECACHE = [
   "/static/vendor/dsfr/dsfr.min.css",
@@ -18,6 +18,11 @@ var PRECACHE = [
   "/static/vendor/dsfr/fonts/Marianne-Bold.woff2",
   "/static/vendor/dsfr/fonts/Marianne-Medium.woff2",
   "/static/vendor/dsfr/favicon/favicon.svg",
+  "/static/vendor/dsfr/icons/system/checkbox-circle-fill.svg",
+  "/static/vendor/dsfr/icons/system/close-circle-fill.svg",
+  "/static/vendor/dsfr/icons/system/time-line.svg",
+  "/static/vendor/dsfr/icons/system/information-fill.svg",
+  "/static/vendor/dsfr/icons/system/check-line.svg",
   "/static/vendor/jsqr/jsQR.js",
   "/static/css/passnum.css",
   "/static/js/scan.js"

@@ -1,0 +1,97 @@
+"""How the anomaly watch is started (issue 16): `passnum watch` (cron), idempotent; and a
+watch of the site scheduled by each offline batch, after the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from typer.testing import CliRunner
+
+from clearing.anomaly_models import Anomaly
+from kit.clock import utcnow
+from kit.settings import get_settings
+from pass_ import redemption
+from pass_.enums import OrganisationKind, Service
+from pass_.tokens import Keyring
+from tests.factories import make_org
+from tests.pass_.redemption_factories import make_scene, make_site
+
+
+@pytest.fixture
+def cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("PASSNUM_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    yield CliRunner()
+    get_settings.cache_clear()
+
+
+async def test_passnum_watch_opens_an_alert_once(
+    cli: CliRunner, sessionmaker: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    from api.cli import app
+
+    keyring = Keyring.load_or_create(tmp_path / "keys")
+    async with sessionmaker() as session:
+        scene = await make_scene(session, keyring, cheques=10)
+        site = await make_org(session, OrganisationKind.site)
+        for cheque in scene.cheques[:5]:  # a whole half-booklet in a minute
+            await redemption.redeem_cheque(
+                session,
+                keyring=keyring,
+                site_id=site.id,
+                user_id=None,  # type: ignore[arg-type]
+                code=cheque.serial,
+                service=Service.naviguer_web,
+                demarche_family=None,
+                now=utcnow(),
+            )
+        await session.commit()
+
+    first = await asyncio.to_thread(cli.invoke, app, ["watch"])
+    assert first.exit_code == 0, first.output
+    assert "booklet_burst" in first.output and "alerte(s) ouverte(s)" in first.output
+    second = await asyncio.to_thread(cli.invoke, app, ["watch"])
+    assert second.exit_code == 0, second.output
+    assert second.output.startswith("0 alerte(s) ouverte(s)"), second.output
+    async with sessionmaker() as session:
+        found = (await session.scalars(select(Anomaly).where(Anomaly.site_id == site.id))).all()
+    assert [a.rule for a in found] == ["booklet_burst"]
+
+
+async def test_an_offline_batch_schedules_a_watch_of_its_site(
+    session: AsyncSession, client: Any, app: Any
+) -> None:
+    from api.anomaly_watch import side_jobs
+
+    scene = await make_scene(session, app.state.keyring, cheques=10)
+    site = await make_site(session, app)
+    await session.commit()
+    jobs = side_jobs(app)
+    items = [
+        {
+            "code": c.token,
+            "service": "naviguer_web",
+            "scanned_at": utcnow().isoformat(),
+            "idempotency_key": str(uuid.uuid4()),
+        }
+        for c in scene.cheques[:3]
+    ]
+    answer = await client.post(
+        "/api/v1/redemptions/batch", json={"items": items}, headers=site.headers
+    )
+    assert answer.status_code == 200, answer.text
+    try:
+        assert site.org.id in jobs.sites  # the watch runs a moment later, off the request
+        assert jobs._watcher is not None and not jobs._watcher.done()
+    finally:
+        if jobs._watcher is not None:
+            jobs._watcher.cancel()
+        jobs.sites.clear()
