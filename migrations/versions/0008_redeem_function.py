@@ -39,6 +39,8 @@ def upgrade() -> None:
     # Each file is several statements with dollar-quoted bodies: sent as one simple query on
     # the driver's own connection (asyncpg), within the migration's transaction.
     driver = op.get_bind().connection.driver_connection
+    if driver is None:
+        raise RuntimeError("the migration's connection has no driver connection")
     for source in SOURCES:
         await_only(driver.execute(source.read_text(encoding="utf-8")))
 
