@@ -275,3 +275,15 @@ async def assert_readable_on_a_phone(page: Page) -> None:
     or scrolls in its own container under a visible caption (issue 16 item 13)."""
     problems = await page.evaluate(READABLE_AT_PHONE_WIDTH)
     assert not problems, f"{page.url}: {problems}"
+
+
+async def count_figures(session: AsyncSession) -> None:
+    """What the sealer and the rollup process of `passnum serve` do within seconds (the live
+    server of these tests runs neither): seal what is pending, then count it into the
+    dashboards' figures. Call through `db` before reading a dashboard."""
+    from ledger.sealer import seal_pending
+    from pass_.reporting import refresh_rollup
+
+    while await seal_pending(session, limit=100_000):
+        pass
+    await refresh_rollup(session)

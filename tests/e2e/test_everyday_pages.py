@@ -15,6 +15,7 @@ from tests.e2e.conftest import (
     DEMO_SITE_MEDIATOR,
     assert_accessible,
     assert_readable_on_a_phone,
+    count_figures,
     login,
     logout,
     screenshot,
@@ -102,6 +103,7 @@ async def test_statements_read_at_phone_width_with_one_label_and_the_right_trail
         )
         return int(found)  # type: ignore[arg-type]
 
+    await db(count_figures)  # the sealer and the rollup, as `passnum serve` runs them
     await page.goto(f"/financeur/programmes/{await db(programme_id)}")
     bucket = page.get_by_text("Sans démarche précisée").filter(visible=True)
     await expect(bucket.first).to_be_visible()

@@ -27,7 +27,13 @@ from pass_.models import AppUser, Programme
 from pass_.programmes import DEMO_PROGRAMME_NAME, Actor
 from pass_.schemas import BeneficiaryCreate
 from pass_.tokens import Keyring
-from tests.e2e.conftest import DEMO_SITE_MEDIATOR, assert_accessible, login, screenshot
+from tests.e2e.conftest import (
+    DEMO_SITE_MEDIATOR,
+    assert_accessible,
+    count_figures,
+    login,
+    screenshot,
+)
 from tests.support.system import ensure_debian_packages
 
 
@@ -198,6 +204,7 @@ async def test_the_agent_picks_a_commune_by_postcode_and_the_financer_reads_name
         )
         assert redeemed.status_code == 201, redeemed.text
 
+    await db(count_figures)  # the sealer and the rollup, as `passnum serve` runs them
     await page.context.clear_cookies()
     await login(page, "financeur@ille-et-vilaine.fr", DEMO_PASSWORD)
     await page.goto("/financeur")
