@@ -88,31 +88,15 @@ def serve(
     from pass_.tokens import Keyring
 
     Keyring.load_or_create(settings.keys_dir)
-    # One sealer process beside the workers, rather than a sealer task in each worker.
-    sealer = None
-    if settings.sealer_in_app:
-        import multiprocessing
-
-        sealer = multiprocessing.get_context("spawn").Process(
-            target=_sealer_main,
-            args=(os.environ["DATABASE_URL"], settings.log_json, settings.sealer_interval,
-                  os.getpid()),
-            name="passnum-sealer", daemon=True,
-        )
-        sealer.start()
+    # One sealer process beside the workers, rather than a sealer task in each worker, and one
+    # rollup process likewise (the figures of the pages, counted off the hot path).
+    sealer = _side_process(settings.sealer_in_app, _sealer_main, "passnum-sealer",
+                           settings.log_json, settings.sealer_interval)
+    if sealer is not None:
         os.environ["PASSNUM_SEALER_IN_APP"] = "false"  # read by the workers' settings
-    # One rollup process likewise: the figures of the pages, counted off the hot path.
-    rollup = None
-    if settings.rollup_in_app:
-        import multiprocessing
-
-        rollup = multiprocessing.get_context("spawn").Process(
-            target=_rollup_main,
-            args=(os.environ["DATABASE_URL"], settings.log_json, settings.rollup_interval,
-                  os.getpid()),
-            name="passnum-rollup", daemon=True,
-        )
-        rollup.start()
+    rollup = _side_process(settings.rollup_in_app, _rollup_main, "passnum-rollup",
+                           settings.log_json, settings.rollup_interval)
+    if rollup is not None:
         os.environ["PASSNUM_ROLLUP_IN_APP"] = "false"  # read by the workers' settings
     # uvicorn stops on SIGTERM, then raises the signal again once its server is down: with the
     # default action the process would die right there, before the `finally` that ends the
@@ -146,6 +130,22 @@ def serve(
     if stopped_by is not None:  # end as the signal would have: a supervisor sees -SIGTERM
         signal.signal(stopped_by, signal.SIG_DFL)
         os.kill(os.getpid(), stopped_by)
+
+
+def _side_process(wanted: bool, target: Callable[..., None], name: str, log_json: bool,
+                  interval: float) -> Any:
+    """A process of `serve` beside the workers (spawned, so it shares no state with them),
+    given the database, the log format, its interval and this process's id to die with."""
+    if not wanted:
+        return None
+    import multiprocessing
+
+    process = multiprocessing.get_context("spawn").Process(
+        target=target, args=(os.environ["DATABASE_URL"], log_json, interval, os.getpid()),
+        name=name, daemon=True,
+    )
+    process.start()
+    return process
 
 
 class _Signalled(SystemExit):

@@ -154,6 +154,11 @@ def enforce(request: Request, principal: Principal, cost: float = 1.0) -> None:
     """Raise 429 `rate_limited` with `Retry-After` when the user or the address is over limit."""
     address = request.client.host if request.client else "unknown"
     wait = rate_limits(request).take(user_id=principal.user_id, address=address, cost=cost)
+    refuse_if_waiting(wait)
+
+
+def refuse_if_waiting(wait: float) -> None:
+    """Raise 429 `rate_limited` with `Retry-After` when a bucket asks to wait `wait` seconds."""
     if wait > 0.0:
         seconds = max(1, math.ceil(wait))
         raise HTTPException(

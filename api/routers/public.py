@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from api.deps import CurrentUser, OperatorAdmin, SessionDep
-from api.ratelimit import rate_limits
+from api.ratelimit import rate_limits, refuse_if_waiting
 from kit.clock import paris_today, utcnow
 from pass_ import communes, mon_pass, sites
 
@@ -88,17 +87,9 @@ def check_public_rate(request: Request, number: str) -> None:
     limits = rate_limits(request)
     address = request.client.host if request.client else "unknown"
     key = f"b:{(number or '').upper()[:40]}"
-    wait = max(limits.per_address.wait_for(f"a:{address}"), limits.per_user.wait_for(key))
-    if wait > 0.0:
-        seconds = max(1, math.ceil(wait))
-        raise HTTPException(
-            status_code=429,
-            detail={
-                "code": "rate_limited",
-                "message": f"Trop de tentatives : réessayez dans {seconds} seconde(s).",
-            },
-            headers={"Retry-After": str(seconds)},
-        )
+    refuse_if_waiting(
+        max(limits.per_address.wait_for(f"a:{address}"), limits.per_user.wait_for(key))
+    )
     limits.per_address.consume(f"a:{address}")
     limits.per_user.consume(key)
 
