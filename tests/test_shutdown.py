@@ -50,6 +50,7 @@ def _start(env: dict, workers: int) -> tuple[subprocess.Popen, list[psutil.Proce
     family = psutil.Process(server.pid).children(recursive=True)
     names = {_name(p) for p in family}
     assert "passnum-sealer" in names, names  # the process the bug left behind is there
+    assert "passnum-rollup" in names, names  # and the figures' rollup, stopped the same way
     return server, family
 
 
@@ -96,7 +97,8 @@ def test_no_process_is_left_behind_however_serve_stops(serve_env: dict, how: str
         elif how == "killed":
             server.kill()
         else:  # one of the workers crashes; uvicorn starts another; then the server stops
-            worker = next(p for p in family if "passnum-sealer" != _name(p)
+            worker = next(p for p in family
+                          if _name(p) not in ("passnum-sealer", "passnum-rollup")
                           and "resource_tracker" not in " ".join(p.cmdline()))
             worker.kill()
             server.send_signal(signal.SIGTERM)
