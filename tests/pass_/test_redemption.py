@@ -12,7 +12,7 @@ from kit.errors import DomainError
 from ledger import service as ledger
 from pass_ import issuance
 from pass_ import redemption as svc
-from pass_ import redemption_listing
+from pass_ import redemption_listing as listing
 from pass_.codes import new_serial
 from pass_.enums import ChequeStatus, DemarcheFamily, OrganisationKind, Role, Service
 from pass_.models import Cheque, Organisation, Redemption
@@ -602,7 +602,7 @@ async def test_a_site_lists_its_redemptions_newest_first_by_paris_day_and_page(
     ]
     await redeem(session, keyring, other, scene.cheques[5].serial, now=days[2])
     now = days[4] + timedelta(hours=1)
-    page = await redemption_listing.list_redemptions(
+    page = await listing.list_redemptions(
         session,
         site_id=site.id,
         now=now,
@@ -614,7 +614,7 @@ async def test_a_site_lists_its_redemptions_newest_first_by_paris_day_and_page(
     assert page.items[0].cheque_serial == scene.cheques[4].serial
     seen = [i.id for i in page.items]
     while page.next_cursor:
-        page = await redemption_listing.list_redemptions(
+        page = await listing.list_redemptions(
             session,
             site_id=site.id,
             now=now,
@@ -623,10 +623,10 @@ async def test_a_site_lists_its_redemptions_newest_first_by_paris_day_and_page(
         )
         seen += [i.id for i in page.items]
     assert seen == [r.id for r in reversed(mine)]
-    by_page = await redemption_listing.list_redemptions(session, site_id=site.id, now=now, limit=2, page=3)  # type: ignore[arg-type]
+    by_page = await listing.list_redemptions(session, site_id=site.id, now=now, limit=2, page=3)  # type: ignore[arg-type]
     assert [i.id for i in by_page.items] == [mine[0].id]
     # 22:30 UTC on 2 March is 23:30 on 2 March in Paris: the days 2 to 3 hold two of them.
-    window = await redemption_listing.list_redemptions(
+    window = await listing.list_redemptions(
         session,
         site_id=site.id,
         now=now,  # type: ignore[arg-type]
@@ -634,12 +634,12 @@ async def test_a_site_lists_its_redemptions_newest_first_by_paris_day_and_page(
         to_day=date(2025, 3, 3),
     )
     assert [i.id for i in window.items] == [mine[2].id, mine[1].id]
-    everyone = await redemption_listing.list_redemptions(
+    everyone = await listing.list_redemptions(
         session, site_id=None, now=now, from_day=date(2025, 3, 3), to_day=date(2025, 3, 3)
     )
     assert {i.site_id for i in everyone.items} == {site.id, other.id}
     with pytest.raises(DomainError) as caught:
-        await redemption_listing.list_redemptions(session, site_id=site.id, now=now, cursor="not a cursor!")  # type: ignore[arg-type]
+        await listing.list_redemptions(session, site_id=site.id, now=now, cursor="not a cursor!")  # type: ignore[arg-type]
     assert caught.value.code == "invalid_cursor"
 
 

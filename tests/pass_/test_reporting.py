@@ -5,9 +5,8 @@ recount of it."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit.clock import utcnow
 from ledger.sealer import seal_pending
