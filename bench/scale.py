@@ -572,12 +572,12 @@ def print_table() -> None:
         sizes = sorted(k for k in columns if k[0] == label and name in figures[k])
         if len(sizes) < 2:
             return "—"
-        small, large = figures[sizes[0]][name]["ms"], figures[sizes[-1]][name]["ms"]
+        small, large = figures[sizes[-2]][name]["ms"], figures[sizes[-1]][name]["ms"]
         return f"×{large / small:.1f}" if small else "—"
 
     labels = sorted({k[0] for k in columns}, key=lambda x: x != "before")
     head = [f"{label} {cheques / 1e6:g} M" for label, cheques in columns]
-    head += [f"growth {label}" for label in labels]
+    head += [f"growth {label} (largest / next)" for label in labels]
     print("| path | " + " | ".join(head) + " |")
     print("|---|" + "---|" * len(head))
     for name in names:

@@ -335,7 +335,7 @@ WHERE batch_id IS NOT NULL GROUP BY batch_id, kind
 
 _BATCH_PROGRAMMES = "SELECT DISTINCT programme_id FROM redemption WHERE batch_id = $1"
 
-_BITS = 32  # a line's key: financer, programme, family and commune numbers, 32 bits each
+_BITS = 32  # a line's key: programme, family and commune numbers, 32 bits each
 _LINE_CHEQUE = 1 << 48  # a line's cheque count, above its cents (a line never nears 2⁴⁸ ¢)
 STREAM_PREFETCH = 20_000  # redemptions read at a time while replaying a batch
 
@@ -375,7 +375,7 @@ async def _replay_batches(
         site_ids: dict[int, array.array] = defaultdict(lambda: array.array("q"))
         # Financer lines (financer, programme, family, commune) → cheques and cents, packed
         # in one int each way: a big batch has millions of lines, this halves their memory.
-        lines: dict[int, int] = defaultdict(int)
+        lines: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
         names: dict[str | None, int] = {}  # families and communes, numbered
         mismatched: list[int] = []
         redeemed = 0
@@ -398,7 +398,7 @@ async def _replay_batches(
             c_no = names.setdefault(commune, len(names))
             where = ((pid << _BITS) | f_no) << _BITS | c_no
             for fid, cents in parts.items():
-                lines[(fid << (3 * _BITS)) | where] += _LINE_CHEQUE + cents
+                lines[fid][where] += _LINE_CHEQUE + cents
                 allocated[pid][fid] += cents
         first_statement = len(out)
         if mismatched:
@@ -427,17 +427,14 @@ async def _replay_batches(
                                 for p, c in by_programme.items())
             out.append(_Recomputed("site", sid, batch_id, None, gross, fee, gross - fee,
                                    len(site_ids[sid]), site_lines_digest(site_ids[sid])))
-        by_financer: dict[int, list[tuple[int, str | None, str | None, int, int]]] = (
-            defaultdict(list))
         named = {no: name for name, no in names.items()}
         mask = (1 << _BITS) - 1
-        for key, packed in lines.items():
-            n, cents = divmod(packed, _LINE_CHEQUE)
-            by_financer[key >> (3 * _BITS)].append(
-                ((key >> (2 * _BITS)) & mask, named[(key >> _BITS) & mask], named[key & mask],
-                 n, cents))
-        del lines
-        for fid, flat in by_financer.items():
+        # One financer at a time, its lines freed before the next one's are unpacked.
+        for fid in sorted(lines, key=lambda f: len(lines[f])):
+            packed_lines = lines.pop(fid)
+            flat = [(key >> (2 * _BITS), named[(key >> _BITS) & mask], named[key & mask],
+                     *divmod(packed, _LINE_CHEQUE)) for key, packed in packed_lines.items()]
+            del packed_lines
             by_programme_f: dict[int, int] = defaultdict(int)
             for p, _f, _c, _n, cents in flat:
                 by_programme_f[p] += cents

@@ -495,7 +495,7 @@ sa.Index("ix_redemption_redeemed_at_id", Redemption.__table__.c.redeemed_at,  # 
          Redemption.__table__.c.id)  # type: ignore[attr-defined]
 # Cheques not handed out yet (stock) are counted from their booklets, a few per programme.
 sa.Index("ix_booklet_not_handed_out", Booklet.__table__.c.programme_id,  # type: ignore[attr-defined]
-         postgresql_include=["size"],
+         postgresql_include=["size", "status", "handed_out_at"],
          postgresql_where=sa.text("handed_out_at IS NULL"))
 
 

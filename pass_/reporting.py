@@ -57,6 +57,7 @@ class ProgrammeDashboard:
     other_communes: Breakdown | None = None  # the rest, summed (key: how many communes)
     as_of: datetime | None = None  # when the rollup last counted
     pending: int = 0  # sealed entries not counted yet
+    totals: StageTotals | None = None  # for `programme_figures`
 
 
 @dataclass(frozen=True)
@@ -252,21 +253,22 @@ def _stage_figures(rows: list[tuple[str, int, int]], not_handed_out: int,
     )
 
 
-async def stage_totals(session: AsyncSession,
-                       programme_id: int | list[int] | None = None) -> dict[int, StageTotals]:
+async def stage_totals(session: AsyncSession, programme_id: int | list[int] | None = None,
+                       *, stock: bool = True) -> dict[int, StageTotals]:
     """Every programme's totals by stage (or those of the given ones), in two queries
-    whatever the number of programmes (the operator's pages)."""
+    whatever the number of programmes (the operator's pages). `stock=False` leaves out the
+    cheques not handed out (zero), for lists that do not show them."""
     ids = [programme_id] if isinstance(programme_id, int) else programme_id
     one = "" if ids is None else " AND programme_id = ANY(CAST(:p AS bigint[]))"
     args = {} if ids is None else {"p": ids}
     rows: dict[int, list[tuple[str, int, int]]] = {}
     for pid, stage, n, v in (await session.execute(text(_STAGES_ALL + one), args)).all():
         rows.setdefault(pid, []).append((stage, n, v))
-    stock = {pid: (n, s) for pid, n, s in (await session.execute(
+    stocked = {pid: (n, s) for pid, n, s in (await session.execute(
         text(_NOT_HANDED_OUT.format(where=one.replace("programme_id", "k.programme_id"))),
-        args)).all()}
-    return {pid: _stage_figures(rows.get(pid, []), *stock.get(pid, (0, 0)))
-            for pid in rows.keys() | stock.keys()}
+        args)).all()} if stock else {}
+    return {pid: _stage_figures(rows.get(pid, []), *stocked.get(pid, (0, 0)))
+            for pid in rows.keys() | stocked.keys()}
 
 
 async def programme_dashboard(session: AsyncSession, *, programme_id: int,
@@ -320,6 +322,7 @@ async def programme_dashboard(session: AsyncSession, *, programme_id: int,
         other_communes=other,
         as_of=as_of,
         pending=pending,
+        totals=totals,
     )
 
 
@@ -416,6 +419,15 @@ def programme_figures(programme: Any, totals: StageTotals | None) -> Any:
     )
 
 
+@dataclass(frozen=True)
+class ListFigures:
+    """What the lists of programmes show of each: capacity, issued, redeemed."""
+
+    issuing_capacity_cents: int
+    issued_value_cents: int
+    redeemed_cents: int
+
+
 async def figures_of(session: AsyncSession, programmes: list[Any]) -> dict[int, Any]:
     """`programme_figures` of every given programme, in two queries."""
     if not programmes:
@@ -424,6 +436,16 @@ async def figures_of(session: AsyncSession, programmes: list[Any]) -> dict[int, 
     totals = await stage_totals(session, None if len(programmes) > 50
                                 else [p.id for p in programmes])
     return {p.id: programme_figures(p, totals.get(p.id)) for p in programmes}
+
+
+async def list_figures_of(session: AsyncSession, programmes: list[Any]) -> dict[int, ListFigures]:
+    """The lists' figures of every given programme, in one read of the rollup."""
+    totals = await stage_totals(session, stock=False)
+    return {p.id: ListFigures(
+        issuing_capacity_cents=p.issuing_capacity_cents,
+        issued_value_cents=p.issued_value_cents,
+        redeemed_cents=(t.redeemed.value_cents if (t := totals.get(p.id)) else 0),
+    ) for p in programmes}
 
 
 async def organisation_counts(session: AsyncSession) -> dict[str, int]:

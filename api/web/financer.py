@@ -120,9 +120,8 @@ async def _dashboard(
     actor = Actor.of(principal)
     programme = await programmes.visible_programme(session, programme_id, actor)
     dashboard = await reporting.programme_dashboard(session, programme_id=programme_id)
-    totals = (await reporting.stage_totals(session, programme_id)).get(programme_id)
     detail = await programmes.programme_detail(
-        session, programme, figures=reporting.programme_figures(programme, totals)
+        session, programme, figures=reporting.programme_figures(programme, dashboard.totals)
     )
     own = next(
         (f for f in detail.financers if f.organisation_id == principal.organisation_id), None

@@ -43,7 +43,7 @@ DEMARCHE_OPTIONS = [(d.value, label(d)) for d in DemarcheFamily]
 async def _programme_rows(session: SessionDep, principal: Any) -> list[dict[str, Any]]:
     # Every programme's figures in one read of the rollup (not one count of cheques each).
     found = await programmes.list_programmes(session, Actor.of(principal))
-    figures = await reporting.figures_of(session, found)
+    figures = await reporting.list_figures_of(session, found)
     return [{"programme": p, "figures": figures[p.id]} for p in found]  # type: ignore[index]
 
 

@@ -8,7 +8,8 @@ Revises: 0007_ledger_seal
   site's listing already has `(site_id, redeemed_at)`. One index only: every index of
   `redemption` is written again when clearing marks a batch's redemptions (the per-programme
   reads go to the rollup instead).
-- `booklet (programme_id) INCLUDE (size) WHERE handed_out_at IS NULL`: cheques not handed out
+- `booklet (programme_id) INCLUDE (size, status, handed_out_at) WHERE handed_out_at IS NULL`
+  (every column it reads, so an index-only scan): cheques not handed out
   (stock), counted per programme without reading the cheques.
 - `figure_rollup` and its cursor: each programme's figures by stage and one dimension, summed
   from the sealed journal off the hot path (pass_/reporting.py, `refresh_rollup`). The cursor
@@ -34,7 +35,7 @@ depends_on: str | Sequence[str] | None = None
 INDEXES = [
     ("ix_redemption_redeemed_at_id", "redemption", "(redeemed_at, id)"),
     ("ix_booklet_not_handed_out", "booklet",
-     "(programme_id) INCLUDE (size) WHERE handed_out_at IS NULL"),
+     "(programme_id) INCLUDE (size, status, handed_out_at) WHERE handed_out_at IS NULL"),
 ]
 
 
