@@ -10,9 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit.errors import DomainError
 from ledger import service as ledger
-from pass_ import issuance
+from pass_ import issuance, redemption_listing
 from pass_ import redemption as svc
-from pass_ import redemption_listing as listing
 from pass_.codes import new_serial
 from pass_.enums import ChequeStatus, DemarcheFamily, OrganisationKind, Role, Service
 from pass_.models import Cheque, Organisation, Redemption
@@ -109,19 +108,30 @@ def excinfo_code(call: object) -> str:
     return caught.value.code
 
 
-def test_a_token_is_read_from_its_signature_and_a_forged_one_is_refused(
+def test_a_token_is_read_for_its_serial_and_junk_is_refused(
     keyring: Keyring, tmp_path: object
 ) -> None:
     claims = ChequeClaims(new_serial(), 7, 1000, date(2026, 1, 31))
     token = keyring.sign(claims)
-    assert svc.parse_code(token, keyring).serial == claims.serial
-    assert svc.parse_code(token, keyring).claims.programme_id == 7  # type: ignore[union-attr]
-    forged = Keyring.load_or_create(tmp_path / "other").sign(claims)  # type: ignore[operator]
-    assert excinfo_code(lambda: svc.parse_code(forged, keyring)) == "invalid_token"
+    assert svc.parse_code(token, keyring) == svc.ParsedCode(claims.serial, token)
+    # Read in its canonical form (as stored at issuance), whatever the case and spaces.
+    assert svc.parse_code(f" {token.lower()} ", keyring) == svc.ParsedCode(claims.serial, token)
     assert excinfo_code(lambda: svc.parse_code(token[:-1], keyring)) == "invalid_token"
-    flipped = token[:-3] + ("A" if token[-3] != "A" else "B") + token[-2:]
-    assert excinfo_code(lambda: svc.parse_code(flipped, keyring)) == "invalid_token"
     assert excinfo_code(lambda: svc.parse_code("", keyring)) == "invalid_serial"
+    # A key the keyring does not know (retired, or never ours) signs nothing we accept.
+    stranger = Keyring.load_or_create(tmp_path / "other").sign(claims)  # type: ignore[operator]
+    assert excinfo_code(lambda: svc.parse_code(stranger, keyring)) == "invalid_token"
+
+
+async def test_a_forged_or_altered_token_of_a_real_cheque_is_refused_and_a_recased_one_redeems(
+    session: AsyncSession, keyring: Keyring, scene: Scene, site: Organisation, tmp_path: object
+) -> None:
+    c = scene.cheques
+    flipped = c[0].token[:-3] + ("A" if c[0].token[-3] != "A" else "B") + c[0].token[-2:]
+    assert (await refusal(redeem(session, keyring, site, flipped))).code == "invalid_token"
+    assert await status_of(session, c[0].id) == ChequeStatus.active
+    done = await redeem(session, keyring, site, c[1].token.lower())
+    assert done.cheque_serial == c[1].serial
 
 
 # ------------------------------------------------------------------------------------- redeem
@@ -602,7 +612,7 @@ async def test_a_site_lists_its_redemptions_newest_first_by_paris_day_and_page(
     ]
     await redeem(session, keyring, other, scene.cheques[5].serial, now=days[2])
     now = days[4] + timedelta(hours=1)
-    page = await listing.list_redemptions(
+    page = await redemption_listing.list_redemptions(
         session,
         site_id=site.id,
         now=now,
@@ -614,7 +624,7 @@ async def test_a_site_lists_its_redemptions_newest_first_by_paris_day_and_page(
     assert page.items[0].cheque_serial == scene.cheques[4].serial
     seen = [i.id for i in page.items]
     while page.next_cursor:
-        page = await listing.list_redemptions(
+        page = await redemption_listing.list_redemptions(
             session,
             site_id=site.id,
             now=now,
@@ -623,12 +633,12 @@ async def test_a_site_lists_its_redemptions_newest_first_by_paris_day_and_page(
         )
         seen += [i.id for i in page.items]
     assert seen == [r.id for r in reversed(mine)]
-    by_page = await listing.list_redemptions(
+    by_page = await redemption_listing.list_redemptions(
         session, site_id=site.id, now=now, limit=2, page=3  # type: ignore[arg-type]
     )
     assert [i.id for i in by_page.items] == [mine[0].id]
     # 22:30 UTC on 2 March is 23:30 on 2 March in Paris: the days 2 to 3 hold two of them.
-    window = await listing.list_redemptions(
+    window = await redemption_listing.list_redemptions(
         session,
         site_id=site.id,
         now=now,  # type: ignore[arg-type]
@@ -636,12 +646,12 @@ async def test_a_site_lists_its_redemptions_newest_first_by_paris_day_and_page(
         to_day=date(2025, 3, 3),
     )
     assert [i.id for i in window.items] == [mine[2].id, mine[1].id]
-    everyone = await listing.list_redemptions(
+    everyone = await redemption_listing.list_redemptions(
         session, site_id=None, now=now, from_day=date(2025, 3, 3), to_day=date(2025, 3, 3)
     )
     assert {i.site_id for i in everyone.items} == {site.id, other.id}
     with pytest.raises(DomainError) as caught:
-        await listing.list_redemptions(
+        await redemption_listing.list_redemptions(
             session, site_id=site.id, now=now, cursor="not a cursor!"  # type: ignore[arg-type]
         )
     assert caught.value.code == "invalid_cursor"
@@ -729,3 +739,29 @@ async def test_the_audit_finds_cheques_and_entries_that_disagree_with_redemption
         ]
     )
     assert all(d.message for d in found)
+
+
+async def test_the_audit_names_a_cheque_redeemed_twice_when_the_unique_index_is_gone(
+    session: AsyncSession, keyring: Keyring, scene: Scene, site: Organisation
+) -> None:
+    from clearing.audit import run_audit
+
+    cheque = scene.cheques[0]
+    first = await redeem(session, keyring, site, cheque.serial)
+    # As a superuser could (the test's transaction rolls it all back): the index gone, a
+    # second live redemption of the same cheque.
+    await session.execute(text("DROP INDEX uq_redemption_live_cheque"))
+    second = await session.scalar(text(
+        "INSERT INTO redemption (cheque_id, programme_id, site_id, user_id, value_cents, "
+        "service, redeemed_at) SELECT cheque_id, programme_id, site_id, user_id, value_cents, "
+        "service, redeemed_at FROM redemption WHERE id = :id RETURNING id"), {"id": first.id})
+
+    found = await svc.audit_double_redemptions(session, programme_id=scene.programme_id)
+    assert [(d.kind, d.details) for d in found] == [(
+        "cheque_redeemed_twice",
+        {"cheque_id": cheque.id, "serial": cheque.serial, "redemption_ids": [first.id, second]},
+    )]
+    assert cheque.serial in found[0].message
+    whole = await run_audit(session)
+    assert any(d.kind == "cheque_redeemed_twice" and d.details["serial"] == cheque.serial
+               for d in whole.differences)
