@@ -79,8 +79,9 @@ async def test_overdue_invoices_and_missing_references_are_shown(
     invoices = (await client.get(f"/api/v1/invoices?batch_id={world.batch_id}")).json()
     late = invoices[0]
     await session.execute(text(
-        "UPDATE invoice SET due_date = current_date - 12, issue_date = current_date - 42 "
-        "WHERE id = :i"), {"i": late["id"]})
+        "UPDATE invoice SET due_date = paris_today - 12, issue_date = paris_today - 42 "
+        "FROM (SELECT CAST(now() AT TIME ZONE 'Europe/Paris' AS date) AS paris_today) AS t "
+        "WHERE id = :i"), {"i": late["id"]})  # the Paris calendar, as the page counts
     await session.execute(text(
         "UPDATE organisation SET financer_category = 'departement' WHERE id = :o"),
         {"o": world.financer.org.id})
