@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
 
-from kit.clock import paris_today, utcnow  # noqa: E402
+from kit.clock import paris_day, paris_midnight, paris_today, utcnow  # noqa: E402
 from kit.db import execute_on_server as admin  # noqa: E402
 from kit.db import (  # noqa: E402
     libpq_url,
@@ -416,7 +416,10 @@ def run_wrk(base: str, files: tuple[Path, Path, Path], *, first: int, last: int,
 async def redeem_offline(base: str, tokens: list[str], codes: list[str], batch_size: int,
                          concurrency: int) -> tuple[float, dict[str, int]]:
     batches = [codes[i:i + batch_size] for i in range(0, len(codes), batch_size)]
-    scanned = (utcnow() - timedelta(hours=2)).isoformat()
+    # Two hours ago, but not before today's Paris midnight: the cheques are valid from today,
+    # and a scan of yesterday (a run just after midnight) would be refused as not yet valid.
+    now = utcnow()
+    scanned = max(now - timedelta(hours=2), paris_midnight(paris_day(now))).isoformat()
     counts: dict[str, int] = {}
     async with aiohttp.ClientSession() as http:
 

@@ -44,6 +44,29 @@ SELECT encode(sha256(convert_to(
     || ']}', 'UTF8')), 'hex')
 $$;
 
+-- Open the accounts of `p_codes` not opened yet (an account is created on its first use).
+-- A transaction that creates an account holds the new row until it commits, and any other
+-- creating the same account waits for it: a caller that will lock other rows (pass_redeem
+-- claims cheques) opens its accounts first, so it never waits for an account while holding
+-- a row another transaction waits for (a deadlock, seen with two offline batches and an online
+-- scan of a newly qualified site). When every account exists, nothing is written or locked.
+-- (PL/pgSQL, not SQL: a SQL function's INSERT is planned again at every call; and the common
+-- case, every account known, is one read, not an INSERT that inserts nothing.)
+CREATE OR REPLACE FUNCTION ledger_open_accounts(p_codes text[]) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM unnest(p_codes) AS x(code)
+                   WHERE NOT EXISTS (SELECT 1 FROM ledger_account a WHERE a.code = x.code)) THEN
+        RETURN;
+    END IF;
+    INSERT INTO ledger_account (code)
+    SELECT DISTINCT x.code FROM unnest(p_codes) AS x(code)
+    WHERE NOT EXISTS (SELECT 1 FROM ledger_account a WHERE a.code = x.code)
+    ORDER BY x.code
+    ON CONFLICT (code) DO NOTHING;
+END
+$$;
+
 -- Post a balanced entry under an idempotency key, or find the one already posted under it.
 -- Accounts are created on first use. Returns the entry's id and instant, whether this call
 -- created it, its fingerprint, and whether an existing entry says the same (`same_content`;
@@ -105,9 +128,7 @@ BEGIN
         WHERE NOT EXISTS (SELECT 1 FROM ledger_posting p JOIN ledger_account a
                           ON a.id = p.account_id
                           WHERE p.entry_id = ledger_post.entry_id AND a.code = x.code);
-        INSERT INTO ledger_account (code)
-        SELECT c FROM unnest(v_missing) AS c ORDER BY c
-        ON CONFLICT (code) DO NOTHING;
+        PERFORM ledger_open_accounts(v_missing);
         INSERT INTO ledger_posting (entry_id, account_id, amount_cents)
         SELECT ledger_post.entry_id, a.id, x.amount
         FROM unnest(p_codes, p_amounts) WITH ORDINALITY AS x(code, amount, n)

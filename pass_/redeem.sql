@@ -39,6 +39,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     c record;
     v_entry record;
+    v_accounts text[];
 BEGIN
     redeemed_here := false;
     -- An offline scan: at most p_offline_max_age old, at most p_clock_skew ahead (the
@@ -127,6 +128,12 @@ BEGIN
         IF p_dry_run THEN
             RETURN;
         END IF;
+        -- The ledger accounts the entry will use, opened (if new) before the cheque is locked:
+        -- see ledger_open_accounts (ledger/posting.sql).
+        -- The cheque's value moves from the programme's outstanding to the site's payable.
+        v_accounts := ARRAY['programme:' || c.programme_id || ':outstanding',
+                            'site:' || p_site_id || ':payable'];
+        PERFORM ledger_open_accounts(v_accounts);
         -- The claim. "Still active" is written `= (SELECT 'active')`: same meaning, but the
         -- planner cannot match it to the partial index ix_cheque_active_redeem_until (WHERE
         -- status = 'active', for expiry), which lagging statistics (a campaign of new
@@ -144,13 +151,9 @@ BEGIN
         FROM claimed
         RETURNING r.id INTO redemption_id;
         IF redemption_id IS NOT NULL THEN
-            -- The cheque's value moves from the programme's outstanding to the site's payable.
             SELECT * INTO v_entry FROM ledger_post(
                 'redeem:' || redemption_id, 'redemption', jsonb_build_object('serial', c.serial),
-                p_at,
-                ARRAY['programme:' || c.programme_id || ':outstanding',
-                      'site:' || p_site_id || ':payable'],
-                ARRAY[-c.value_cents, c.value_cents]);
+                p_at, v_accounts, ARRAY[-c.value_cents, c.value_cents]);
             IF NOT v_entry.created THEN
                 RAISE EXCEPTION 'redemption % found its ledger key taken', redemption_id;
             END IF;

@@ -3,7 +3,7 @@
 Revision ID: 0008_redeem_function
 Revises: 0007_ledger_seal
 
-Installs `ledger_post` (with `ledger_canonical_json`, `ledger_content_hash`) from
+Installs `ledger_post` (with `ledger_canonical_json`, `ledger_content_hash`, `ledger_open_accounts`) from
 ledger/posting.sql and `pass_redeem` from pass_/redeem.sql: the one
 definition of posting an entry and of redeeming a cheque, called by every road. The files are
 read when the revision runs; a later change to them comes with a revision of its own that
@@ -28,6 +28,7 @@ FUNCTIONS = (
     "pass_redeem(text, text, bigint, bigint, bigint, bigint, date, timestamptz, text, text, "
     "timestamptz, interval, interval, boolean)",
     "ledger_post(text, text, jsonb, timestamptz, text[], bigint[])",
+    "ledger_open_accounts(text[])",
     "ledger_content_hash(text, jsonb, text[], bigint[])",
     "ledger_canonical_json(jsonb)",
 )
