@@ -5,8 +5,9 @@ any cheque is active; the partial index `ix_cheque_active_redeem_until` (WHERE s
 'active', for expiry) then looks free, and a claim that let the planner start from it scanned
 every active cheque — 74,000 for one offline batch in a benchmark, seconds at full CPU. Every
 statement of `pass_redeem` must find its cheques by serial or id whatever the statistics say.
-Read with PostgreSQL's auto_explain (the plans, not a timing) inside the test's rolled-back
-transaction, statistics included.
+Checked inside the test's rolled-back transaction, statistics included, by PostgreSQL's own
+row counters of the transaction on every server, and by the plans themselves (auto_explain)
+where the server has that contrib module; not by a timing.
 """
 
 from __future__ import annotations
