@@ -1,7 +1,7 @@
 """The anomaly watch: rules that look at redemptions after the fact and open alerts for the
 operator (and the financers of the programme) to review. Never on the redemption path: a scan
 is never refused on a guess; an alert is a question, answered « justifiée » with a note or by
-suspending the site (through the qualification service, pass_.accounts.set_qualification).
+suspending the site (clearing/anomaly_review.py: reading and closing alerts).
 
 Each rule is a function of (session, window, thresholds) returning `Finding`s; `watch` runs
 them all and inserts each finding under its fingerprint with ON CONFLICT DO NOTHING, so running
@@ -35,18 +35,14 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from clearing.anomaly_models import ANOMALY_STATUSES, Anomaly, RefusedScan
+from clearing.anomaly_models import Anomaly, RefusedScan
 from kit.clock import PARIS, paris_day, paris_midnight
-from kit.errors import Conflict, InvalidInput, NotFound
-from pass_ import accounts
-from pass_.enums import Qualification
 
 # Refusals that say "this code is not one of our cheques": forged QR codes, unknown or
 # mistyped serials. Already-redeemed, expired… cheques are real and say nothing of the scanner.
 REFUSED_SCAN_CODES = frozenset(
     {"invalid_token", "cheque_not_found", "invalid_serial", "serial_check_failed"}
 )
-MAX_NOTE = 2000
 
 
 @dataclass(frozen=True)
@@ -139,21 +135,6 @@ class Window:
         return [first + timedelta(days=n) for n in range((last - first).days + 1)]
 
 
-class AnomalyNotFound(NotFound):
-    code = "anomaly_not_found"
-    message = "Cette alerte n'existe pas."
-
-
-class AnomalyClosed(Conflict):
-    code = "anomaly_closed"
-    message = "Cette alerte a déjà été traitée."
-
-
-class NoteRequired(InvalidInput):
-    code = "note_required"
-    message = "Écrivez une note qui dit pourquoi (au plus 2 000 caractères)."
-
-
 # --------------------------------------------------------------------------- helpers
 
 
@@ -183,7 +164,7 @@ def _main_programme(programme_ids: Iterable[int]) -> int | None:
     return min(counts, key=lambda p: (-counts[p], p))
 
 
-async def _names(session: AsyncSession, ids: Iterable[int]) -> dict[int, str]:
+async def organisation_names(session: AsyncSession, ids: Iterable[int]) -> dict[int, str]:
     wanted = sorted(set(ids))
     if not wanted:
         return {}
@@ -228,7 +209,7 @@ async def booklet_burst(session: AsyncSession, window: Window, t: Thresholds) ->
     groups: dict[tuple[int, int], list[Any]] = defaultdict(list)
     for row in rows:
         groups[(int(row.site_id), int(row.booklet_id))].append(row)
-    names = await _names(session, (site for site, _ in groups))
+    names = await organisation_names(session, (site for site, _ in groups))
     findings = []
     for (site_id, booklet_id), items in groups.items():
         need = max(1, min(t.booklet_burst_cheques, int(items[0].size)))
@@ -325,7 +306,7 @@ async def outside_hours(session: AsyncSession, window: Window, t: Thresholds) ->
         hours = parsed.get(int(row.site_id))
         if hours is not None and _closed_throughout(hours, row.redeemed_at, grace):
             outside[(int(row.site_id), paris_day(row.redeemed_at))].append(row)
-    names = await _names(session, (site for site, _ in outside))
+    names = await organisation_names(session, (site for site, _ in outside))
     findings = []
     for (site_id, day), items in sorted(outside.items()):
         if len(items) < t.outside_hours_min:
@@ -473,7 +454,9 @@ async def daily_spike(session: AsyncSession, window: Window, t: Thresholds) -> l
         for f in findings
         if window.site_ids is None or (f.site_id is not None and f.site_id in window.site_ids)
     ]
-    names = await _names(session, (f.site_id for f in findings if f.site_id is not None))
+    names = await organisation_names(
+        session, (f.site_id for f in findings if f.site_id is not None)
+    )
     emails = {}
     user_ids = sorted({f.user_id for f in findings if f.user_id is not None})
     if user_ids:
@@ -610,7 +593,7 @@ async def refused_scans(session: AsyncSession, window: Window, t: Thresholds) ->
             },
         )
     ).all()
-    names = await _names(session, (int(r.site_id) for r in rows))
+    names = await organisation_names(session, (int(r.site_id) for r in rows))
     labels = {
         "invalid_token": "QR code falsifié ou illisible",
         "cheque_not_found": "chèque inconnu",
@@ -692,154 +675,3 @@ async def watch(
         )
     )
     return WatchRun(found=len(findings), opened=opened, by_rule=dict(by_rule))
-
-
-# --------------------------------------------------------------------------- reading, resolving
-
-
-@dataclass(frozen=True)
-class AnomalyView:
-    anomaly: Anomaly
-    site_name: str | None
-    programme_name: str | None
-    evidence_rows: list[dict[str, Any]]
-
-
-async def list_anomalies(
-    session: AsyncSession,
-    *,
-    status: str | None = "open",
-    programme_ids: Sequence[int] | None = None,
-    limit: int = 500,
-) -> list[Anomaly]:
-    """Alerts, newest first; `programme_ids` limits them to those programmes (a financer's)."""
-    if status is not None and status not in ANOMALY_STATUSES:
-        raise InvalidInput(
-            "Statut inconnu : open, justified ou site_suspended.", code="validation_error"
-        )
-    stmt = (
-        sa.select(Anomaly)
-        .order_by(col(Anomaly.opened_at).desc(), col(Anomaly.id).desc())
-        .limit(limit)
-    )
-    if status is not None:
-        stmt = stmt.where(col(Anomaly.status) == status)
-    if programme_ids is not None:
-        stmt = stmt.where(col(Anomaly.programme_id).in_(list(programme_ids)))
-    return list((await session.scalars(stmt)).all())
-
-
-async def describe(session: AsyncSession, anomalies: Sequence[Anomaly]) -> list[AnomalyView]:
-    """Names and the evidence's redemptions (cheque serial, site, time) for pages."""
-    site_names = await _names(session, (a.site_id for a in anomalies if a.site_id))
-    programme_ids = sorted({a.programme_id for a in anomalies if a.programme_id})
-    programme_names: dict[int, str] = {}
-    if programme_ids:
-        programme_names = {
-            int(i): str(n)
-            for i, n in await session.execute(
-                sa.text("SELECT id, name FROM programme WHERE id = ANY(:ids)"),
-                {"ids": programme_ids},
-            )
-        }
-    wanted = sorted({int(i) for a in anomalies for i in a.evidence.get("redemption_ids", [])})
-    rows: dict[int, dict[str, Any]] = {}
-    if wanted:
-        for r in await session.execute(
-            sa.text(
-                "SELECT r.id, c.serial, r.redeemed_at, o.name AS site, o.commune_insee "
-                "FROM redemption r JOIN cheque c ON c.id = r.cheque_id "
-                "JOIN organisation o ON o.id = r.site_id WHERE r.id = ANY(:ids)"
-            ),
-            {"ids": wanted},
-        ):
-            rows[int(r.id)] = {
-                "id": int(r.id),
-                "serial": r.serial,
-                "at": r.redeemed_at,
-                "site": r.site,
-                "commune_insee": r.commune_insee,
-            }
-    return [
-        AnomalyView(
-            anomaly=a,
-            site_name=site_names.get(a.site_id) if a.site_id else None,
-            programme_name=programme_names.get(a.programme_id) if a.programme_id else None,
-            evidence_rows=[
-                rows[int(i)] for i in a.evidence.get("redemption_ids", []) if int(i) in rows
-            ],
-        )
-        for a in anomalies
-    ]
-
-
-async def _open_for_update(session: AsyncSession, anomaly_id: int) -> Anomaly:
-    anomaly = await session.get(Anomaly, anomaly_id, with_for_update=True)
-    if anomaly is None:
-        raise AnomalyNotFound(anomaly_id=anomaly_id)
-    if anomaly.status != "open":
-        raise AnomalyClosed(anomaly_id=anomaly_id, status=anomaly.status)
-    return anomaly
-
-
-def _clean_note(note: str | None) -> str:
-    text = (note or "").strip()
-    if not text or len(text) > MAX_NOTE:
-        raise NoteRequired()
-    return text
-
-
-async def resolve(
-    session: AsyncSession,
-    *,
-    anomaly_id: int,
-    note: str | None,
-    user_id: int | None,
-    now: datetime,
-) -> Anomaly:
-    """Mark an alert « justifiée », with the operator's note saying why."""
-    text = _clean_note(note)
-    anomaly = await _open_for_update(session, anomaly_id)
-    anomaly.status, anomaly.resolution_note = "justified", text
-    anomaly.resolved_at, anomaly.resolved_by = now, user_id
-    await session.flush()
-    return anomaly
-
-
-async def suspend_site(
-    session: AsyncSession,
-    *,
-    anomaly_id: int,
-    note: str | None,
-    user_id: int | None,
-    now: datetime,
-) -> Anomaly:
-    """Suspend the alert's site (the qualification service's own transition, reversible from
-    the qualification page) and close the alert with the note."""
-    text = _clean_note(note)
-    anomaly = await _open_for_update(session, anomaly_id)
-    if anomaly.site_id is None:
-        raise InvalidInput("Cette alerte ne concerne pas un lieu.", code="anomaly_without_site")
-    await accounts.set_qualification(
-        session, site_id=anomaly.site_id, to=Qualification.suspended, now=now
-    )
-    anomaly.status, anomaly.resolution_note = "site_suspended", text
-    anomaly.resolved_at, anomaly.resolved_by = now, user_id
-    await session.flush()
-    return anomaly
-
-
-async def financer_programme_ids(session: AsyncSession, *, financer_id: int) -> list[int]:
-    """The programmes a financer takes part in (the alerts it may see)."""
-    return [
-        int(p)
-        for p in (
-            await session.scalars(
-                sa.text(
-                    "SELECT DISTINCT programme_id FROM programme_financer "
-                    "WHERE organisation_id = :org"
-                ),
-                {"org": financer_id},
-            )
-        ).all()
-    ]

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import OperatorAdmin, SessionDep, require
 from api.security import Principal
-from clearing import anomalies
+from clearing import anomaly_review
 from clearing.anomaly_models import Anomaly
 from kit.clock import utcnow
 from pass_.enums import Role
@@ -40,7 +40,7 @@ class AnomalyRead(BaseModel):
 
 
 class AnomalyResolve(BaseModel):
-    note: str = Field(min_length=1, max_length=anomalies.MAX_NOTE, description="Pourquoi")
+    note: str = Field(min_length=1, max_length=anomaly_review.MAX_NOTE, description="Pourquoi")
 
 
 def read(a: Anomaly) -> AnomalyRead:
@@ -66,7 +66,9 @@ async def visible_programmes(session: SessionDep, principal: Principal) -> list[
     """None for the operator (every alert); a financer's programmes otherwise."""
     if principal.role == Role.operator_admin:
         return None
-    return await anomalies.financer_programme_ids(session, financer_id=principal.organisation_id)
+    return await anomaly_review.financer_programme_ids(
+        session, financer_id=principal.organisation_id
+    )
 
 
 @router.get("/anomalies", response_model=list[AnomalyRead])
@@ -77,7 +79,7 @@ async def list_anomalies(
 ) -> list[AnomalyRead]:
     """Alertes de la surveillance, les plus récentes d'abord (opérateur : toutes ; financeur :
     celles de ses programmes)."""
-    found = await anomalies.list_anomalies(
+    found = await anomaly_review.list_anomalies(
         session,
         status=None if status == "all" else status,
         programme_ids=await visible_programmes(session, principal),
@@ -94,7 +96,7 @@ async def resolve(
     anomaly_id: int, data: AnomalyResolve, principal: OperatorAdmin, session: SessionDep
 ) -> AnomalyRead:
     """Marque l'alerte « justifiée », avec une note qui dit pourquoi."""
-    done = await anomalies.resolve(
+    done = await anomaly_review.resolve(
         session, anomaly_id=anomaly_id, note=data.note, user_id=principal.user_id, now=utcnow()
     )
     return read(done)
@@ -109,7 +111,7 @@ async def suspend_site(
     anomaly_id: int, data: AnomalyResolve, principal: OperatorAdmin, session: SessionDep
 ) -> AnomalyRead:
     """Suspend le lieu de l'alerte (qualification « suspendu », réversible) et clôt l'alerte."""
-    done = await anomalies.suspend_site(
+    done = await anomaly_review.suspend_site(
         session, anomaly_id=anomaly_id, note=data.note, user_id=principal.user_id, now=utcnow()
     )
     return read(done)

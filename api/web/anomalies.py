@@ -13,7 +13,7 @@ from api.security import Principal
 from api.web import csrf
 from api.web.session import FinancerPage, OperatorPage, redirect
 from api.web.templating import render
-from clearing import anomalies
+from clearing import anomalies, anomaly_review
 from kit.clock import utcnow
 from kit.errors import DomainError
 
@@ -41,8 +41,8 @@ async def _page(
 ) -> Response:
     if status not in dict(STATUS_CHOICES):
         status = "open"
-    found = await anomalies.list_anomalies(session, status=status, programme_ids=programme_ids)
-    views = await anomalies.describe(session, found)
+    found = await anomaly_review.list_anomalies(session, status=status, programme_ids=programme_ids)
+    views = await anomaly_review.describe(session, found)
     rules = anomalies.explain_rules(thresholds(request.app.state.settings))
     return render(
         request,
@@ -99,12 +99,12 @@ async def close_alert(
         return render(request, "not_found.html", {"title": "Page introuvable"}, status_code=404)
     try:
         if action == "suspendre" and form.get("confirmation") != "oui":
-            raise anomalies.NoteRequired(
+            raise anomaly_review.NoteRequired(
                 "Cochez la case pour confirmer la suspension du lieu.", code="confirmation_required"
             )
         async with session.begin_nested():  # a refusal undoes only this
             if action == "justifier":
-                await anomalies.resolve(
+                await anomaly_review.resolve(
                     session,
                     anomaly_id=anomaly_id,
                     note=note,
@@ -112,7 +112,7 @@ async def close_alert(
                     now=utcnow(),
                 )
             else:
-                await anomalies.suspend_site(
+                await anomaly_review.suspend_site(
                     session,
                     anomaly_id=anomaly_id,
                     note=note,
@@ -144,7 +144,7 @@ async def close_alert(
 async def financer_alerts(
     request: Request, principal: FinancerPage, session: SessionDep, statut: str = "open"
 ) -> Response:
-    programmes = await anomalies.financer_programme_ids(
+    programmes = await anomaly_review.financer_programme_ids(
         session, financer_id=principal.organisation_id
     )
     return await _page(

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clearing import anomalies
+from clearing import anomalies, anomaly_review
 from clearing.anomalies import Thresholds
 from clearing.anomaly_models import Anomaly
 from kit.clock import PARIS, UTC
@@ -71,7 +71,7 @@ async def run(session: AsyncSession, now: datetime, **overrides: Any) -> anomali
 
 
 async def alerts(session: AsyncSession, rule: str, **where: Any) -> list[Anomaly]:
-    found = await anomalies.list_anomalies(session, status=None)
+    found = await anomaly_review.list_anomalies(session, status=None)
     return [
         a for a in found if a.rule == rule and all(getattr(a, k) == v for k, v in where.items())
     ]
@@ -344,7 +344,9 @@ async def test_a_normal_day_opens_nothing(session: AsyncSession, keyring: Keyrin
                 await redeem(session, scheme, site, next(cheques), at(day - timedelta(back), hour))
     await run(session, at(day, 19))
     mine = {s.id for s in sites}
-    found = [a for a in await anomalies.list_anomalies(session, status=None) if a.site_id in mine]
+    found = [
+        a for a in await anomaly_review.list_anomalies(session, status=None) if a.site_id in mine
+    ]
     assert found == []
 
 
@@ -365,11 +367,11 @@ async def test_an_alert_is_justified_with_a_note_or_closed_by_suspending_the_sit
     (first,) = await alerts(session, "booklet_burst", site_id=one.id)
     (second,) = await alerts(session, "booklet_burst", site_id=two.id)
 
-    with pytest.raises(anomalies.NoteRequired):
-        await anomalies.resolve(
+    with pytest.raises(anomaly_review.NoteRequired):
+        await anomaly_review.resolve(
             session, anomaly_id=first.id, note="  ", user_id=None, now=at(day, 13)
         )  # type: ignore[arg-type]
-    done = await anomalies.resolve(
+    done = await anomaly_review.resolve(
         session,
         anomaly_id=first.id,
         note="Atelier collectif de 5 séances",  # type: ignore[arg-type]
@@ -377,12 +379,12 @@ async def test_an_alert_is_justified_with_a_note_or_closed_by_suspending_the_sit
         now=at(day, 13),
     )
     assert done.status == "justified" and done.resolution_note == "Atelier collectif de 5 séances"
-    with pytest.raises(anomalies.AnomalyClosed):
-        await anomalies.resolve(
+    with pytest.raises(anomaly_review.AnomalyClosed):
+        await anomaly_review.resolve(
             session, anomaly_id=first.id, note="encore", user_id=None, now=at(day, 13)
         )  # type: ignore[arg-type]
 
-    closed = await anomalies.suspend_site(
+    closed = await anomaly_review.suspend_site(
         session,
         anomaly_id=second.id,
         note="Vérification sur place",
@@ -397,7 +399,7 @@ async def test_an_alert_is_justified_with_a_note_or_closed_by_suspending_the_sit
     assert len(await alerts(session, "booklet_burst", site_id=one.id)) == 1
     assert [
         a.id
-        for a in await anomalies.list_anomalies(session, status="open")
+        for a in await anomaly_review.list_anomalies(session, status="open")
         if a.site_id in (one.id, two.id)
     ] == []
 
