@@ -5,7 +5,7 @@ to PostgreSQL and laid out as one print-ready PDF — against the naive way of p
 
 Ours: `pass_.issuance.order_booklets` (Ed25519 `sign_many`, booklets and cheques written by one
 multi-row INSERT … SELECT unnest(…) per chunk of 4,000 rows), committed, then
-`pass_.issuance.order_pdf` (reads the order back, QR symbols computed on 2 processes, one PDF).
+`pass_.booklet_print.order_pdf` (reads the order back, QR symbols computed on 2 processes, one PDF).
 Baseline, measured in the same run on the same tokens: `qrcode` with its default settings
 (`make(fit=True)`: version search, all 8 masks evaluated) and one PNG per cheque, on a sample,
 extrapolated to a rate — and that before any signing, database write or page layout.
@@ -41,7 +41,7 @@ from kit.db import (  # noqa: E402
     with_database,
 )
 from migrations import registry  # noqa: E402
-from pass_ import accounts, issuance, programmes  # noqa: E402
+from pass_ import accounts, booklet_print, issuance, programmes  # noqa: E402
 from pass_.enums import FinancerRole, OrganisationKind, Qualification, Role  # noqa: E402
 from pass_.programmes import Actor  # noqa: E402
 from pass_.schemas import FinancerIn, IssuerIn, OrganisationCreate, ProgrammeCreate  # noqa: E402
@@ -136,7 +136,9 @@ async def run(args: argparse.Namespace, url: str, keys_dir: Path) -> None:
                 issuer_id=issuer_id, booklets=5, size=args.size, now=utcnow(),
             )  # fmt: skip
         async with sessionmaker() as session:
-            await issuance.order_pdf(session, actor=actor, order_id=warm.id, workers=args.workers)
+            await booklet_print.order_pdf(
+                session, actor=actor, order_id=warm.id, workers=args.workers
+            )
 
         start = time.perf_counter()
         async with transaction(sessionmaker) as session:
@@ -146,7 +148,7 @@ async def run(args: argparse.Namespace, url: str, keys_dir: Path) -> None:
             )  # fmt: skip
         stored = time.perf_counter()
         async with sessionmaker() as session:
-            pdf = await issuance.order_pdf(
+            pdf = await booklet_print.order_pdf(
                 session, actor=actor, order_id=order.id, workers=args.workers
             )
         done = time.perf_counter()

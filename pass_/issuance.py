@@ -1,5 +1,5 @@
 """Booklets and cheques: issuance at the desk, bulk orders printed ahead, hand-out,
-cancellation, the issuer's history and the printable PDFs (DESIGN.md §5).
+cancellation and the issuer's history (DESIGN.md §5); the printable PDFs are pass_/booklet_print.py.
 
 Money rules, each backed by the database:
 - a booklet becomes `active` (issued at the desk, or handed out from stock) only if one
@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import func, or_, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -37,22 +37,20 @@ from kit.clock import paris_day
 from kit.errors import Conflict, Forbidden, InvalidInput, NotFound
 from ledger import service as ledger
 from ledger.audit import Difference
-from pass_ import pdf, validity
+from pass_ import validity
 from pass_.beneficiaries import get_beneficiary
 from pass_.codes import ALPHABET, new_serial
-from pass_.enums import BookletStatus, ChequeStatus, OrganisationKind, Qualification, Role
+from pass_.enums import BookletStatus, ChequeStatus, Role
 from pass_.models import (
     Booklet,
     BookletOrder,
     Cheque,
-    Organisation,
     Programme,
     ProgrammeIssuer,
 )
 from pass_.programmes import Actor, get_programme, require_role
 from pass_.schemas import BookletPage, BookletRead, BookletSummary, ChequeRead, OrderRead
 from pass_.tokens import ChequeClaims, Keyring
-from pass_.validation import in_territory
 
 __all__ = [
     "Actor",
@@ -63,7 +61,6 @@ __all__ = [
     "ProgrammeEnded",
     "QuotaExceeded",
     "audit_issuance",
-    "booklet_pdf",
     "cancel_booklet",
     "get_booklet",
     "hand_out",
@@ -72,7 +69,6 @@ __all__ = [
     "new_booklet_number",
     "normalise_booklet_number",
     "order_booklets",
-    "order_pdf",
 ]
 
 MAX_ORDER_BOOKLETS = 2000
@@ -445,7 +441,7 @@ def _read(booklet: Booklet, cheques: Sequence[Cheque]) -> BookletRead:
     )
 
 
-async def _own_booklet(
+async def own_booklet(
     session: AsyncSession, *, issuer_id: int, ref: str | int, for_update: bool = False
 ) -> Booklet:
     """The issuer's booklet by id or printed number; another issuer's answers NotFound."""
@@ -467,7 +463,7 @@ async def _own_booklet(
 async def get_booklet(session: AsyncSession, *, actor: Actor, ref: str | int) -> BookletRead:
     """A booklet of the agent's issuer with its cheques (tokens included, for printing)."""
     require_role(actor, Role.issuer_agent)
-    booklet = await _own_booklet(session, issuer_id=actor.organisation_id, ref=ref)
+    booklet = await own_booklet(session, issuer_id=actor.organisation_id, ref=ref)
     return _read(booklet, await _cheques_of(session, [booklet.id]))  # type: ignore[list-item]
 
 
@@ -597,7 +593,7 @@ async def order_booklets(
 ) -> OrderRead:
     """A bulk order printed ahead: `booklets` booklets of `size` cheques, all `in_stock` at the
     issuer (no value, no capacity, no quota until handed out). Bulk inserts, no ORM objects per
-    cheque. The print-ready PDF is rendered on demand (`order_pdf`)."""
+    cheque. The print-ready PDF is rendered on demand (`booklet_print.order_pdf`)."""
     _may_order_for(actor, issuer_id)
     programme = await get_programme(session, programme_id)
     if not await _issuer_of(session, programme_id, issuer_id):
@@ -647,7 +643,7 @@ async def order_booklets(
     return await get_order(session, actor=actor, order_id=order.id)  # type: ignore[arg-type]
 
 
-async def _visible_order(session: AsyncSession, *, actor: Actor, order_id: int) -> BookletOrder:
+async def visible_order(session: AsyncSession, *, actor: Actor, order_id: int) -> BookletOrder:
     order = await session.get(BookletOrder, order_id)
     if order is None or not (
         actor.role == Role.operator_admin
@@ -659,7 +655,7 @@ async def _visible_order(session: AsyncSession, *, actor: Actor, order_id: int) 
 
 async def get_order(session: AsyncSession, *, actor: Actor, order_id: int) -> OrderRead:
     """An order with its booklets' numbers (for the operator and the ordering issuer)."""
-    order = await _visible_order(session, actor=actor, order_id=order_id)
+    order = await visible_order(session, actor=actor, order_id=order_id)
     rows = (
         await session.execute(
             select(col(Booklet.id), col(Booklet.number))
@@ -705,7 +701,7 @@ async def hand_out(
     Not in the programme's last `hand_out_stop_days` days (pass_/validity.py)."""
     require_role(actor, Role.issuer_agent)
     issuer_id = actor.organisation_id
-    booklet = await _own_booklet(session, issuer_id=issuer_id, ref=ref, for_update=True)
+    booklet = await own_booklet(session, issuer_id=issuer_id, ref=ref, for_update=True)
     if booklet.status != BookletStatus.in_stock.value:
         raise BookletNotInStock(booklet_id=booklet.id, status=booklet.status)
     beneficiary = await get_beneficiary(session, issuer_id=issuer_id, beneficiary_id=beneficiary_id)
@@ -766,7 +762,7 @@ async def cancel_booklet(
     cheques become `cancelled` (redeemed ones stay), the active ones' value goes back to the
     programme's available credit, capacity and quota are freed."""
     require_role(actor, Role.issuer_agent)
-    booklet = await _own_booklet(session, issuer_id=actor.organisation_id, ref=ref, for_update=True)
+    booklet = await own_booklet(session, issuer_id=actor.organisation_id, ref=ref, for_update=True)
     if booklet.status == BookletStatus.cancelled.value:
         raise BookletAlreadyCancelled(booklet_id=booklet.id, cancelled_at=booklet.cancelled_at)
     rows = (await session.execute(_CANCEL_CHEQUES, {"booklet_id": booklet.id, "now": now})).all()
@@ -801,117 +797,6 @@ async def cancel_booklet(
             },
         )
     return await get_booklet(session, actor=actor, ref=booklet.id)  # type: ignore[arg-type]
-
-
-# --------------------------------------------------------------------------- printing
-
-
-def _site_print(site: Organisation) -> pdf.SitePrint:
-    # Organisations carry a commune code, not its name; addresses are written
-    # "street, town", so the town is read from there when it is.
-    address = site.address or ""
-    street, _, town = address.rpartition(",")
-    if street and town.strip():
-        return pdf.SitePrint(site.name, town.strip(), street.strip())
-    return pdf.SitePrint(site.name, f"commune {site.commune_insee}", address)
-
-
-async def qualified_sites(session: AsyncSession, territory: Sequence[str]) -> list[Organisation]:
-    """The qualified mediation sites of a territory (département or commune codes)."""
-    candidates = (
-        await session.scalars(
-            select(Organisation)
-            .where(
-                col(Organisation.kind) == OrganisationKind.site.value,
-                col(Organisation.qualification) == Qualification.qualified.value,
-                or_(*(col(Organisation.commune_insee).startswith(code) for code in territory)),
-            )
-            .order_by(col(Organisation.commune_insee), col(Organisation.name))
-        )
-    ).all()
-    return [s for s in candidates if in_territory(s.commune_insee, list(territory))]
-
-
-def territory_label(territory: Sequence[str]) -> str:
-    parts = [f"département {code}" if len(code) <= 3 else f"commune {code}" for code in territory]
-    return ", ".join(parts)
-
-
-async def _prints(
-    session: AsyncSession, booklets: Sequence[Booklet], public_url: str = ""
-) -> list[pdf.BookletPrint]:
-    """What the PDF renderer needs for booklets of one programme and issuer (`public_url`: where
-    the cover's QR code sends a phone, see pdf.BookletPrint.cover_url)."""
-    if not booklets:
-        return []
-    programme = await get_programme(session, booklets[0].programme_id)
-    issuer = await session.get(Organisation, booklets[0].issuer_id)
-    sites = [_site_print(s) for s in await qualified_sites(session, programme.territory)]
-    by_booklet: dict[int, list[pdf.ChequePrint]] = {}
-    rows = await session.execute(
-        select(
-            col(Cheque.booklet_id),
-            col(Cheque.serial),
-            col(Cheque.token),
-            col(Cheque.value_cents),
-            col(Cheque.valid_from),
-            col(Cheque.valid_until),
-            col(Cheque.redeem_until),
-        )
-        .where(col(Cheque.booklet_id).in_([b.id for b in booklets]))
-        .order_by(col(Cheque.booklet_id), col(Cheque.position))
-    )
-    for booklet_id, *fields in rows.all():
-        by_booklet.setdefault(booklet_id, []).append(pdf.ChequePrint(*fields))
-    label = territory_label(programme.territory)
-    issuer_name = issuer.name if issuer else ""
-    return [
-        pdf.BookletPrint(
-            number=b.number,
-            programme_name=programme.name,
-            issuer_name=issuer_name,
-            territory_label=label,
-            cheques=by_booklet.get(b.id, []),  # type: ignore[arg-type]
-            sites=sites,
-            check_code=b.check_code,
-            public_url=public_url,
-        )
-        for b in booklets
-    ]
-
-
-async def booklet_pdf(
-    session: AsyncSession, *, actor: Actor, ref: str | int, public_url: str = ""
-) -> bytes:
-    """The printable booklet (cover with the territory's qualified sites, then the cheques);
-    for its issuer only."""
-    require_role(actor, Role.issuer_agent)
-    booklet = await _own_booklet(session, issuer_id=actor.organisation_id, ref=ref)
-    [booklet_print] = await _prints(session, [booklet], public_url)
-    return await asyncio.to_thread(pdf.render_booklet, booklet_print)
-
-
-async def order_prints(
-    session: AsyncSession, *, actor: Actor, order_id: int, public_url: str = ""
-) -> list[pdf.BookletPrint]:
-    await _visible_order(session, actor=actor, order_id=order_id)
-    booklets = (
-        await session.scalars(
-            select(Booklet).where(col(Booklet.order_id) == order_id).order_by(col(Booklet.id))
-        )
-    ).all()
-    return await _prints(session, booklets, public_url)
-
-
-async def order_pdf(
-    session: AsyncSession, *, actor: Actor, order_id: int, workers: int = 2, public_url: str = ""
-) -> bytes:
-    """The order's print-ready PDF, every booklet after its cover (QR codes computed on
-    `workers` processes)."""
-    prints = await order_prints(
-        session, actor=actor, order_id=order_id, public_url=public_url
-    )
-    return await asyncio.to_thread(pdf.render_booklets_parallel, prints, workers)
 
 
 # --------------------------------------------------------------------------- audit

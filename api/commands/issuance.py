@@ -48,7 +48,7 @@ def order(
     from api.cli import run_with_sessionmaker
     from kit.db import transaction
     from kit.errors import DomainError
-    from pass_ import issuance
+    from pass_ import booklet_print, issuance
     from pass_.enums import OrganisationKind, Role
     from pass_.models import Organisation
     from pass_.programmes import Actor
@@ -76,7 +76,7 @@ def order(
                 now=utcnow(),
             )
         async with sessionmaker() as session:
-            content = await issuance.order_pdf(
+            content = await booklet_print.order_pdf(
                 session,
                 actor=actor,
                 order_id=placed.id,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from api.deps import IssuerAgent, SessionDep
 from kit.clock import utcnow
-from pass_ import issuance
+from pass_ import booklet_print, issuance
 from pass_.enums import BookletStatus
 from pass_.programmes import Actor
 from pass_.schemas import BookletCancel, BookletCreate, BookletPage, BookletRead, HandOut
@@ -64,7 +64,7 @@ async def get_booklet(booklet: str, principal: IssuerAgent, session: SessionDep)
 async def booklet_pdf(
     booklet: str, principal: IssuerAgent, session: SessionDep, request: Request
 ) -> Response:
-    content = await issuance.booklet_pdf(
+    content = await booklet_print.booklet_pdf(
         session,
         actor=Actor.of(principal),
         ref=booklet,

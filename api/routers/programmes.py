@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request, Response
 
 from api.deps import CurrentUser, IssuerOrOperator, OperatorAdmin, SessionDep
 from kit.clock import paris_today, utcnow
-from pass_ import issuance, programmes
+from pass_ import booklet_print, issuance, programmes
 from pass_.programmes import Actor
 from pass_.schemas import OrderCreate, OrderRead, ProgrammeCreate, ProgrammeDetail, ProgrammeRead
 
@@ -65,7 +65,7 @@ async def get_order(order_id: int, principal: IssuerOrOperator, session: Session
 async def order_pdf(
     order_id: int, principal: IssuerOrOperator, session: SessionDep, request: Request
 ) -> Response:
-    content = await issuance.order_pdf(
+    content = await booklet_print.order_pdf(
         session,
         actor=Actor.of(principal),
         order_id=order_id,

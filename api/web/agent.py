@@ -18,7 +18,7 @@ from api.web.templating import render
 from api.web.validity import alerts_for
 from kit.clock import utcnow
 from kit.errors import DomainError
-from pass_ import beneficiaries, issuance, programmes, reporting
+from pass_ import beneficiaries, booklet_print, issuance, programmes, reporting
 from pass_ import communes as commune_ref
 from pass_.enums import BookletStatus, NeedLevel
 from pass_.programmes import Actor
@@ -338,7 +338,7 @@ async def booklet_pdf(
     ref: str, request: Request, principal: AgentPage, session: SessionDep
 ) -> Response:
     try:
-        content = await issuance.booklet_pdf(
+        content = await booklet_print.booklet_pdf(
             session,
             actor=Actor.of(principal),
             ref=ref,

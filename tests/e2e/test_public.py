@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.seed import DEMO_PASSWORD, seed_demo
 from kit.clock import utcnow
-from pass_ import beneficiaries, issuance
+from pass_ import beneficiaries, booklet_print, issuance
 from pass_.enums import Role
 from pass_.models import AppUser, Programme
 from pass_.programmes import DEMO_PROGRAMME_NAME, Actor
@@ -69,7 +69,7 @@ async def issued_booklet(db: Any, settings: Any, live_server: str) -> tuple[str,
             size=5,
             now=utcnow(),
         )
-        content = await issuance.booklet_pdf(
+        content = await booklet_print.booklet_pdf(
             session, actor=actor, ref=booklet.id, public_url=live_server
         )
         return booklet.number, content
