@@ -90,12 +90,12 @@ def serve(
     Keyring.load_or_create(settings.keys_dir)
     # One sealer process beside the workers, rather than a sealer task in each worker, and one
     # rollup process likewise (the figures of the pages, counted off the hot path).
-    sealer = _side_process(settings.sealer_in_app, _sealer_main, "passnum-sealer",
-                           settings.log_json, settings.sealer_interval)
+    sealer = _side_process(settings.sealer_in_app, "passnum-sealer", settings.log_json,
+                           settings.sealer_interval)
     if sealer is not None:
         os.environ["PASSNUM_SEALER_IN_APP"] = "false"  # read by the workers' settings
-    rollup = _side_process(settings.rollup_in_app, _rollup_main, "passnum-rollup",
-                           settings.log_json, settings.rollup_interval)
+    rollup = _side_process(settings.rollup_in_app, "passnum-rollup", settings.log_json,
+                           settings.rollup_interval)
     if rollup is not None:
         os.environ["PASSNUM_ROLLUP_IN_APP"] = "false"  # read by the workers' settings
     # uvicorn stops on SIGTERM, then raises the signal again once its server is down: with the
@@ -132,8 +132,7 @@ def serve(
         os.kill(os.getpid(), stopped_by)
 
 
-def _side_process(wanted: bool, target: Callable[..., None], name: str, log_json: bool,
-                  interval: float) -> Any:
+def _side_process(wanted: bool, name: str, log_json: bool, interval: float) -> Any:
     """A process of `serve` beside the workers (spawned, so it shares no state with them),
     given the database, the log format, its interval and this process's id to die with."""
     if not wanted:
@@ -141,7 +140,8 @@ def _side_process(wanted: bool, target: Callable[..., None], name: str, log_json
     import multiprocessing
 
     process = multiprocessing.get_context("spawn").Process(
-        target=target, args=(os.environ["DATABASE_URL"], log_json, interval, os.getpid()),
+        target=_side_main,
+        args=(name, os.environ["DATABASE_URL"], log_json, interval, os.getpid()),
         name=name, daemon=True,
     )
     process.start()
@@ -188,45 +188,33 @@ def _die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _sealer_main(database_url: str, log_json: bool, interval: float,
-                 parent_pid: int | None = None) -> None:
-    """The sealer process of `passnum serve` (ledger.sealer.run_forever), logging as the app.
+# The loops `serve` runs in processes of their own beside the workers, by process name.
+_SIDE_LOOPS = {
+    "passnum-sealer": ("ledger.sealer", "run_sealer_loop"),  # chains the committed entries
+    "passnum-rollup": ("pass_.reporting", "run_rollup_loop"),  # counts them into the figures
+}
 
-    Ctrl-C reaches the whole process group: the sealer ignores it and is ended by `serve`,
-    which stops it after the web server (or by the parent-death watch if `serve` is gone)."""
+
+def _side_main(name: str, database_url: str, log_json: bool, interval: float,
+               parent_pid: int | None = None) -> None:
+    """A side process of `passnum serve` (the sealer, the rollup), logging as the app, running
+    its loop every `interval` seconds on an engine of its own.
+
+    Ctrl-C reaches the whole process group: a side process ignores it and is ended by
+    `serve`, which stops it after the web server (or by the parent-death watch if `serve` is
+    gone). Sealing in its own process also keeps the hashing of a second's worth of entries
+    off the workers' event loops."""
     from api import logging as api_logging
-    from ledger.sealer import run_forever
+    from kit.db import run_with_own_engine
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent_pid or os.getppid())
     api_logging.configure(json=log_json)
     with contextlib.suppress(OSError):  # named in ps and top (Linux)
-        Path("/proc/self/comm").write_text("passnum-sealer")
-    run_forever(database_url, interval)
-
-
-def _rollup_main(database_url: str, log_json: bool, interval: float,
-                 parent_pid: int | None = None) -> None:
-    """The rollup process of `passnum serve` (pass_.reporting.run_rollup_loop); like the
-    sealer, it ignores Ctrl-C (ended by `serve`) and dies with its parent."""
-    from api import logging as api_logging
-    from kit.db import make_engine, make_sessionmaker
-    from pass_.reporting import run_rollup_loop
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent(parent_pid or os.getppid())
-    api_logging.configure(json=log_json)
-    with contextlib.suppress(OSError):
-        Path("/proc/self/comm").write_text("passnum-rollup")
-
-    async def main() -> None:
-        engine = make_engine(database_url, pool_size=1, max_overflow=0)
-        try:
-            await run_rollup_loop(make_sessionmaker(engine), interval)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(main())
+        Path("/proc/self/comm").write_text(name)
+    module, function = _SIDE_LOOPS[name]
+    loop = getattr(importlib.import_module(module), function)
+    run_with_own_engine(database_url, lambda sessionmaker: loop(sessionmaker, interval))
 
 
 @app.command()

@@ -6,8 +6,9 @@ With no DATABASE_URL the service runs a private PostgreSQL from the `pgserver` w
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
@@ -91,6 +92,23 @@ def make_engine(
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, class_=AsyncSession)
+
+
+def run_with_own_engine(
+    database_url: str,
+    work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[None]],
+) -> None:
+    """A process's main: run `work` on an engine of one connection of its own, disposed of
+    when `work` ends (the side processes of `passnum serve`: the sealer, the rollup)."""
+
+    async def main() -> None:
+        engine = make_engine(database_url, pool_size=1, max_overflow=0)
+        try:
+            await work(make_sessionmaker(engine))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(main())
 
 
 @asynccontextmanager

@@ -211,19 +211,3 @@ async def chain_head(session: AsyncSession) -> tuple[int, str] | None:
     even a truncated chain tail can be detected against the published value."""
     row = (await session.execute(_LAST_SEALED)).first()
     return (int(row[0]), str(row[1])) if row else None
-
-
-def run_forever(database_url: str, interval: float = 1.0) -> None:
-    """A sealer process's main: seal every `interval` seconds until terminated. `passnum
-    serve` runs one beside its web workers, so that sealing a second's worth of entries
-    (hashing each in Python) never holds up a request on a worker's event loop."""
-    from kit.db import make_engine, make_sessionmaker
-
-    async def main() -> None:
-        engine = make_engine(database_url, pool_size=1, max_overflow=0)
-        try:
-            await run_sealer_loop(make_sessionmaker(engine), interval)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(main())
