@@ -11,7 +11,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from pass_ import pdf
+from pass_ import communes, pdf
 from pass_.enums import OrganisationKind, Qualification, Role
 from pass_.issuance import own_booklet, visible_order
 from pass_.models import Booklet, Cheque, Organisation
@@ -19,14 +19,15 @@ from pass_.programmes import Actor, get_programme, require_role
 from pass_.validation import in_territory
 
 
-def _site_print(site: Organisation) -> pdf.SitePrint:
-    # Organisations carry a commune code, not its name; addresses are written
-    # "street, town", so the town is read from there when it is.
+def _site_print(site: Organisation, commune_names: dict[str, str]) -> pdf.SitePrint:
+    # Addresses are written "street, town", so the town is read from there when it is; else
+    # the commune's name from the reference (its code only if the reference lacks it).
     address = site.address or ""
     street, _, town = address.rpartition(",")
     if street and town.strip():
         return pdf.SitePrint(site.name, town.strip(), street.strip())
-    return pdf.SitePrint(site.name, f"commune {site.commune_insee}", address)
+    name = commune_names.get(site.commune_insee, f"commune {site.commune_insee}")
+    return pdf.SitePrint(site.name, name, address)
 
 
 async def qualified_sites(session: AsyncSession, territory: Sequence[str]) -> list[Organisation]:
@@ -59,7 +60,9 @@ async def _prints(
         return []
     programme = await get_programme(session, booklets[0].programme_id)
     issuer = await session.get(Organisation, booklets[0].issuer_id)
-    sites = [_site_print(s) for s in await qualified_sites(session, programme.territory)]
+    qualified = await qualified_sites(session, programme.territory)
+    names = await communes.names(session, (s.commune_insee for s in qualified))
+    sites = [_site_print(s, names) for s in qualified]
     by_booklet: dict[int, list[pdf.ChequePrint]] = {}
     rows = await session.execute(
         select(
