@@ -46,8 +46,12 @@ async def qualified_sites(session: AsyncSession, territory: Sequence[str]) -> li
     return [s for s in candidates if in_territory(s.commune_insee, list(territory))]
 
 
-def territory_label(territory: Sequence[str]) -> str:
-    parts = [f"département {code}" if len(code) <= 3 else f"commune {code}" for code in territory]
+def territory_label(territory: Sequence[str], commune_names: dict[str, str]) -> str:
+    """« département 35 », or a commune by its name (its code only if the reference lacks it)."""
+    parts = [
+        f"département {code}" if len(code) <= 3 else commune_names.get(code, f"commune {code}")
+        for code in territory
+    ]
     return ", ".join(parts)
 
 
@@ -61,7 +65,9 @@ async def _prints(
     programme = await get_programme(session, booklets[0].programme_id)
     issuer = await session.get(Organisation, booklets[0].issuer_id)
     qualified = await qualified_sites(session, programme.territory)
-    names = await communes.names(session, (s.commune_insee for s in qualified))
+    names = await communes.names(
+        session, [*(s.commune_insee for s in qualified), *programme.territory]
+    )
     sites = [_site_print(s, names) for s in qualified]
     by_booklet: dict[int, list[pdf.ChequePrint]] = {}
     rows = await session.execute(
@@ -79,7 +85,7 @@ async def _prints(
     )
     for booklet_id, *fields in rows.all():
         by_booklet.setdefault(booklet_id, []).append(pdf.ChequePrint(*fields))
-    label = territory_label(programme.territory)
+    label = territory_label(programme.territory, names)
     issuer_name = issuer.name if issuer else ""
     return [
         pdf.BookletPrint(

@@ -646,21 +646,22 @@ async def test_the_audit_recomputes_counters_and_outstanding_from_the_cheques(
 # --------------------------------------------------------------------------- printing
 
 
-async def test_the_cover_names_a_sites_commune_from_the_reference_not_its_code(
+async def test_the_cover_names_communes_from_the_reference_not_by_their_code(
     session: AsyncSession, keyring: Keyring, tmp_path: object
 ) -> None:
-    """A qualified site whose address gives no town is listed on the cover under its commune's
-    name (Rennes), never its INSEE code."""
+    """A programme of one commune and a qualified site there whose address gives no town: the
+    cover names the commune (Andouillé-Neuville), in the territory and the site's line, never
+    by its INSEE code."""
     from pass_ import booklet_print
     from tests.pass_.test_pdf import pdf_text
 
     site = await make_org(session, OrganisationKind.site, name="Médiathèque sans ville",
-                          commune_insee="35238", address="Place de la Mairie")
-    funded = await make_programme(session)
+                          commune_insee="35003", address="Place de la Mairie")
+    funded = await make_programme(session, territory=("35003",))
     booklet = await issue(session, keyring, funded, size=5)
     content = await booklet_print.booklet_pdf(
         session, actor=agent(funded.issuers[0]), ref=booklet.id
     )
     cover = pdf_text(content, tmp_path).split("\f")[0]  # type: ignore[arg-type]
     assert site.name in cover
-    assert "Rennes" in cover and "35238" not in cover
+    assert "Andouillé-Neuville" in cover and "35003" not in cover
