@@ -1,7 +1,8 @@
 """Benchmark: every page and endpoint a person waits for, on a national-size database.
 
-    # build once (kept: the name is given), at the schema of 0007 so old code can read it
-    PYTHONPATH=/tmp/old18 .venv/bin/python bench/scale.py --db scale_1m --cheques 1000000 --build
+    # build once (kept: the name is given), at this code's schema (`--schema 0007_ledger_seal`
+    # builds at that revision, with the old code on PYTHONPATH, so that old code can read it)
+    PYTHONPATH=$PWD .venv/bin/python bench/scale.py --db scale_1m --cheques 1000000 --build
     # time with the code on PYTHONPATH (old code: "before"), then with this tree ("after")
     PYTHONPATH=/tmp/old18 .venv/bin/python bench/scale.py --db scale_1m --label before
     PYTHONPATH=$PWD .venv/bin/python bench/scale.py --db scale_1m --label after --upgrade
@@ -56,7 +57,6 @@ from kit.db import execute_on_server as admin  # noqa: E402
 from kit.db import libpq_url, make_engine, make_sessionmaker, resolve_url, with_database  # noqa: E402
 
 RESULTS = ROOT / "bench" / "scale_results.jsonl"
-BASE_REVISION = "0007_ledger_seal"
 SITES, FINANCERS, ISSUERS, PROGRAMMES = 3_000, 100, 500, 300
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)  # the bench's "today": after every redemption
 FAMILIES = ["caf", "assurance_maladie", "assurance_retraite", "msa", "france_travail", "impots",
@@ -627,6 +627,8 @@ def main() -> None:
     parser.add_argument("--db", help="database name on DATABASE_URL's server")
     parser.add_argument("--cheques", type=int, default=1_000_000)
     parser.add_argument("--build", action="store_true", help="create and fill the database")
+    parser.add_argument("--schema", default="head",
+                        help="the migration to build at (an old code's last one: 0007_ledger_seal)")
     parser.add_argument("--drop", action="store_true", help="drop the database and stop")
     parser.add_argument("--label", default="after")
     parser.add_argument("--upgrade", action="store_true",
@@ -654,7 +656,7 @@ def main() -> None:
         asyncio.run(admin(server_url, f'CREATE DATABASE "{args.db}"'))
         from migrations import registry
 
-        registry.upgrade(url, BASE_REVISION)
+        registry.upgrade(url, args.schema)
         t = time.perf_counter()
         asyncio.run(build(url, args.cheques))
         log(f"built {args.cheques:,} cheques in {time.perf_counter() - t:.0f} s "

@@ -1,12 +1,14 @@
 """Redemption: a qualified site cashes a cheque exactly once, online or from an offline batch.
 
 Every rule of DESIGN.md §5 and the writes are one database function, `pass_redeem`
-(pass_/redeem.sql; the table "rule → where" is in pass_/README.md), which every road calls:
-`redeem_cheque` (the API and the scan page), `redeem_offline` (one statement calling it per
-scan), `check_cheque` (its dry run). This module reads what a mediator typed or scanned
-(`parse_code`) and maps the function's refusal codes to the domain's errors. A token that is
-not the very copy stored at issuance has its Ed25519 signature verified here (`_verified`) and
-the function is asked again with the claims it carries, which must match the cheque.
+(pass_/redeem.sql; the table "rule → where" is in pass_/README.md), which every road calls
+through one statement (`_REDEEM_MANY`): `redeem_online` (the API and the scan page: one scan,
+or several that arrived together), `redeem_offline` (a batch), `check_cheque` (its dry run;
+`redeem_cheque` is `redeem_online` of one scan, raising its refusal). This module reads what
+a mediator typed or scanned (`parse_code`) and maps the function's refusal codes to the
+domain's errors. A token that is not the very copy stored at issuance has its Ed25519
+signature verified here (`_verified`) and the function is asked again with the claims it
+carries, which must match the cheque.
 
 Functions take `now` (UTC); the Paris day is derived from it (offline: from `scanned_at`), so
 tests need no clock patching.
@@ -15,7 +17,7 @@ tests need no clock patching.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
@@ -60,8 +62,10 @@ __all__ = [
     "audit_redemptions",
     "check_cheque",
     "parse_code",
+    "OnlineScanIn",
     "redeem_cheque",
     "redeem_offline",
+    "redeem_online",
     "reverse_redemption",
 ]
 
@@ -74,7 +78,6 @@ REVERSAL_KIND = "redemption_reversal"
 
 
 # --------------------------------------------------------------------------------- errors
-
 
 
 class ChequeNotFound(NotFound):
@@ -173,19 +176,11 @@ def parse_code(code: str, keyring: Keyring) -> ParsedCode:
 
 # --------------------------------------------------------------------------------- the rules
 
-# The one definition of the redemption (pass_/redeem.sql). `dry_run` decides without writing.
-_REDEEM = text("""
-SELECT refusal, redemption_id, cheque_id, serial, status, value_cents, valid_from,
-       redeem_until, redeemed_at, redeemed_here
-FROM pass_redeem(:serial, :token, :claimed_programme_id, :claimed_value_cents,
-                 :site_id, :user_id, :day, :at, :service, :demarche_family,
-                 CAST(:scanned_at AS timestamptz), CAST(:max_age AS interval),
-                 CAST(:skew AS interval), :dry_run)
-""")
-
-# An offline batch: the same function once per scan, in one statement. Scans are taken in
-# (serial, scanned_at) order: of two scans of one cheque the earlier one is decided first, and
-# every batch locks the cheques it shares with another in the same order (no deadlock).
+# The one definition of the redemption is pass_/redeem.sql. Every road calls it here, for one
+# scan or many (an offline batch, online scans that arrived together, each with its site and
+# user), once per scan in one statement; `dry_run` decides without writing (the check). Scans
+# are taken in (serial, scanned_at) order: of two scans of one cheque the earlier one is
+# decided first, and statements lock the cheques they share in the same order (no deadlock).
 _REDEEM_MANY = text("""
 SELECT x.n, r.refusal, r.redemption_id, r.cheque_id, r.serial, r.status, r.value_cents,
        r.valid_from, r.redeem_until, r.redeemed_at, r.redeemed_here
@@ -193,12 +188,14 @@ FROM (SELECT * FROM unnest(CAST(:serials AS text[]), CAST(:tokens AS text[]),
                            CAST(:programme_ids AS bigint[]), CAST(:values AS bigint[]),
                            CAST(:days AS date[]), CAST(:services AS text[]),
                            CAST(:demarches AS text[]), CAST(:scanned AS timestamptz[]),
-                           CAST(:ns AS int[]))
-          AS s(serial, token, programme_id, value_cents, day, service, demarche, scanned_at, n)
+                           CAST(:sites AS bigint[]), CAST(:users AS bigint[]), CAST(:ns AS int[]))
+          AS s(serial, token, programme_id, value_cents, day, service, demarche, scanned_at,
+               site_id, user_id, n)
       ORDER BY s.serial, s.scanned_at, s.n) AS x
-CROSS JOIN LATERAL pass_redeem(x.serial, x.token, x.programme_id, x.value_cents, :site_id,
-                               :user_id, x.day, :at, x.service, x.demarche, x.scanned_at,
-                               CAST(:max_age AS interval), CAST(:skew AS interval), false) AS r
+CROSS JOIN LATERAL pass_redeem(x.serial, x.token, x.programme_id, x.value_cents, x.site_id,
+                               x.user_id, x.day, :at, x.service, x.demarche, x.scanned_at,
+                               CAST(:max_age AS interval), CAST(:skew AS interval),
+                               CAST(:dry_run AS boolean)) AS r
 """)
 
 
@@ -238,25 +235,7 @@ def _verified(call: _Call, row: Any, keyring: Keyring) -> _Call | None:
     if row.refusal not in ("invalid_token", "cheque_not_found"):
         return None
     claims = keyring.verify(call.parsed.token)
-    return _replace_claims(call, claims) if row.refusal == "invalid_token" else None
-
-
-def _replace_claims(call: _Call, claims: tokens.ChequeClaims) -> _Call:
-    return _Call(call.parsed, call.day, call.service, call.demarche_family, call.scanned_at,
-                 claims)
-
-
-async def _decide(
-    session: AsyncSession, call: _Call, *, keyring: Keyring, site_id: int,
-    user_id: int | None, now: datetime, dry_run: bool,
-) -> Any:
-    """The function's answer for one code (asked again for a re-signed token)."""
-    base = {"site_id": site_id, "user_id": user_id, "at": now, "dry_run": dry_run}
-    row = (await session.execute(_REDEEM, {**_params(call), **base})).one()
-    again = _verified(call, row, keyring)
-    if again is not None:
-        row = (await session.execute(_REDEEM, {**_params(again), **base})).one()
-    return row
+    return replace(call, claims=claims) if row.refusal == "invalid_token" else None
 
 
 def _refusal(row: Any, *, offline: bool = False) -> DomainError:
@@ -306,6 +285,47 @@ def _demarche(value: DemarcheFamily | str | None) -> str | None:
 # --------------------------------------------------------------------------------- online
 
 
+@dataclass(frozen=True, slots=True)
+class OnlineScanIn:
+    """One online scan: who (site, user) scanned what code, for which service."""
+
+    site_id: int
+    user_id: int | None
+    code: str
+    service: Service
+    demarche_family: DemarcheFamily | None
+
+
+async def redeem_online(
+    session: AsyncSession, *, keyring: Keyring, scans: Sequence[OnlineScanIn], now: datetime
+) -> list[RedemptionRead | DomainError]:
+    """Redeem online scans now — one, or several that arrived together at any sites (the API
+    groups them: api/redeem_online.py) — in one statement calling `pass_redeem` for each (and
+    one more for any re-signed token). One result per scan, in order: the redemption, or the
+    refusal, with nothing written for it. A second scan of a cheque its site redeemed is a
+    plain `cheque_already_redeemed` online (the mediator sees it at once)."""
+    day = paris_day(now)
+    calls: dict[int, _Call | DomainError] = {}
+    for i, scan in enumerate(scans):
+        try:
+            calls[i] = _Call(parse_code(scan.code, keyring), day, Service(scan.service).value,
+                             _demarche(scan.demarche_family))
+        except DomainError as exc:
+            calls[i] = exc
+    rows = await _decide_many(session, calls, keyring=keyring, now=now,
+                              sites=[s.site_id for s in scans], users=[s.user_id for s in scans],
+                              dry_run=False)
+    return [row if isinstance(row := rows[i], DomainError) else
+            _refusal(row) if row.refusal is not None else _read(row, scan.site_id)
+            for i, scan in enumerate(scans)]
+
+
+def _read(row: Any, site_id: int) -> RedemptionRead:
+    return RedemptionRead.model_construct(id=row.redemption_id, cheque_serial=row.serial,
+                                          value_cents=row.value_cents,
+                                          redeemed_at=row.redeemed_at, site_id=site_id)
+
+
 async def redeem_cheque(
     session: AsyncSession,
     *,
@@ -317,24 +337,13 @@ async def redeem_cheque(
     demarche_family: DemarcheFamily | None,
     now: datetime,
 ) -> RedemptionRead:
-    """Redeem the cheque `code` (serial or token) at `site_id`, now; raise why not.
-
-    One statement (`pass_redeem`). Every refusal is raised with nothing written, so a caller
-    may store it and commit without a savepoint (api/idempotency.py relies on this). A second
-    scan of a cheque this site redeemed says so (`duplicate_of`)."""
-    call = _Call(parse_code(code, keyring), paris_day(now), Service(service).value,
-                 _demarche(demarche_family))
-    row = await _decide(session, call, keyring=keyring, site_id=site_id, user_id=user_id,
-                        now=now, dry_run=False)
-    if row.refusal is not None:
-        raise _refusal(row)
-    return RedemptionRead(
-        id=row.redemption_id,
-        cheque_serial=row.serial,
-        value_cents=row.value_cents,
-        redeemed_at=row.redeemed_at,
-        site_id=site_id,
-    )
+    """Redeem the cheque `code` at `site_id`, now; raise why not (`redeem_online` of one
+    scan). Every refusal is raised with nothing written."""
+    [result] = await redeem_online(session, keyring=keyring, now=now, scans=[
+        OnlineScanIn(site_id, user_id, code, service, demarche_family)])
+    if isinstance(result, DomainError):
+        raise result
+    return result
 
 
 # Refusals that concern the code or the site: the check raises them instead of answering.
@@ -350,8 +359,10 @@ async def check_cheque(
     Refusals tied to the code or the site raise (`invalid_*`, `cheque_not_found`,
     `site_not_qualified`); the others answer `redeemable: false` with the reason."""
     call = _Call(parse_code(code, keyring), paris_day(now), None, None)
-    row = await _decide(session, call, keyring=keyring, site_id=site_id, user_id=None,
-                        now=now, dry_run=True)
+    [row] = (await _decide_many(session, {0: call}, keyring=keyring, now=now, sites=[site_id],
+                                users=[None], dry_run=True)).values()
+    if isinstance(row, DomainError):  # a forged token
+        raise row
     refusal = None if row.refusal is None else _refusal(row)
     if refusal is not None and row.refusal in _CHECK_RAISES:
         raise refusal
@@ -400,35 +411,51 @@ async def redeem_offline(
     Each scan is accepted or refused on its own with the codes of the online road; a second
     scan of a cheque (in this batch, or already redeemed by this site) is a `conflict`. One
     statement calls `pass_redeem` for every scan (and one more for any re-signed token)."""
-    outcomes: list[OfflineOutcome | None] = [None] * len(scans)
-    calls: dict[int, _Call] = {}
+    calls: dict[int, _Call | DomainError] = {}
     for i, scan in enumerate(scans):
         try:
             calls[i] = _Call(parse_code(scan.code, keyring), paris_day(scan.scanned_at),
                              Service(scan.service).value, _demarche(scan.demarche_family),
                              scan.scanned_at)
         except DomainError as exc:
-            outcomes[i] = OfflineOutcome("refused", error=exc)
+            calls[i] = exc
+    rows = await _decide_many(session, calls, keyring=keyring, now=now,
+                              sites=[site_id] * len(scans), users=[user_id] * len(scans),
+                              dry_run=False)
+    return [OfflineOutcome("refused", error=rows[i]) if isinstance(rows[i], DomainError)
+            else _outcome(rows[i], site_id) for i in range(len(scans))]
+
+
+async def _decide_many(
+    session: AsyncSession, calls: dict[int, _Call | DomainError], *, keyring: Keyring,
+    now: datetime, sites: Sequence[int], users: Sequence[int | None], dry_run: bool,
+) -> dict[int, Any]:
+    """The function's row for each call (asked again for the re-signed tokens), or the
+    DomainError of a code that could not be read or a forged token."""
+    decided: dict[int, Any] = {i: c for i, c in calls.items() if isinstance(c, DomainError)}
+    todo = {i: c for i, c in calls.items() if isinstance(c, _Call)}
     for _round in range(2):
         again: dict[int, _Call] = {}
-        for i, row in await _redeem_many(session, calls, site_id=site_id, user_id=user_id,
-                                         now=now):
+        for i, row in await _redeem_many(session, todo, sites=sites, users=users, now=now,
+                                         dry_run=dry_run):
             try:
-                retry = _verified(calls[i], row, keyring)
+                retry = _verified(todo[i], row, keyring)
             except DomainError as exc:
-                outcomes[i] = OfflineOutcome("refused", error=exc)
+                decided[i] = exc
                 continue
             if retry is not None:
                 again[i] = retry
             else:
-                outcomes[i] = _outcome(row, site_id)
-        calls = again
-    return [o if o is not None else _unreachable(i) for i, o in enumerate(outcomes)]
+                decided[i] = row
+        todo = again
+    if todo or len(decided) != len(calls):
+        raise RuntimeError(f"scans left undecided: {sorted(set(calls) - set(decided))}")
+    return decided
 
 
 async def _redeem_many(
-    session: AsyncSession, calls: dict[int, _Call], *, site_id: int, user_id: int | None,
-    now: datetime,
+    session: AsyncSession, calls: dict[int, _Call], *, sites: Sequence[int],
+    users: Sequence[int | None], now: datetime, dry_run: bool,
 ) -> list[tuple[int, Any]]:
     if not calls:
         return []
@@ -443,27 +470,22 @@ async def _redeem_many(
         "services": [p["service"] for p in params],
         "demarches": [p["demarche_family"] for p in params],
         "scanned": [p["scanned_at"] for p in params],
+        "sites": [sites[n] for n in ns],
+        "users": [users[n] for n in ns],
         "ns": ns,
         "max_age": OFFLINE_MAX_AGE,
         "skew": CLOCK_SKEW,
-        "site_id": site_id,
-        "user_id": user_id,
         "at": now,
+        "dry_run": dry_run,
     })
     return [(row[0], row) for row in rows.all()]
 
 
 def _outcome(row: Any, site_id: int) -> OfflineOutcome:
     if row.refusal is None:
-        return OfflineOutcome("accepted", redemption=RedemptionRead.model_construct(
-            id=row.redemption_id, cheque_serial=row.serial, value_cents=row.value_cents,
-            redeemed_at=row.redeemed_at, site_id=site_id))
+        return OfflineOutcome("accepted", redemption=_read(row, site_id))
     status: Literal["refused", "conflict"] = "conflict" if row.redeemed_here else "refused"
     return OfflineOutcome(status, error=_refusal(row, offline=True))
-
-
-def _unreachable(index: int) -> OfflineOutcome:
-    raise RuntimeError(f"offline scan {index} was left undecided")
 
 
 # --------------------------------------------------------------------------------- reversal
@@ -605,7 +627,6 @@ _CHEQUE_MESSAGES = {
     "redemption_differs_from_cheque": "Encaissement dont le programme ou la valeur diffère "
     "du chèque",
 }
-
 
 
 async def audit_redemptions(
