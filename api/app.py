@@ -132,6 +132,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from api.redeem_online import RedeemGroups
         from pass_.tokens import Keyring
 
         nonlocal engine
@@ -142,6 +143,7 @@ def create_app(
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.keyring = Keyring.load_or_create(settings.keys_dir)
+        app.state.redeem_groups = RedeemGroups()  # its Condition belongs to this event loop
         # Everything loaded so far (modules, routes, models) lives as long as the process: out
         # of the collector's sight, a full collection walks only what requests left behind
         # instead of pausing a worker for the whole heap (67 ms measured, a tail latency of

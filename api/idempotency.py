@@ -11,8 +11,11 @@ The rules (TigerBeetle's and Stripe's):
 - concurrent requests with one key: the key is reserved first (`INSERT … ON CONFLICT DO
   NOTHING`), so the unique (user_id, key) constraint decides. The second request waits on the
   first's uncommitted row, then finds the stored answer and replays it. Keys are always taken
-  before any cheque row lock, in key order, so an online request and an offline batch carrying
-  the same key cannot deadlock.
+  before any cheque row lock, in (user, key) order, so online scans and an offline batch
+  carrying the same keys cannot deadlock.
+
+Every road goes through `run_many`: an offline batch (one user's items), a group of online
+scans (api/redeem_online.py, one or several users).
 
 A reserved row has `status_code` 0 until the answer is written, within the same transaction:
 no other transaction ever sees it.
@@ -43,11 +46,11 @@ __all__ = [
     "InvalidIdempotencyKey",
     "answer_of_error",
     "fingerprint",
+    "Request",
     "load_many",
     "record_many",
     "reserve_many",
     "run_many",
-    "run_once",
 ]
 
 HEADER = "Idempotency-Key"
@@ -127,154 +130,129 @@ def answer_of_error(exc: DomainError) -> Answer:
     return Answer.of(status_for(exc.code), error_body(exc.code, exc.message, details))
 
 
+# The keys of several users at once (`Request.user_id`): an offline batch has one user, a
+# group of online scans (api/redeem_online.py) several.
 _RESERVE = text("""
 INSERT INTO idempotency_record (user_id, key, request_hash, status_code, response)
-SELECT :user_id, x.key, x.hash, 0, CAST('{}' AS json)
-FROM unnest(CAST(:keys AS text[]), CAST(:hashes AS text[])) AS x(key, hash)
-ORDER BY x.key
+SELECT x.user_id, x.key, x.hash, 0, CAST('{}' AS json)
+FROM unnest(CAST(:users AS bigint[]), CAST(:keys AS text[]), CAST(:hashes AS text[]))
+     AS x(user_id, key, hash)
+ORDER BY x.user_id, x.key
 ON CONFLICT (user_id, key) DO NOTHING
-RETURNING key
+RETURNING user_id, key
 """)
 
+# `r.user_id = ANY(…) AND r.key = ANY(…)` as well as the join: the planner then reaches the
+# records through the (user_id, key) index whatever it guesses of unnest's size. Without it,
+# once the table held a few tens of thousands of answers, it chose a hash join over the whole
+# table (measured: 10 ms of PostgreSQL CPU a redemption).
 _LOAD = text("""
-SELECT key, request_hash, status_code, CAST(response AS text)
-FROM idempotency_record
-WHERE user_id = :user_id AND key = ANY(CAST(:keys AS text[]))
+SELECT r.user_id, r.key, r.request_hash, r.status_code, CAST(r.response AS text)
+FROM idempotency_record r
+JOIN unnest(CAST(:users AS bigint[]), CAST(:keys AS text[])) AS x(user_id, key)
+  ON r.user_id = x.user_id AND r.key = x.key
+WHERE r.user_id = ANY(CAST(:users AS bigint[])) AND r.key = ANY(CAST(:keys AS text[]))
 """)
 
-# `r.key = ANY(…)` as well as the join: the planner then reaches the records through the
-# (user_id, key) index whatever it guesses of unnest's size. Without it, once the table held a
-# few tens of thousands of answers, it chose a hash join over the whole table (measured: 10 ms
-# of PostgreSQL CPU a redemption).
 _RECORD = text("""
 UPDATE idempotency_record r SET status_code = x.status, response = CAST(x.body AS json)
-FROM unnest(CAST(:keys AS text[]), CAST(:statuses AS smallint[]), CAST(:bodies AS text[]))
-     AS x(key, status, body)
-WHERE r.user_id = :user_id AND r.key = ANY(CAST(:keys AS text[])) AND r.key = x.key
-  AND r.status_code = 0
+FROM unnest(CAST(:users AS bigint[]), CAST(:keys AS text[]), CAST(:statuses AS smallint[]),
+            CAST(:bodies AS text[])) AS x(user_id, key, status, body)
+WHERE r.user_id = ANY(CAST(:users AS bigint[])) AND r.key = ANY(CAST(:keys AS text[]))
+  AND r.user_id = x.user_id AND r.key = x.key AND r.status_code = 0
 """)
 
+# (user id, key): what an answer is stored under.
+Scope = tuple[int, str]
 
-async def reserve_many(
-    session: AsyncSession, *, user_id: int, fingerprints: Mapping[str, str]
-) -> set[str]:
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One idempotent request: its user, its Idempotency-Key and its `fingerprint`."""
+
+    user_id: int
+    key: str
+    fingerprint: str
+
+    @property
+    def scope(self) -> Scope:
+        return (self.user_id, self.key)
+
+
+async def reserve_many(session: AsyncSession, fingerprints: Mapping[Scope, str]) -> set[Scope]:
     """Reserve the keys not used yet (waiting for concurrent holders); returns those reserved."""
     if not fingerprints:
         return set()
-    keys = sorted(fingerprints)
-    rows = await session.execute(
-        _RESERVE, {"user_id": user_id, "keys": keys, "hashes": [fingerprints[k] for k in keys]}
-    )
-    return {row[0] for row in rows}
+    scopes = sorted(fingerprints)
+    rows = await session.execute(_RESERVE, {
+        "users": [u for u, _ in scopes], "keys": [k for _, k in scopes],
+        "hashes": [fingerprints[s] for s in scopes]})
+    return {(row[0], row[1]) for row in rows}
 
 
 async def load_many(
-    session: AsyncSession, *, user_id: int, keys: Sequence[str]
-) -> dict[str, tuple[str, Answer]]:
-    """The stored (fingerprint, answer) of each key that has one."""
-    if not keys:
+    session: AsyncSession, scopes: Sequence[Scope]
+) -> dict[Scope, tuple[str, Answer]]:
+    """The stored (fingerprint, answer) of each (user, key) that has one."""
+    if not scopes:
         return {}
-    rows = await session.execute(_LOAD, {"user_id": user_id, "keys": list(keys)})
-    return {key: (fp, Answer(status, body)) for key, fp, status, body in rows if status != 0}
+    rows = await session.execute(_LOAD, {"users": [u for u, _ in scopes],
+                                         "keys": [k for _, k in scopes]})
+    return {(user, key): (fp, Answer(status, body))
+            for user, key, fp, status, body in rows if status != 0}
 
 
-async def record_many(
-    session: AsyncSession, *, user_id: int, answers: Mapping[str, Answer]
-) -> None:
+async def record_many(session: AsyncSession, answers: Mapping[Scope, Answer]) -> None:
     """Write the answers of keys this transaction reserved."""
     if not answers:
         return
-    keys = list(answers)
-    await session.execute(
-        _RECORD,
-        {
-            "user_id": user_id,
-            "keys": keys,
-            "statuses": [answers[k].status for k in keys],
-            "bodies": [answers[k].body for k in keys],
-        },
-    )
-
-
-async def _replay(session: AsyncSession, *, user_id: int, key: str, fp: str) -> Answer:
-    stored = (await load_many(session, user_id=user_id, keys=[key])).get(key)
-    if stored is None:  # cannot happen under READ COMMITTED: the holder committed its answer
-        raise RuntimeError(f"idempotency key {key!r} is taken but has no answer")
-    if stored[0] != fp:
-        raise IdempotencyConflict()
-    return stored[1]
-
-
-async def run_once(
-    session: AsyncSession,
-    *,
-    user_id: int,
-    key: str,
-    fingerprint: str,
-    work: Callable[[], Awaitable[Any]],
-    status: int = 201,
-    savepoint: bool = True,
-) -> tuple[Answer, bool]:
-    """Do `work` once per (user, key): returns (answer, replayed).
-
-    `work` returns the JSON body of a success (given `status`) or raises a DomainError, whose
-    error answer is stored too. It runs in a savepoint, so a refusal undoes whatever it wrote
-    while the key stays reserved for its answer. `savepoint=False` saves two round trips for
-    work that raises its DomainErrors before writing anything (and nothing else)."""
-    if not await reserve_many(session, user_id=user_id, fingerprints={key: fingerprint}):
-        return await _replay(session, user_id=user_id, key=key, fp=fingerprint), True
-    try:
-        if savepoint:
-            async with session.begin_nested():
-                body = await work()
-        else:
-            body = await work()
-        answer = Answer.of(status, body)
-    except DomainError as exc:
-        answer = answer_of_error(exc)
-    await record_many(session, user_id=user_id, answers={key: answer})
-    return answer, False
+    scopes = list(answers)
+    await session.execute(_RECORD, {
+        "users": [u for u, _ in scopes],
+        "keys": [k for _, k in scopes],
+        "statuses": [answers[s].status for s in scopes],
+        "bodies": [answers[s].body for s in scopes],
+    })
 
 
 async def run_many(
     session: AsyncSession,
-    *,
-    user_id: int,
-    requests: Sequence[tuple[str, str]],
+    requests: Sequence[Request],
     work: Callable[[list[int]], Awaitable[list[Answer]]],
 ) -> list[tuple[Answer, bool]]:
-    """Many requests at once, each under its own key (an offline batch), with the rules of
-    `run_once` for each: returns (answer, replayed) for each (key, fingerprint) of `requests`.
+    """Each request done once per (user, key): returns (answer, replayed) for each, in order.
 
-    `work(indices)` answers the requests not answered before — the first of each new key — in
-    the order given; each refusal is an answer, so it raises nothing. A key repeated in
-    `requests` gets the answer of its first occurrence, or `idempotency_conflict` if the
-    fingerprints differ."""
-    first: dict[str, int] = {}
-    for n, (key, _fp) in enumerate(requests):
-        first.setdefault(key, n)
+    `work(indices)` answers the requests not answered before — the first of each new (user,
+    key) — in the order given; each refusal is an answer (its DomainError's, `answer_of_error`)
+    and writes nothing, so `work` raises nothing but the unexpected. A (user, key) answered
+    before is replayed if the fingerprints agree, `idempotency_conflict` otherwise; one
+    repeated among `requests` gets the answer of its first occurrence (or the conflict)."""
+    first: dict[Scope, int] = {}
+    for n, request in enumerate(requests):
+        first.setdefault(request.scope, n)
     reserved = await reserve_many(
-        session, user_id=user_id, fingerprints={key: requests[n][1] for key, n in first.items()}
-    )
-    stored = await load_many(session, user_id=user_id, keys=[k for k in first if k not in reserved])
+        session, {scope: requests[n].fingerprint for scope, n in first.items()})
+    stored = await load_many(session, [s for s in first if s not in reserved])
     answers: dict[int, tuple[Answer, bool]] = {}
-    for key, n in first.items():
-        if key not in reserved:
-            fp, answer = stored[key]
-            answers[n] = (answer, True) if fp == requests[n][1] else (_conflict(), False)
-    fresh = [n for key, n in first.items() if key in reserved]
+    for scope, n in first.items():
+        if scope not in reserved:
+            if scope not in stored:  # cannot happen under READ COMMITTED: the holder committed
+                raise RuntimeError(f"idempotency key {scope!r} is taken but has no answer")
+            fp, answer = stored[scope]
+            answers[n] = (answer, True) if fp == requests[n].fingerprint else (_conflict(), False)
+    fresh = [n for scope, n in first.items() if scope in reserved]
     for n, answer in zip(fresh, await work(fresh), strict=True):
         answers[n] = (answer, False)
-    await record_many(
-        session, user_id=user_id, answers={requests[n][0]: answers[n][0] for n in fresh}
-    )
+    await record_many(session, {requests[n].scope: answers[n][0] for n in fresh})
     result = []
-    for n, (key, fp) in enumerate(requests):
-        m = first[key]
+    for n, request in enumerate(requests):
+        m = first[request.scope]
         if m == n:
             result.append(answers[n])
+        elif requests[m].fingerprint == request.fingerprint:
+            result.append((answers[m][0], True))
         else:
-            result.append((answers[m][0], True) if requests[m][1] == fp else (_conflict(), False))
+            result.append((_conflict(), False))
     return result
 
 

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from api import anomaly_watch, idempotency
-from api.deps import SessionDep, SiteMediator, require
+from api import anomaly_watch, idempotency, redeem_online
+from api.deps import SessionDep, SiteMediator, SiteMediatorToken, require
 from api.idempotency import Answer, IdempotencyKey
 from api.metrics import REDEMPTIONS
 from api.ratelimit import enforce
@@ -64,34 +64,17 @@ def _fingerprint(code: str, service_: str, demarche_family: str | None) -> str:
 async def redeem(
     data: RedemptionCreate,
     request: Request,
-    principal: SiteMediator,
+    principal: SiteMediatorToken,
     key: IdempotencyKey,
     session: SessionDep,
 ) -> Response:
     """Encaisse un chèque (code saisi ou QR). Rejouer la même clé rend la première réponse."""
     enforce(request, principal)
-    now = utcnow()
-
-    async def work() -> dict[str, Any]:
-        redemption = await service.redeem_cheque(
-            session,
-            keyring=request.app.state.keyring,
-            site_id=principal.organisation_id,
-            user_id=principal.user_id,
-            code=data.code,
-            service=data.service,
-            demarche_family=data.demarche_family,
-            now=now,
-        )
-        return redemption.model_dump(mode="json")
-
-    answer, replayed = await idempotency.run_once(
-        session,
-        user_id=principal.user_id,
-        key=key,
+    answer, replayed = await redeem_online.redeem(
+        request, session, principal, key=key,
         fingerprint=_fingerprint(data.code, data.service.value, _value(data.demarche_family)),
-        work=work,
-        savepoint=False,  # redeem_cheque refuses before writing anything
+        scan=service.OnlineScanIn(principal.organisation_id, principal.user_id, data.code,
+                                  data.service, data.demarche_family),
     )
     REDEMPTIONS.labels("replayed" if replayed else _outcome(answer)).inc()
     anomaly_watch.note_refusal(request, principal, answer, replayed)  # issue 16: anomaly watch
@@ -123,7 +106,7 @@ async def redeem_batch(
         return [_answer_of(outcome) for outcome in outcomes]
 
     answered = await idempotency.run_many(
-        session, user_id=principal.user_id, requests=requests, work=work
+        session, [idempotency.Request(principal.user_id, k, fp) for k, fp in requests], work
     )
     results = [
         _item_result(key, answer)

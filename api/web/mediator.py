@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from api import anomaly_watch, idempotency
+from api import anomaly_watch, idempotency, redeem_online
 from api.deps import SessionDep
 from api.ratelimit import enforce
 from api.routers.redemptions import REDEEM_PATH
@@ -195,27 +195,11 @@ async def redeem(request: Request, principal: MediatorPage, session: SessionDep)
         )
         answer = idempotency.answer_of_error(DomainError(message, code="validation_error"))
     else:
-
-        async def work() -> dict[str, Any]:
-            redemption = await service.redeem_cheque(
-                session,
-                keyring=request.app.state.keyring,
-                site_id=principal.organisation_id,
-                user_id=principal.user_id,
-                code=data.code,
-                service=data.service,
-                demarche_family=data.demarche_family,
-                now=utcnow(),
-            )
-            return redemption.model_dump(mode="json")
-
         fingerprint = idempotency.fingerprint("POST", REDEEM_PATH, data.model_dump(mode="json"))
-        answer, _ = await idempotency.run_once(
-            session,
-            user_id=principal.user_id,
-            key=key or uuid.uuid4().hex,
-            fingerprint=fingerprint,
-            work=work,
+        answer, _ = await redeem_online.redeem(
+            request, session, principal, key=key or uuid.uuid4().hex, fingerprint=fingerprint,
+            scan=service.OnlineScanIn(principal.organisation_id, principal.user_id, data.code,
+                                      data.service, data.demarche_family),
         )
     anomaly_watch.note_refusal(request, principal, answer)  # issue 16: anomaly watch
     outcome = _outcome(answer.status, answer.json(), chosen)
