@@ -15,8 +15,7 @@ from pass_ import communes, pdf
 from pass_.enums import OrganisationKind, Qualification, Role
 from pass_.issuance import own_booklet, visible_order
 from pass_.models import Booklet, Cheque, Organisation
-from pass_.programmes import Actor, get_programme, require_role
-from pass_.validation import in_territory
+from pass_.programmes import Actor, communes_in_territory, get_programme, require_role
 
 
 def _site_print(site: Organisation, commune_names: dict[str, str]) -> pdf.SitePrint:
@@ -43,7 +42,9 @@ async def qualified_sites(session: AsyncSession, territory: Sequence[str]) -> li
             .order_by(col(Organisation.commune_insee), col(Organisation.name))
         )
     ).all()
-    return [s for s in candidates if in_territory(s.commune_insee, list(territory))]
+    inside = await communes_in_territory(session, [s.commune_insee for s in candidates],
+                                         territory)
+    return [s for s in candidates if s.commune_insee in inside]
 
 
 def territory_label(territory: Sequence[str], commune_names: dict[str, str]) -> str:

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kit.errors import NotFound
 from pass_ import communes, sites
 from pass_.issuance import normalise_booklet_number
-from pass_.validation import in_territory
+from pass_.programmes import communes_in_territory
 
 
 class BookletCheckFailed(NotFound):
@@ -94,7 +94,8 @@ async def booklet_balance(
     near = await communes.get_commune(session, issuer_commune)
     # The nearest sites where these cheques are accepted: in the programme's territory.
     nearest = await sites.directory(session, near=near, now=now, limit=200)
-    lieux = [s for s in nearest if in_territory(s.code_insee, list(territory))][:5]
+    inside = await communes_in_territory(session, [s.code_insee for s in nearest], territory)
+    lieux = [s for s in nearest if s.code_insee in inside][:5]
     if status != "active":
         left, value = 0, 0
     return BookletBalance(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import Boolean, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -33,7 +33,7 @@ from pass_.schemas import (
     ProgrammeIssuerRead,
     ProgrammeRead,
 )
-from pass_.validation import in_territory, validate_territory_code
+from pass_.validation import validate_territory_code
 
 MAX_STATE_SHARE_BP = 5000
 MAX_BOOKLET_SIZE = 50
@@ -403,6 +403,26 @@ async def get_programme(session: AsyncSession, programme_id: int) -> Programme:
     return programme
 
 
+# Which of these communes lie in the territory: the rule is the database's
+# (`pass_in_territory`, pass_/redeem.sql), the very one the redemption judges a site by.
+_IN_TERRITORY = text("""
+SELECT x.code FROM unnest(CAST(:communes AS text[])) AS x(code)
+WHERE pass_in_territory(x.code, CAST(:territory AS text[]))
+""")
+
+
+async def communes_in_territory(
+    session: AsyncSession, communes: Sequence[str], territory: Sequence[str]
+) -> set[str]:
+    """The communes (INSEE codes) of `communes` that lie in `territory` (département or
+    commune codes): where a programme's cheques are accepted."""
+    if not communes:
+        return set()
+    rows = await session.execute(_IN_TERRITORY, {"communes": list(communes),
+                                                 "territory": list(territory)})
+    return {row[0] for row in rows}
+
+
 async def _is_party(session: AsyncSession, programme: Programme, viewer: Actor) -> bool:
     """Whether `viewer` takes part in the programme (and so may read it)."""
     if viewer.role == Role.operator_admin:
@@ -413,7 +433,8 @@ async def _is_party(session: AsyncSession, programme: Programme, viewer: Actor) 
         table = ProgrammeFinancer  # type: ignore[assignment]
     else:
         org = await session.get(Organisation, viewer.organisation_id)
-        return org is not None and in_territory(org.commune_insee, programme.territory)
+        return org is not None and bool(
+            await communes_in_territory(session, [org.commune_insee], programme.territory))
     found = await session.scalar(
         select(col(table.id)).where(
             col(table.programme_id) == programme.id,
@@ -455,12 +476,8 @@ async def list_programmes(session: AsyncSession, viewer: Actor) -> list[Programm
         org = await session.get(Organisation, viewer.organisation_id)
         if org is None:
             return []
-        # Coarse filter in SQL (département or commune), exact rule in Python.
-        commune = org.commune_insee
-        territory = col(Programme.territory)
-        stmt = stmt.where(territory.overlap([commune, commune[:2], commune[:3]]))  # type: ignore[attr-defined]
-        programmes = (await session.scalars(stmt.execution_options(populate_existing=True))).all()
-        return [p for p in programmes if in_territory(org.commune_insee, p.territory)]
+        stmt = stmt.where(func.pass_in_territory(org.commune_insee, col(Programme.territory),
+                                                 type_=Boolean))
     return list((await session.scalars(stmt.execution_options(populate_existing=True))).all())
 
 

@@ -1,5 +1,6 @@
 -- The redemption (DESIGN.md §5), written once: every rule, in the order a mediator needs
--- them, and the writes. Installed by migration 0008_redeem_function. Every road calls it:
+-- them, and the writes. Installed by migration 0008_redeem_function (again by 0014, which
+-- moved the territory rule into pass_in_territory). Every road calls it:
 -- the online API and the mediator's scan page (`pass_.redemption.redeem_cheque`), the offline
 -- batch (`redeem_offline`: one statement calling it once per scan), and the cheque check
 -- (`check_cheque`, with p_dry_run: the same rules, nothing written).
@@ -25,6 +26,18 @@
 -- 'redeemed' and claims nothing; the partial unique index uq_redemption_live_cheque (one live
 -- redemption per cheque) backs it. A claim that finds nothing reads the cheque again (a
 -- reversal may have made it active meanwhile) and decides anew, three times at most.
+-- The territory rule, written once: is a commune (INSEE code) in a programme's territory — one
+-- of its communes (5 characters), or in one of its départements (a shorter code: 35, 2A, 974,
+-- a prefix)? `pass_redeem` judges a scan's site with it, and Python's reads of "where a
+-- programme's cheques are accepted" call it too (pass_.programmes, pass_.booklet_print,
+-- pass_.mon_pass): the site lists, the booklet's cover and the redemption cannot disagree.
+CREATE OR REPLACE FUNCTION pass_in_territory(p_commune text, p_territory text[])
+RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+SELECT EXISTS (SELECT 1 FROM unnest(p_territory) AS t(code)
+               WHERE t.code = p_commune
+                  OR (length(t.code) < 5 AND starts_with(p_commune, t.code)))
+$$;
+
 CREATE OR REPLACE FUNCTION pass_redeem(
     p_serial text, p_token text, p_claimed_programme_id bigint, p_claimed_value_cents bigint,
     p_site_id bigint, p_user_id bigint, p_day date, p_at timestamptz,
@@ -89,11 +102,8 @@ BEGIN
             refusal := 'invalid_token';
             RETURN;
         END IF;
-        -- The territory: the site's commune is one of the programme's communes (5 characters)
-        -- or lies in one of its départements (a shorter code, a prefix).
-        IF NOT EXISTS (SELECT 1 FROM unnest(c.territory) AS t(code)
-                       WHERE t.code = c.commune_insee
-                          OR (length(t.code) < 5 AND starts_with(c.commune_insee, t.code))) THEN
+        -- The territory (pass_in_territory, above).
+        IF NOT pass_in_territory(c.commune_insee, c.territory) THEN
             refusal := 'site_not_eligible';
             RETURN;
         END IF;

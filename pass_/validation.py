@@ -80,17 +80,6 @@ def validate_territory_code(value: str) -> str:
     return validate_insee(code, field="territory")
 
 
-def in_territory(commune_insee: str, territory: list[str]) -> bool:
-    """Is the commune in the territory (a list of département or commune codes)?"""
-    for code in territory:
-        if len(code) == 5:
-            if commune_insee == code:
-                return True
-        elif commune_insee.startswith(code):
-            return True
-    return False
-
-
 def validate_iban(value: str) -> str:
     try:
         return str(IBAN(value or "").compact)

@@ -31,6 +31,7 @@ FUNCTIONS = (
     "ledger_open_accounts(text[])",
     "ledger_content_hash(text, jsonb, text[], bigint[])",
     "ledger_canonical_json(jsonb)",
+    "pass_in_territory(text, text[])",  # in pass_/redeem.sql since 0014
 )
 
 

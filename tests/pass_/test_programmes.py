@@ -394,3 +394,26 @@ async def test_the_demo_programme_is_created_once_with_the_agreed_terms(
     ]
     assert [(i.name, i.quota_cheques) for i in detail.issuers] == [(orgs["ccas"].name, 2000)]
     assert detail.issuing_capacity_cents == 10_000_000
+
+
+async def test_a_commune_is_in_a_territory_by_departement_or_by_its_own_code(
+    session: AsyncSession,
+) -> None:
+    """The one territory rule (`pass_in_territory`, the redemption's own) as every reader
+    gets it."""
+
+    async def inside(commune: str, territory: list[str]) -> bool:
+        return bool(await programmes.communes_in_territory(session, [commune], territory))
+
+    assert await inside("35238", ["35"])
+    assert await inside("35238", ["22", "35238"])
+    assert await inside("2A004", ["2A"])
+    assert await inside("97411", ["974"])
+    assert not await inside("35238", ["2A", "35001"])
+    assert not await inside("97105", ["974"])
+    assert not await inside("2B033", ["2A"])
+    assert not await inside("35238", [])
+    assert not await inside("3523", ["35238"])  # a code is a commune's, not a prefix of one
+    assert await programmes.communes_in_territory(
+        session, ["35238", "22001", "35001", "2A004"], ["35", "2A004"]) == {
+        "35238", "35001", "2A004"}

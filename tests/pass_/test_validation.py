@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 
 from kit.errors import InvalidInput
 from pass_.validation import (
-    in_territory,
     luhn_ok,
     siret_ok,
     validate_bic,
@@ -168,16 +167,6 @@ def test_unknown_territory_codes_are_refused(code: str) -> None:
         validate_territory_code(code)
     assert info.value.details == {"field": "territory"}
 
-
-def test_a_commune_is_in_a_territory_by_departement_or_by_its_own_code() -> None:
-    assert in_territory("35238", ["35"])
-    assert in_territory("35238", ["22", "35238"])
-    assert in_territory("2A004", ["2A"])
-    assert in_territory("97411", ["974"])
-    assert not in_territory("35238", ["2A", "35001"])
-    assert not in_territory("97105", ["974"])
-    assert not in_territory("2B033", ["2A"])
-    assert not in_territory("35238", [])
 
 
 # ------------------------------------------------------------------------------ IBAN and BIC
