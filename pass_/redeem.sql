@@ -69,7 +69,14 @@ BEGIN
         SELECT o.kind = 'site' AND o.qualification = 'qualified' AS site_qualified,
                o.commune_insee, ch.id, ch.serial, ch.token, ch.programme_id, ch.value_cents,
                ch.status, ch.valid_from, ch.redeem_until, ch.status_changed_at, p.territory,
-               r.id AS live_id, r.redeemed_at AS live_at, r.site_id AS live_site
+               r.id AS live_id, r.redeemed_at AS live_at, r.site_id AS live_site,
+               -- whether the entry's two accounts exist already (the usual case): then
+               -- ledger_open_accounts, a call and a query of its own, is not needed
+               EXISTS (SELECT 1 FROM ledger_account a
+                       WHERE a.code = 'site:' || p_site_id || ':payable')
+               AND EXISTS (SELECT 1 FROM ledger_account a
+                           WHERE a.code = 'programme:' || ch.programme_id || ':outstanding')
+                   AS accounts_open
         INTO c
         FROM organisation o
         LEFT JOIN cheque ch ON ch.serial = p_serial
@@ -143,7 +150,9 @@ BEGIN
         -- The cheque's value moves from the programme's outstanding to the site's payable.
         v_accounts := ARRAY['programme:' || c.programme_id || ':outstanding',
                             'site:' || p_site_id || ':payable'];
-        PERFORM ledger_open_accounts(v_accounts);
+        IF NOT c.accounts_open THEN
+            PERFORM ledger_open_accounts(v_accounts);
+        END IF;
         -- The claim. "Still active" is written `= (SELECT 'active')`: same meaning, but the
         -- planner cannot match it to the partial index ix_cheque_active_redeem_until (WHERE
         -- status = 'active', for expiry), which lagging statistics (a campaign of new
