@@ -442,7 +442,10 @@ def time_cli(url: str, args: list[str], name: str) -> dict[str, Any]:
     """A `passnum` command in a process of its own: wall time and its peak memory, and the
     peak of all its processes together (the full audit has worker processes)."""
     env = {**os.environ, "DATABASE_URL": url}
-    code = ("import resource, sys; from api.cli import app; sys.argv = ['passnum'] + "
+    # `python -c` puts the working directory first on the import path: dropped, so the code
+    # measured is PYTHONPATH's, as in this process (not the tree the script is run from).
+    code = ("import resource, sys; sys.path[:] = [p for p in sys.path if p != '']; "
+            "from api.cli import app; sys.argv = ['passnum'] + "
             f"{args!r}\ntry:\n    app()\nfinally:\n    print('MAXRSS', resource.getrusage("
             "resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
     t = time.perf_counter()

@@ -50,6 +50,7 @@ from clearing.invoices_audit import (
 )
 from kit.snapshot import (
     Snapshot,
+    all_or_none,
     export_snapshot,
     in_processes,
     snapshot_connection,
@@ -102,7 +103,7 @@ async def run_audit(session: AsyncSession, *, processes: int = 2,
     if snapshot is None:
         differences = [d for check in checks for d in await check(session)]
     else:
-        found = await asyncio.gather(*(_at(snapshot, check) for check in checks))
+        found = await all_or_none(*(_at(snapshot, check) for check in checks))
         differences = [d for part in found for d in part]
     ok = not differences
     summary = (

@@ -13,7 +13,7 @@ import asyncio
 import pickle
 import re
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -105,18 +105,19 @@ async def in_processes(function: Callable[..., T], arguments: Sequence[tuple[Any
         sys.executable, "-c", _BOOT, *sys.path,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         for _ in range(max(1, min(processes, len(pending))))]
+    done = False
     try:
-        await asyncio.gather(*(_serve(w, function, pending, results) for w in workers))
+        await all_or_none(*(_serve(w, function, pending, results) for w in workers))
+        done = True
     finally:
+        for worker in workers:  # done: each stops at the end of its input; else: stopped
+            if worker.returncode is None:
+                if done and worker.stdin is not None:
+                    worker.stdin.close()
+                else:
+                    worker.kill()
         for worker in workers:
-            if worker.returncode is None and worker.stdin is not None:
-                worker.stdin.close()
-        for worker in workers:
-            try:
-                await asyncio.wait_for(worker.wait(), 5)
-            except TimeoutError:
-                worker.kill()
-                await worker.wait()
+            await worker.wait()
     return [results[i] for i in range(len(arguments))]
 
 
@@ -141,3 +142,16 @@ async def _serve(worker: asyncio.subprocess.Process, function: Callable[..., T],
         if not ok:
             raise value
         results[number] = value
+
+
+async def all_or_none(*awaitables: Awaitable[T]) -> list[T]:
+    """What `asyncio.gather` gives, but at the first failure (or when cancelled) the others are
+    cancelled and awaited before the error goes on: nothing is left running, no connection
+    left reading, once this returns or raises."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
