@@ -6,6 +6,7 @@ Each message, both ways, is 8 bytes of length then a pickle: in, `(function, arg
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
 from typing import Any, BinaryIO
@@ -24,7 +25,14 @@ def write(sink: BinaryIO, message: Any) -> None:
     sink.flush()
 
 
+# Workers yield to the process that started them: it holds the part of the job that cannot be
+# spread (and, in a server, the requests).
+NICENESS = 5
+
+
 def main() -> None:
+    if hasattr(os, "nice"):
+        os.nice(NICENESS)
     requests, replies = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # what the calls print must not mix with the replies
     while (request := _read(requests)) is not None:
