@@ -20,10 +20,11 @@ the redemptions, then compare with what is stored and with the journal:
 from __future__ import annotations
 
 import array
+import asyncio
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from clearing import journal
 from clearing.batches import (
+    OrderedLinesDigest,
     allocation_parts,
     allocator_for,
     financer_lines_digest,
@@ -46,6 +48,14 @@ from clearing.invoices_audit import (
     SETTLED_BY_INVOICES,
     audit_invoices,
 )
+from kit.snapshot import (
+    Snapshot,
+    all_or_none,
+    export_snapshot,
+    in_processes,
+    snapshot_connection,
+    snapshot_session,
+)
 from ledger.audit import ChainHead, Difference, audit_ledger, audit_ledger_since, chain_head
 from pass_.issuance import audit_issuance
 from pass_.redemption import audit_double_redemptions, audit_redemptions
@@ -59,21 +69,42 @@ class AuditResult:
     summary: str = ""
 
 
-async def run_audit(session: AsyncSession) -> AuditResult:
+# From this many journal entries on, the full audit reads in parallel (below, a few processes
+# would cost more than they save).
+PARALLEL_FROM = 200_000
+Check = Callable[[AsyncSession], Awaitable[list[Difference]]]
+
+
+async def run_audit(session: AsyncSession, *, processes: int = 2,
+                    parallel_from: int = PARALLEL_FROM) -> AuditResult:
     """The full audit: everything recomputed from the whole journal. Conforming, it records a
-    checkpoint (`audit_checkpoint`) from which `run_incremental_audit` starts."""
+    checkpoint (`audit_checkpoint`) from which `run_incremental_audit` starts.
+
+    With a journal of `parallel_from` entries or more, and a transaction that other
+    connections can read with (`kit.snapshot.export_snapshot`), every part runs at once on a
+    connection of its own, all reading the session's one state, and the journal's entries
+    and the statements' lines are checked in `processes` worker processes: the same
+    differences in the same order, on every core."""
     head = await chain_head(session)  # before reading: what the checkpoint vouches for
     digests: dict[int, str] = {}
     allocated: dict[int, dict[int, int]] = {}
-    differences = list(await audit_ledger(session))
-    differences += await audit_issuance(session)
-    differences += await audit_redemptions(session)
-    differences += await audit_double_redemptions(session)
     balances: dict[str, int] = {}  # every posting's sum, filled by the balance check
-    differences += await audit_clearing(session, digests=digests, allocated_out=allocated,
-                                        balances=balances)
-    differences += await audit_rollup(session)
-    differences += await audit_invoices(session)  # issue 14: invoices, bank lines
+    snapshot = (await export_snapshot(session) if head.entry_id >= parallel_from else None)
+    checks: list[Check] = [
+        lambda s: audit_ledger(s, snapshot=snapshot, processes=processes),
+        audit_issuance,
+        audit_redemptions,
+        audit_double_redemptions,
+        lambda s: audit_clearing(s, digests=digests, allocated_out=allocated,
+                                 balances=balances, snapshot=snapshot),
+        audit_rollup,
+        audit_invoices,  # issue 14: invoices, bank lines
+    ]
+    if snapshot is None:
+        differences = [d for check in checks for d in await check(session)]
+    else:
+        found = await all_or_none(*(_at(snapshot, check) for check in checks))
+        differences = [d for part in found for d in part]
     ok = not differences
     summary = (
         "journal équilibré, chaîne de hachage intègre, relevés conformes"
@@ -84,6 +115,12 @@ async def run_audit(session: AsyncSession) -> AuditResult:
             balances[code] = balances.get(code, 0) - cents
         await record_checkpoint(session, "full", head, digests, allocated, balances)
     return AuditResult(ok=ok, differences=differences, summary=summary)
+
+
+async def _at(snapshot: Snapshot, check: Check) -> list[Difference]:
+    """`check` on a session of its own reading `snapshot`."""
+    async with snapshot_session(snapshot) as session:
+        return await check(session)
 
 
 async def run_incremental_audit(session: AsyncSession) -> AuditResult:
@@ -240,22 +277,30 @@ async def audit_clearing(
         session: AsyncSession, *, digests: dict[int, str] | None = None,
         allocated_out: dict[int, dict[int, int]] | None = None, after_batch: int = 0,
         allocated_before: dict[int, dict[int, int]] | None = None,
-        balances: dict[str, int] | None = None,
+        balances: dict[str, int] | None = None, snapshot: Snapshot | None = None,
 ) -> list[Difference]:
     """Clearing's checks (see the module docstring); an empty list means all agrees. With
     `after_batch`, only the batches after it are replayed (from `allocated_before`) and only
     their statements compared; credit notes, payments and balances are checked in full
-    (a few rows per organisation)."""
+    (a few rows per organisation). Given `snapshot` (what the session reads, exported), the
+    stored statements' lines are digested in a worker process during the replay."""
     found: list[Difference] = []
-    recomputed, allocated = await _replay_batches(
-        session, found, after_batch=after_batch, allocated_before=allocated_before,
-        digests=digests)
+    stored_lines = None if snapshot is None else asyncio.ensure_future(
+        in_processes(line_digests_at, [(snapshot, after_batch)], processes=1))
+    try:
+        recomputed, allocated = await _replay_batches(
+            session, found, after_batch=after_batch, allocated_before=allocated_before,
+            digests=digests)
+        line_digests = None if stored_lines is None else (await stored_lines)[0]
+    finally:
+        if stored_lines is not None and not stored_lines.done():
+            stored_lines.cancel()
     if allocated_out is not None:
         allocated_out.clear()
         allocated_out.update(allocated)
     recomputed += await _recompute_credit_notes(session, allocated)
     stored = {(r["kind"], r["batch_id"], r["programme_id"], r["organisation_id"]): r
-              for r in await _stored_statements(session, after_batch)}
+              for r in await _stored_statements(session, after_batch, line_digests)}
     entries = await _entries(session, ("batch:", "credit:", "paid:"))
     if after_batch:
         entries = {k: v for k, v in entries.items() if not _batch_key_up_to(k, after_batch)}
@@ -336,6 +381,7 @@ WHERE batch_id IS NOT NULL GROUP BY batch_id, kind
 _BATCH_PROGRAMMES = "SELECT DISTINCT programme_id FROM redemption WHERE batch_id = $1"
 
 _BITS = 32  # a line's key: programme, family and commune numbers, 32 bits each
+_MASK = (1 << _BITS) - 1
 _LINE_CHEQUE = 1 << 48  # a line's cheque count, above its cents (a line never nears 2⁴⁸ ¢)
 STREAM_PREFETCH = 20_000  # redemptions read at a time while replaying a batch
 
@@ -363,28 +409,60 @@ async def _replay_batches(
         "SELECT id, commune_insee FROM organisation WHERE kind = 'site'")}
     out: list[_Recomputed] = []
     for batch_id, _cutoff, stored_count, stored_gross in batches:
-        parts_of: dict[int, dict[int, int]] = defaultdict(dict)
-        for pattern, fid, cents in await raw.fetch(_PATTERNS, batch_id):
-            parts_of[pattern][fid] = cents
-        programme_ids = [r[0] for r in await raw.fetch(_BATCH_PROGRAMMES, batch_id)]
-        missing = [pid for pid in programme_ids if pid not in terms_cache]
-        terms_cache.update(await load_terms(raw, sorted(missing)) if missing else {})
-        allocators = {pid: allocator_for(terms_cache[pid], allocated[pid])
-                      for pid in programme_ids}
-        site_programme: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
-        site_ids: dict[int, array.array] = defaultdict(lambda: array.array("q"))
-        # Financer lines (financer, programme, family, commune) → cheques and cents, packed
-        # in one int each way: a big batch has millions of lines, this halves their memory.
-        lines: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
-        names: dict[str | None, int] = {}  # families and communes, numbered
-        mismatched: list[int] = []
-        redeemed = 0
-        stored_allocated = 0
-        count = 0
-        pattern_sums = {pattern: sum(parts.values()) for pattern, parts in parts_of.items()}
-        async for rid, pid, sid, value, family, pattern in raw.cursor(
-                _BATCH_REDEMPTIONS, batch_id, prefetch=STREAM_PREFETCH):
-            count += 1
+        tally = await _tally_batch(raw, batch_id, allocated, terms_cache, communes)
+        found += _batch_findings(batch_id, tally, stored_count, stored_gross, sums)
+        statements = (_site_statements(batch_id, tally, terms_cache)
+                      + _financer_statements(batch_id, tally, terms_cache))
+        out += statements
+        if digests is not None:
+            digests[batch_id] = _batch_digest(statements)
+    for batch_id, count, ids in await raw.fetch(_ORPHAN_ALLOCATIONS, after_batch):
+        found.append(Difference(
+            "allocation_orphan",
+            f"Lot {batch_id} : {count} répartition(s) visent un encaissement absent du lot.",
+            details={"batch_id": batch_id, "count": count, "redemption_ids": list(ids)}))
+    return out, {p: dict(f) for p, f in allocated.items()}
+
+
+@dataclass
+class _Tally:
+    """What the replay of one batch adds up, redemption by redemption."""
+
+    site_programme: dict[int, dict[int, int]]  # site → programme → cents
+    site_ids: dict[int, array.array[int]]  # site → its redemption ids, in clearing order
+    # Financer lines (financer, programme, family, commune) → cheques and cents, packed in
+    # one int each way: a big batch has millions of lines, this halves their memory.
+    lines: dict[int, dict[int, int]]
+    names: dict[str | None, int]  # families and communes, numbered
+    mismatched: list[int]
+    redeemed: int = 0
+    stored_allocated: int = 0
+    count: int = 0
+
+
+async def _tally_batch(raw: Any, batch_id: int, allocated: dict[int, dict[int, int]],
+                       terms_cache: dict[int, Any], communes: dict[int, str | None]) -> _Tally:
+    """Allocate each of the batch's redemptions by the rule, in clearing order, from what
+    `allocated` holds (updated), and add up what its statements need."""
+    parts_of: dict[int, dict[int, int]] = defaultdict(dict)
+    for pattern, fid, cents in await raw.fetch(_PATTERNS, batch_id):
+        parts_of[pattern][fid] = cents
+    pattern_sums = {pattern: sum(parts.values()) for pattern, parts in parts_of.items()}
+    programme_ids = [r[0] for r in await raw.fetch(_BATCH_PROGRAMMES, batch_id)]
+    missing = [pid for pid in programme_ids if pid not in terms_cache]
+    terms_cache.update(await load_terms(raw, sorted(missing)) if missing else {})
+    allocators = {pid: allocator_for(terms_cache[pid], allocated[pid])
+                  for pid in programme_ids}
+    tally = _Tally(defaultdict(lambda: defaultdict(int)),
+                   defaultdict(lambda: array.array("q")), defaultdict(lambda: defaultdict(int)),
+                   {}, [])
+    site_programme, site_ids, lines, names = (tally.site_programme, tally.site_ids,
+                                              tally.lines, tally.names)
+    mismatched, redeemed, stored_allocated = tally.mismatched, 0, 0
+    cursor = await raw.cursor(_BATCH_REDEMPTIONS, batch_id)
+    while rows := await cursor.fetch(STREAM_PREFETCH):
+        tally.count += len(rows)
+        for rid, pid, sid, value, family, pattern in rows:
             parts = allocation_parts(allocators[pid].allocate(value, family))
             if pattern is None or parts_of.get(pattern) != dict(parts):
                 mismatched.append(rid)
@@ -400,57 +478,90 @@ async def _replay_batches(
             for fid, cents in parts.items():
                 lines[fid][where] += _LINE_CHEQUE + cents
                 allocated[pid][fid] += cents
-        first_statement = len(out)
-        if mismatched:
-            found.append(Difference(
-                "allocation_mismatch",
-                f"Lot {batch_id} : la répartition enregistrée de {len(mismatched)} "
-                "encaissement(s) diffère de la règle pollueur-payeur rejouée.",
-                details={"batch_id": batch_id, "count": len(mismatched),
-                         "redemption_ids": mismatched[:MAX_IDS]}))
-        figures = {"redemptions": redeemed, "allocations": stored_allocated,
-                   "sites": sums.get((batch_id, "site"), 0),
-                   "financers": sums.get((batch_id, "financer"), 0),
-                   "batch": stored_gross}
-        if len(set(figures.values())) != 1 or stored_count != count:
-            found.append(Difference(
-                "batch_totals",
-                f"Lot {batch_id} : les totaux ne concordent pas (encaissements {redeemed}, "
-                f"répartitions {stored_allocated}, lieux {figures['sites']}, financeurs "
-                f"{figures['financers']}, lot {stored_gross} centimes ; {count} "
-                f"encaissements pour {stored_count} annoncés).",
-                details={"batch_id": batch_id, **figures, "count": count,
-                         "stored_count": stored_count}))
-        for sid, by_programme in site_programme.items():
-            gross = sum(by_programme.values())
-            fee = half_up_mixed((c, terms_cache[p].site_commission_bp)
-                                for p, c in by_programme.items())
-            out.append(_Recomputed("site", sid, batch_id, None, gross, fee, gross - fee,
-                                   len(site_ids[sid]), site_lines_digest(site_ids[sid])))
-        named = {no: name for name, no in names.items()}
-        mask = (1 << _BITS) - 1
-        # One financer at a time, its lines freed before the next one's are unpacked.
-        for fid in sorted(lines, key=lambda f: len(lines[f])):
-            packed_lines = lines.pop(fid)
-            flat = [(key >> (2 * _BITS), named[(key >> _BITS) & mask], named[key & mask],
-                     *divmod(packed, _LINE_CHEQUE)) for key, packed in packed_lines.items()]
-            del packed_lines
-            by_programme_f: dict[int, int] = defaultdict(int)
-            for p, _f, _c, _n, cents in flat:
-                by_programme_f[p] += cents
-            gross = sum(by_programme_f.values())
-            fee = half_up_mixed((c, terms_cache[p].financer_fee_bp)
-                                for p, c in by_programme_f.items())
-            out.append(_Recomputed("financer", fid, batch_id, None, gross, fee, gross + fee,
-                                   sum(n for *_, n, _c in flat), financer_lines_digest(flat)))
-        if digests is not None:
-            digests[batch_id] = _batch_digest(out[first_statement:])
-    for batch_id, count, ids in await raw.fetch(_ORPHAN_ALLOCATIONS, after_batch):
+    tally.redeemed, tally.stored_allocated = redeemed, stored_allocated
+    return tally
+
+
+def _batch_findings(batch_id: int, tally: _Tally, stored_count: int, stored_gross: int,
+                    sums: dict[tuple[int, str], int]) -> list[Difference]:
+    found = []
+    if tally.mismatched:
         found.append(Difference(
-            "allocation_orphan",
-            f"Lot {batch_id} : {count} répartition(s) visent un encaissement absent du lot.",
-            details={"batch_id": batch_id, "count": count, "redemption_ids": list(ids)}))
-    return out, {p: dict(f) for p, f in allocated.items()}
+            "allocation_mismatch",
+            f"Lot {batch_id} : la répartition enregistrée de {len(tally.mismatched)} "
+            "encaissement(s) diffère de la règle pollueur-payeur rejouée.",
+            details={"batch_id": batch_id, "count": len(tally.mismatched),
+                     "redemption_ids": tally.mismatched[:MAX_IDS]}))
+    redeemed, count = tally.redeemed, tally.count
+    figures = {"redemptions": redeemed, "allocations": tally.stored_allocated,
+               "sites": sums.get((batch_id, "site"), 0),
+               "financers": sums.get((batch_id, "financer"), 0),
+               "batch": stored_gross}
+    if len(set(figures.values())) != 1 or stored_count != count:
+        found.append(Difference(
+            "batch_totals",
+            f"Lot {batch_id} : les totaux ne concordent pas (encaissements {redeemed}, "
+            f"répartitions {tally.stored_allocated}, lieux {figures['sites']}, financeurs "
+            f"{figures['financers']}, lot {stored_gross} centimes ; {count} "
+            f"encaissements pour {stored_count} annoncés).",
+            details={"batch_id": batch_id, **figures, "count": count,
+                     "stored_count": stored_count}))
+    return found
+
+
+def _site_statements(batch_id: int, tally: _Tally,
+                     terms: dict[int, Any]) -> list[_Recomputed]:
+    out = []
+    for sid, by_programme in tally.site_programme.items():
+        gross = sum(by_programme.values())
+        fee = half_up_mixed((c, terms[p].site_commission_bp) for p, c in by_programme.items())
+        ids = tally.site_ids[sid]
+        out.append(_Recomputed("site", sid, batch_id, None, gross, fee, gross - fee,
+                               len(ids), site_lines_digest(ids)))
+    return out
+
+
+def _financer_statements(batch_id: int, tally: _Tally,
+                         terms: dict[int, Any]) -> list[_Recomputed]:
+    """Each financer's statement from its lines, one financer at a time, its lines freed
+    before the next one's. A line's key packs programme, family and commune numbers; sorted
+    by programme and the names' ranks in `financer_lines_digest`'s order, the lines are
+    hashed as they come (OrderedLinesDigest), never all unpacked at once: a financer of a
+    big batch has a million lines."""
+    names, lines = tally.names, tally.lines
+    named = {no: name for name, no in names.items()}
+    rank = {names[name]: i for i, name in enumerate(sorted(names, key=lambda n: n or ""))}
+    ranked = (None not in names) or ("" not in names)  # else two names would rank as one
+    out = []
+    for fid in sorted(lines, key=lambda f: len(lines[f])):
+        packed_lines = lines.pop(fid)
+        digest = OrderedLinesDigest()
+        by_programme: dict[int, int] = defaultdict(int)
+        cheques = 0
+        for key in sorted(packed_lines, key=lambda k: (
+                (k >> 2 * _BITS) << 2 * _BITS | rank[(k >> _BITS) & _MASK] << _BITS
+                | rank[k & _MASK])):
+            n, cents = divmod(packed_lines[key], _LINE_CHEQUE)
+            pid = key >> 2 * _BITS
+            digest.add((pid, named[(key >> _BITS) & _MASK], named[key & _MASK], n, cents))
+            by_programme[pid] += cents
+            cheques += n
+        lines_digest = digest.hexdigest()
+        if not (ranked and digest.ordered):
+            lines_digest = financer_lines_digest(_unpacked(packed_lines, named))
+        del packed_lines
+        gross = sum(by_programme.values())
+        fee = half_up_mixed((c, terms[p].financer_fee_bp) for p, c in by_programme.items())
+        out.append(_Recomputed("financer", fid, batch_id, None, gross, fee, gross + fee,
+                               cheques, lines_digest))
+    return out
+
+
+def _unpacked(packed_lines: dict[int, int],
+              named: dict[int, str | None]) -> list[tuple[Any, ...]]:
+    """A financer's lines as `financer_lines_digest` takes them."""
+    return [(key >> (2 * _BITS), named[(key >> _BITS) & _MASK], named[key & _MASK],
+             *divmod(packed, _LINE_CHEQUE)) for key, packed in packed_lines.items()]
 
 
 _CLOSED_PROGRAMMES = text("""
@@ -471,38 +582,80 @@ async def _recompute_credit_notes(session: AsyncSession,
     return out
 
 
-async def _stored_statements(session: AsyncSession,
-                             after_batch: int = 0) -> list[dict[str, Any]]:
-    """The statements of the batches after `after_batch` (all: 0) and every credit note."""
+# In each statement, the lines in `financer_lines_digest`'s order (programme, then family and
+# commune compared as Python compares strings, by code point: byte order in UTF-8, COLLATE
+# "C"), so each is hashed as it comes (OrderedLinesDigest) instead of kept and sorted.
+_STORED_LINES = """
+SELECT l.statement_id, l.programme_id, l.demarche_family, l.commune_insee,
+       l.cheque_count, l.amount_cents
+FROM statement s JOIN statement_line l ON l.statement_id = s.id
+WHERE s.batch_id IS NULL OR s.batch_id > $1
+ORDER BY l.statement_id, l.programme_id, coalesce(l.demarche_family, '') COLLATE "C",
+         coalesce(l.commune_insee, '') COLLATE "C"
+"""
+
+_STATEMENT_LINES = """
+SELECT programme_id, demarche_family, commune_insee, cheque_count, amount_cents
+FROM statement_line WHERE statement_id = $1
+"""
+
+
+async def _line_digests(raw: Any, after_batch: int) -> dict[int, tuple[str, int]]:
+    """Each stored statement's lines (of the batches after `after_batch`, and of credit
+    notes) as their digest and count, streamed: a statement's lines are never all in memory
+    (a financer's may be a million: one per programme, démarche family and commune)."""
+    digests: dict[int, tuple[str, int]] = {}
+    unordered: list[int] = []
+
+    def done(sid: int, digest: OrderedLinesDigest) -> None:
+        digests[sid] = (digest.hexdigest(), digest.count)
+        if not digest.ordered:
+            unordered.append(sid)
+
+    current, digest = None, OrderedLinesDigest()
+    cursor = await raw.cursor(_STORED_LINES, after_batch)
+    while rows := await cursor.fetch(STREAM_PREFETCH):
+        for sid, *line in rows:
+            if sid != current:
+                if current is not None:
+                    done(current, digest)
+                current, digest = sid, OrderedLinesDigest()
+            digest.add(line)
+    if current is not None:
+        done(current, digest)
+    for sid in unordered:  # should the database's order ever differ: sorted here
+        lines = [tuple(r) for r in await raw.fetch(_STATEMENT_LINES, sid)]
+        digests[sid] = (financer_lines_digest(lines), len(lines))
+    return digests
+
+
+def line_digests_at(snapshot: Snapshot, after_batch: int) -> dict[int, tuple[str, int]]:
+    """In a worker process: `_line_digests` read at `snapshot`."""
+
+    async def work() -> dict[int, tuple[str, int]]:
+        async with snapshot_connection(snapshot) as raw:
+            return await _line_digests(raw, after_batch)
+
+    return asyncio.run(work())
+
+
+async def _stored_statements(
+        session: AsyncSession, after_batch: int = 0,
+        line_digests: dict[int, tuple[str, int]] | None = None) -> list[dict[str, Any]]:
+    """The statements of the batches after `after_batch` (all: 0) and every credit note, each
+    with its lines' digest and count (`line_digests`, or read here)."""
     rows = (await session.execute(text("""
         SELECT id, kind, batch_id, programme_id, organisation_id, gross_cents, fee_cents,
                net_cents, cheque_count, status, paid_cents, content_hash
         FROM statement WHERE batch_id IS NULL OR batch_id > :after ORDER BY id"""),
         {"after": after_batch})).all()
-    # Lines are many (one per programme, démarche family and commune of each financer
-    # statement): streamed in statement order, each statement's kept as its digest only.
-    digests: dict[int, tuple[str, int]] = {}
-    raw = await raw_connection(session)
-    current: int | None = None
-    lines: list[tuple[Any, ...]] = []
-    async for sid, *line in raw.cursor("""
-            SELECT l.statement_id, l.programme_id, l.demarche_family, l.commune_insee,
-                   l.cheque_count, l.amount_cents
-            FROM statement s JOIN statement_line l ON l.statement_id = s.id
-            WHERE s.batch_id IS NULL OR s.batch_id > $1
-            ORDER BY l.statement_id""", after_batch, prefetch=STREAM_PREFETCH):
-        if sid != current:
-            if current is not None:
-                digests[current] = (financer_lines_digest(lines), len(lines))
-            current, lines = sid, []
-        lines.append(tuple(line))
-    if current is not None:
-        digests[current] = (financer_lines_digest(lines), len(lines))
+    if line_digests is None:
+        line_digests = await _line_digests(await raw_connection(session), after_batch)
     empty = (financer_lines_digest([]), 0)
     out = []
     for row in rows:
         record = dict(row._mapping)
-        record["lines_digest"], record["line_count"] = digests.get(record["id"], empty)
+        record["lines_digest"], record["line_count"] = line_digests.get(record["id"], empty)
         out.append(record)
     return out
 

@@ -148,8 +148,39 @@ def financer_lines_digest(lines: Iterable[Sequence[Any]]) -> str:
     """sha256 of lines (programme, family, commune, cheques, cents) sorted by programme,
     family and commune, one `p;family;commune;cheques;cents` text line each."""
     ordered = sorted(lines, key=_line_order)
-    text = "\n".join(f"{p};{f or ''};{c or ''};{n};{cents}" for p, f, c, n, cents in ordered)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256("\n".join(map(_line_text, ordered)).encode()).hexdigest()
+
+
+def _line_text(line: Sequence[Any]) -> str:
+    p, f, c, n, cents = line
+    return f"{p};{f or ''};{c or ''};{n};{cents}"
+
+
+class OrderedLinesDigest:
+    """`financer_lines_digest` of lines given one at a time, already in its order (programme,
+    family, commune): a running hash instead of a list, for statements of a million lines.
+    `ordered` turns False if a line comes out of that order (the digest then means nothing:
+    sort them and call `financer_lines_digest`)."""
+
+    __slots__ = ("_hash", "_last", "count", "ordered")
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._last: tuple[int, str, str] | None = None
+        self.count = 0
+        self.ordered = True
+
+    def add(self, line: Sequence[Any]) -> None:
+        key = _line_order(line)
+        if self._last is not None and key < self._last:
+            self.ordered = False
+        self._last = key
+        text = _line_text(line)
+        self._hash.update((("\n" + text) if self.count else text).encode())
+        self.count += 1
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
 
 
 def statement_hash(*, kind: str, organisation_id: int, batch_id: int | None,

@@ -4,6 +4,7 @@ seal hashes and chain links. Domains add their own checks and report with the sa
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
@@ -12,6 +13,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kit.snapshot import Snapshot, in_processes, snapshot_connection
 from ledger.canonical import GENESIS_HASH, entry_hashes
 
 
@@ -28,21 +30,6 @@ class Difference:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-
-_ENTRIES = text("""
-SELECT e.id, e.idempotency_key, e.kind, CAST(e.memo AS text), e.created_at, e.content_hash,
-       s.sealed_seq, s.hash, s.prev_hash,
-       array_agg(p.id ORDER BY p.id) FILTER (WHERE p.id IS NOT NULL),
-       array_agg(a.code ORDER BY p.id) FILTER (WHERE p.id IS NOT NULL),
-       array_agg(p.amount_cents ORDER BY p.id) FILTER (WHERE p.id IS NOT NULL)
-FROM (SELECT * FROM ledger_entry WHERE id > :after ORDER BY id LIMIT :chunk) AS e
-LEFT JOIN ledger_seal s ON s.entry_id = e.id
-LEFT JOIN ledger_posting p ON p.entry_id = e.id
-LEFT JOIN ledger_account a ON a.id = p.account_id
-GROUP BY e.id, e.idempotency_key, e.kind, CAST(e.memo AS text), e.created_at, e.content_hash,
-         s.sealed_seq, s.hash, s.prev_hash
-ORDER BY e.id
-""")
 
 # A link is broken when prev_hash is not the hash of the seal just before; a missing
 # predecessor (deleted row, gap in sealed_seq) breaks it too.
@@ -87,32 +74,40 @@ ORDER BY e.id
 """)
 
 
-# Every entry with its seal and postings in one pass over the three tables in id order
-# (postings by entry, merged), read through a server-side cursor: memory stays bounded and
-# PostgreSQL does not re-plan a chunk query per few thousand entries.
-_ALL_ENTRIES = """
+# The entries with ids in [$1, $2], each with its seal and postings, in one pass over the
+# three tables in id order (postings by entry, merged), read through a server-side cursor:
+# memory stays bounded and PostgreSQL does not re-plan a chunk query per few thousand entries.
+# The whole journal is one such range; the full audit may check several ranges at once. The
+# postings' arrays come in the index's order, without a sort per entry (a third of the query's
+# time): `_check_entry` orders them by posting id where the order shows.
+_ENTRIES_BETWEEN = """
 SELECT e.id, e.idempotency_key, e.kind, CAST(e.memo AS text), e.created_at, e.content_hash,
        s.sealed_seq, s.hash, s.prev_hash, p.ids, p.codes, p.amounts
 FROM ledger_entry e
-LEFT JOIN ledger_seal s ON s.entry_id = e.id
+LEFT JOIN ledger_seal s ON s.entry_id = e.id AND s.entry_id BETWEEN $1 AND $2
 LEFT JOIN (
-    SELECT p.entry_id, array_agg(p.id ORDER BY p.id) AS ids,
-           array_agg(a.code ORDER BY p.id) AS codes,
-           array_agg(p.amount_cents ORDER BY p.id) AS amounts
+    SELECT p.entry_id, array_agg(p.id) AS ids, array_agg(a.code) AS codes,
+           array_agg(p.amount_cents) AS amounts
     FROM ledger_posting p LEFT JOIN ledger_account a ON a.id = p.account_id
+    WHERE p.entry_id BETWEEN $1 AND $2
     GROUP BY p.entry_id
 ) p ON p.entry_id = e.id
+WHERE e.id BETWEEN $1 AND $2
 ORDER BY e.id
 """
 
+_ID_RANGE = text("SELECT coalesce(min(id), 0), coalesce(max(id), 0) FROM ledger_entry")
 
-async def _entries(session: AsyncSession, chunk: int) -> AsyncIterator[tuple[Any, ...]]:
-    """Every entry with its postings, in id order, streamed (bounded memory)."""
-    await session.execute(text("SELECT 1"))  # the transaction begun (a cursor needs one)
-    connection = await session.connection()
-    raw = (await connection.get_raw_connection()).driver_connection
-    async for row in raw.cursor(_ALL_ENTRIES, prefetch=chunk):  # type: ignore[union-attr]
-        yield tuple(row)
+
+async def _check_between(raw: Any, first: int, last: int, chunk: int) -> list[Difference]:
+    """`_check_entry` of every entry with an id in [first, last], streamed on `raw` (an
+    asyncpg connection in a transaction) a chunk at a time."""
+    found: list[Difference] = []
+    cursor = await raw.cursor(_ENTRIES_BETWEEN, first, last)
+    while rows := await cursor.fetch(chunk):
+        for row in rows:
+            found.extend(_check_entry(tuple(row)))
+    return found
 
 
 _ALL_ENTRIES_SINCE = """
@@ -134,9 +129,7 @@ ORDER BY s.sealed_seq
 async def _entries_since(session: AsyncSession, after_seq: int,
                          chunk: int) -> AsyncIterator[tuple[Any, ...]]:
     """The entries sealed after `after_seq`, in sealing order, streamed."""
-    await session.execute(text("SELECT 1"))  # the transaction begun (a cursor needs one)
-    connection = await session.connection()
-    raw = (await connection.get_raw_connection()).driver_connection
+    raw = await _raw(session)
     async for row in raw.cursor(_ALL_ENTRIES_SINCE, after_seq,  # type: ignore[union-attr]
                                 prefetch=chunk):
         yield tuple(row)
@@ -148,7 +141,11 @@ def _check_entry(row: tuple[Any, ...]) -> list[Difference]:
     posting_ids, codes, amounts = posting_ids or [], codes or [], amounts or []
     found: list[Difference] = []
     where = {"entry_id": entry_id}
-    for posting_id, code, amount in zip(posting_ids, codes, amounts, strict=True):
+    if None in codes or 0 in amounts:  # rare: only then does the postings' order show
+        lines = sorted(zip(posting_ids, codes, amounts, strict=True))
+    else:
+        lines = []
+    for posting_id, code, amount in lines:
         if code is None:
             found.append(Difference(
                 "posting_account_missing",
@@ -246,17 +243,68 @@ async def audit_ledger_since(session: AsyncSession, head: ChainHead, *,
     return found
 
 
-async def audit_ledger(session: AsyncSession, *, chunk: int = 5_000) -> list[Difference]:
+SLICE_ENTRIES = 250_000  # ids per range checked by a worker process, at least
+
+
+def id_ranges(first: int, last: int, *, ranges: int, at_least: int) -> list[tuple[int, int]]:
+    """[first, last] cut into at most `ranges` contiguous ranges of `at_least` ids or more
+    (the last may be shorter), in order, together covering it exactly."""
+    count = max(1, min(ranges, (last - first + 1) // max(1, at_least)))
+    size, extra = divmod(last - first + 1, count)
+    out, start = [], first
+    for i in range(count):
+        end = start + size + (1 if i < extra else 0) - 1
+        out.append((start, end))
+        start = end + 1
+    return out
+
+
+def check_range(snapshot: Snapshot, first: int, last: int, chunk: int) -> list[Difference]:
+    """In a worker process: `_check_entry` of the entries with ids in [first, last], read on a
+    connection of its own at `snapshot`."""
+
+    async def work() -> list[Difference]:
+        async with snapshot_connection(snapshot) as raw:
+            return await _check_between(raw, first, last, chunk)
+
+    return asyncio.run(work())
+
+
+async def _check_entries(session: AsyncSession, chunk: int, snapshot: Snapshot | None,
+                         processes: int, slice_entries: int) -> list[Difference]:
+    """`_check_entry` of every entry, in id order: on the session's connection, or (with the
+    session's exported `snapshot`) by id ranges in worker processes."""
+    first, last = (await session.execute(_ID_RANGE)).one()
+    ranges = id_ranges(first, last, ranges=4 * processes, at_least=slice_entries)
+    if snapshot is None or len(ranges) == 1:
+        return await _check_between(await _raw(session), first, last, chunk)
+    checked = await in_processes(check_range, [(snapshot, a, b, chunk) for a, b in ranges],
+                                 processes=processes)
+    return [difference for found in checked for difference in found]
+
+
+async def _raw(session: AsyncSession) -> Any:
+    """The asyncpg connection under the session, in its transaction (a cursor needs one)."""
+    await session.execute(text("SELECT 1"))
+    connection = await session.connection()
+    return (await connection.get_raw_connection()).driver_connection
+
+
+async def audit_ledger(session: AsyncSession, *, chunk: int = 5_000,
+                       snapshot: Snapshot | None = None, processes: int = 2,
+                       slice_entries: int = SLICE_ENTRIES) -> list[Difference]:
     """Every difference between the journal and its rules; an empty list means all is well.
 
     Checks each entry (≥ 2 non-zero postings on existing accounts, summing to zero, content
     matching its fingerprint), each seal (hash recomputed from the entry and its prev_hash)
     and each link of the chain (prev_hash = hash of the seal just before, no gap, no seal
     without its entry).
+
+    Given `snapshot` (what the session reads, exported: `kit.snapshot`), a large journal's
+    entries are checked by id ranges in `processes` worker processes reading that same state:
+    the same differences in the same order, on every core.
     """
-    found: list[Difference] = []
-    async for row in _entries(session, chunk):
-        found.extend(_check_entry(row))
+    found = await _check_entries(session, chunk, snapshot, processes, slice_entries)
     for entry_id, seq, prev_hash, before_id, before_hash in (
             await session.execute(_BROKEN_LINKS, {"genesis": GENESIS_HASH})).all():
         if seq > 1 and before_id is None:

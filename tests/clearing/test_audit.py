@@ -9,8 +9,21 @@ from datetime import date
 import pytest
 from sqlalchemy import text
 
-from clearing.audit import audit_clearing, run_audit
-from clearing.batches import close_batch
+from clearing.audit import (
+    _STORED_LINES,
+    _financer_statements,
+    _line_digests,
+    _Tally,
+    audit_clearing,
+    run_audit,
+)
+from clearing.batches import (
+    OrderedLinesDigest,
+    ProgrammeTerms,
+    close_batch,
+    financer_lines_digest,
+    raw_connection,
+)
 from clearing.expiry import close_programme
 from clearing.payments import record_transfer
 from kit.clock import utcnow
@@ -146,3 +159,91 @@ async def test_the_audit_sees_a_cheque_expired_without_its_ledger_entry(session,
 
     assert [d for d in result.differences if d.kind == "programme_outstanding"
             and d.account == f"programme:{scheme.id}:outstanding"]
+
+
+async def test_the_stored_lines_come_in_the_digest_order_from_the_database(session, cleared):
+    """The audit hashes each statement's stored lines as the database orders them, which is
+    `financer_lines_digest`'s order (Python compares strings by code point) whatever the
+    database's collation says of capitals, accents or digits; where it were not, the
+    statement's lines are sorted again (same digest, more work)."""
+    scheme, *_rest, batch, statements = cleared
+    statement_id = statements[scheme.financer_id(1)]
+    for family, commune in [("b", "2A004"), ("B", "20004"), ("é", "35238"), ("e", None),
+                            (None, "2B001"), ("Z", "35047")]:
+        await session.execute(text("""
+            INSERT INTO statement_line (statement_id, programme_id, demarche_family,
+                                        commune_insee, cheque_count, amount_cents)
+            VALUES (:s, :p, :f, :c, 1, 100)"""),
+            {"s": statement_id, "p": scheme.id, "f": family, "c": commune})
+    raw = await raw_connection(session)
+    digest = OrderedLinesDigest()
+    for sid, *line in await raw.fetch(_STORED_LINES, batch.id - 1):
+        if sid == statement_id:
+            digest.add(line)
+    lines = [tuple(r) for r in await raw.fetch(
+        "SELECT programme_id, demarche_family, commune_insee, cheque_count, amount_cents "
+        "FROM statement_line WHERE statement_id = $1", statement_id)]
+    assert digest.ordered and digest.count == len(lines) >= 7
+    assert (await _line_digests(raw, batch.id - 1))[statement_id] == (
+        financer_lines_digest(lines), len(lines))
+
+
+def test_a_replayed_financer_statement_hashes_its_lines_as_the_statement_does() -> None:
+    """The replay hashes a financer's lines from their packed keys in the digest's order; with
+    no family and an empty one both present (they print alike), from the unpacked lines."""
+    terms = {7: ProgrammeTerms(id=7, site_commission_bp=0, financer_fee_bp=100,
+                               state_share_bp=0, financers=(), commitments={})}
+    for names in (["caf", None, "35238", "2A004", "35047"], ["caf", None, "", "35238"]):
+        numbered = {name: no for no, name in enumerate(names)}
+        lines: dict[int, dict[int, int]] = {3: {}}
+        expected = []
+        # Lines come in another order than the names' numbers: among names that print
+        # alike, the digest keeps the lines' order (a stable sort), not the numbers'.
+        communes = [name for name in names if name and name[0].isdigit()]
+        for i, (family, commune) in enumerate(
+                (f, c) for f in reversed(names) for c in communes):
+            key = ((7 << 32) | numbered[family]) << 32 | numbered[commune]
+            lines[3][key] = (1 << 48) * (i + 1) + 100 * (i + 1)
+            expected.append((7, family, commune, i + 1, 100 * (i + 1)))
+        tally = _Tally({}, {}, lines, numbered, [])
+        [statement] = _financer_statements(9, tally, terms)
+        assert statement.lines_digest == financer_lines_digest(expected)
+        assert statement.cheques == sum(n for *_, n, _c in expected)
+
+
+async def test_the_audit_on_every_core_finds_what_the_audit_on_one_connection_finds(
+        sessionmaker, keyring):
+    """A large journal's full audit runs its parts at once on connections of their own at
+    the session's snapshot, the statements' lines digested in a worker process. Those cannot
+    see a transaction's own writes: the batch and its forgery (a statement line changed) are
+    committed, the line put back at the end."""
+    async with sessionmaker() as setup:
+        scheme = await make_scheme(setup, keyring, site_commission_bp=200)
+        site = await make_site(setup)
+        for i, cheque in enumerate(await issue_cheques(setup, scheme, 3)):
+            await redeem(setup, scheme, site, cheque, at=paris(2024, 1, 4 + i))
+        batch, _ = await close_batch(setup, cutoff=unique_cutoff(), now=utcnow())
+        statement_id, line_id = (await setup.execute(text("""
+            SELECT s.id, min(l.id) FROM statement s JOIN statement_line l
+              ON l.statement_id = s.id
+            WHERE s.batch_id = :b AND s.organisation_id = :f GROUP BY s.id"""),
+            {"b": batch.id, "f": scheme.financer_id(1)})).one()
+        await setup.execute(text(
+            "UPDATE statement_line SET amount_cents = amount_cents + 1 WHERE id = :id"),
+            {"id": line_id})
+        await setup.commit()
+    try:
+        async with sessionmaker() as s:
+            on_one_connection = await run_audit(s, parallel_from=2**62)
+            await s.rollback()
+        async with sessionmaker() as s:
+            on_every_core = await run_audit(s, parallel_from=0)
+            await s.rollback()
+    finally:
+        async with sessionmaker() as s:
+            await s.execute(text(
+                "UPDATE statement_line SET amount_cents = amount_cents - 1 WHERE id = :id"),
+                {"id": line_id})
+            await s.commit()
+    assert on_every_core.differences == on_one_connection.differences
+    assert _about(on_every_core.differences, "statement_mismatch", statement_id=statement_id)
