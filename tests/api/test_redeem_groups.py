@@ -30,7 +30,7 @@ async def _together(app: Any, *requests: Any) -> list[httpx.Response]:
     app.state.redeem_groups = groups
     groups._running = 1  # as if a group were being written
     sent = [asyncio.ensure_future(r) for r in requests]
-    while len(groups._waiting) < len(requests):
+    while len(groups._waiting) < len(requests):  # noqa: ASYNC110 (a private list: no event)
         await asyncio.sleep(0.01)
     groups._running = 0
     async with groups._turn:
