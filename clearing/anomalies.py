@@ -513,13 +513,18 @@ async def booklet_spread(session: AsyncSession, window: Window, t: Thresholds) -
     findings = []
     for booklet_id, items in groups.items():
         best: list[Any] = []
+        most = 0
         start = 0
-        for end in range(len(items)):  # the window of D days with the most communes
+        seen: Counter[str] = Counter()  # communes of items[start : end + 1]
+        for end in range(len(items)):  # the (first) window of D days with the most communes
+            seen[items[end].commune_insee] += 1
             while items[end].redeemed_at - items[start].redeemed_at > span:
+                seen[items[start].commune_insee] -= 1
+                if not seen[items[start].commune_insee]:
+                    del seen[items[start].commune_insee]
                 start += 1
-            run = items[start : end + 1]
-            if len({r.commune_insee for r in run}) > len({r.commune_insee for r in best}):
-                best = run
+            if len(seen) > most:
+                most, best = len(seen), items[start : end + 1]
         communes = sorted({str(r.commune_insee) for r in best})
         if len(communes) < t.spread_communes or best[-1].redeemed_at <= window.start:
             continue
