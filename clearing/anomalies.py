@@ -649,25 +649,23 @@ async def watch(
         findings.extend(await rule(session, window, thresholds))
     opened: list[int] = []
     by_rule: Counter[str] = Counter()
-    for f in findings:
-        new_id = await session.scalar(
+    # Up to 1,000 findings a statement: each run finds again those already recorded (a run
+    # after an offline batch in bench/redemption.py: over 1,000, one statement each before).
+    for chunk in range(0, len(findings), 1000):
+        rows = await session.execute(
             insert(Anomaly)
-            .values(
-                rule=f.rule,
-                fingerprint=f.fingerprint,
-                site_id=f.site_id,
-                programme_id=f.programme_id,
-                user_id=f.user_id,
-                opened_at=now,
-                summary=f.summary,
-                evidence=f.evidence,
-            )
+            .values([
+                {"rule": f.rule, "fingerprint": f.fingerprint, "site_id": f.site_id,
+                 "programme_id": f.programme_id, "user_id": f.user_id, "opened_at": now,
+                 "summary": f.summary, "evidence": f.evidence}
+                for f in findings[chunk : chunk + 1000]
+            ])
             .on_conflict_do_nothing(index_elements=["fingerprint"])
-            .returning(col(Anomaly.id))
+            .returning(col(Anomaly.id), col(Anomaly.rule))
         )
-        if new_id is not None:
+        for new_id, rule_name in sorted(rows.all()):
             opened.append(int(new_id))
-            by_rule[f.rule] += 1
+            by_rule[rule_name] += 1
     await session.execute(
         sa.delete(RefusedScan).where(
             col(RefusedScan.refused_at)
