@@ -9,6 +9,7 @@ swallow their errors (logged): a scan never waits on the watch, nor fails becaus
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from datetime import datetime
 from typing import Any
@@ -27,6 +28,11 @@ log = structlog.get_logger("passnum.anomalies")
 BUFFER = 10_000
 FLUSH_DELAY_S = 0.5
 WATCH_DELAY_S = 2.0
+# A worker starts a watch run at most this often: the sites of the batches received meanwhile
+# wait for the next one. A run reads each of its sites' last `lookback_hours`, so at a site
+# syncing batch after batch a run per batch was quadratic (measured in bench/redemption.py:
+# a third of the server's CPU during the batches).
+WATCH_MIN_INTERVAL_S = 30.0
 
 
 def thresholds(settings: Settings) -> anomalies.Thresholds:
@@ -58,6 +64,7 @@ class SideJobs:
         self.sites: set[int] = set()
         self._flusher: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._watched_at = float("-inf")  # time.monotonic() when the last run started
 
     # -- refused scans
 
@@ -92,14 +99,20 @@ class SideJobs:
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.get_running_loop().create_task(self._watch_later())
 
+    def watch_delay(self) -> float:
+        """Seconds until the next run may start: after the batch's transaction (batches
+        coalesce), and not sooner than WATCH_MIN_INTERVAL_S after the last run."""
+        return max(WATCH_DELAY_S, self._watched_at + WATCH_MIN_INTERVAL_S - time.monotonic())
+
     async def _watch_later(self) -> None:
-        await asyncio.sleep(WATCH_DELAY_S)  # after the batch's transaction, and batches coalesce
+        await asyncio.sleep(self.watch_delay())
         await self.watch_now()
 
     async def watch_now(self) -> anomalies.WatchRun | None:
         sites, self.sites = sorted(self.sites), set()
         if not sites:
             return None
+        self._watched_at = time.monotonic()
         try:
             async with self.app.state.sessionmaker() as session, session.begin():
                 run = await anomalies.watch(

@@ -95,3 +95,21 @@ async def test_an_offline_batch_schedules_a_watch_of_its_site(
         if jobs._watcher is not None:
             jobs._watcher.cancel()
         jobs.sites.clear()
+
+
+async def test_watch_runs_of_a_worker_are_spaced(
+    session: AsyncSession, client: Any, app: Any
+) -> None:
+    """A run soon after a batch; the next not before WATCH_MIN_INTERVAL_S (a run reads each
+    site's whole lookback: one per batch was quadratic for a site syncing batch after batch)."""
+    from api.anomaly_watch import WATCH_DELAY_S, WATCH_MIN_INTERVAL_S, SideJobs
+
+    site = await make_site(session, app)
+    await session.commit()
+    jobs = SideJobs(app)
+    assert jobs.watch_delay() == WATCH_DELAY_S
+    jobs.sites.add(site.org.id)
+    assert await jobs.watch_now() is not None
+    assert WATCH_MIN_INTERVAL_S - 5 < jobs.watch_delay() <= WATCH_MIN_INTERVAL_S
+    assert await jobs.watch_now() is None  # no site waiting: no run, the spacing unchanged
+    assert WATCH_MIN_INTERVAL_S - 5 < jobs.watch_delay() <= WATCH_MIN_INTERVAL_S
