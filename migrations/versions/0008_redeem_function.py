@@ -15,6 +15,8 @@ from importlib.resources import files
 
 from alembic import op
 
+from migrations.sql_files import install
+
 revision: str = "0008_redeem_function"
 down_revision: str | None = "0007_ledger_seal"
 branch_labels: str | Sequence[str] | None = None
@@ -36,15 +38,7 @@ FUNCTIONS = (
 
 
 def upgrade() -> None:
-    from sqlalchemy.util import await_only
-
-    # Each file is several statements with dollar-quoted bodies: sent as one simple query on
-    # the driver's own connection (asyncpg), within the migration's transaction.
-    driver = op.get_bind().connection.driver_connection
-    if driver is None:
-        raise RuntimeError("the migration's connection has no driver connection")
-    for source in SOURCES:
-        await_only(driver.execute(source.read_text(encoding="utf-8")))
+    install(*SOURCES)
 
 
 def downgrade() -> None:

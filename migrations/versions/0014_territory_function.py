@@ -11,7 +11,7 @@ site lists, the booklet's cover and « mon pass » call it too, instead of a Pyt
 from collections.abc import Sequence
 from importlib.resources import files
 
-from alembic import op
+from migrations.sql_files import install
 
 revision: str = "0014_territory_function"
 down_revision: str | None = "0013_read_scale"
@@ -20,12 +20,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    from sqlalchemy.util import await_only
-
-    driver = op.get_bind().connection.driver_connection
-    if driver is None:
-        raise RuntimeError("the migration's connection has no driver connection")
-    await_only(driver.execute((files("pass_") / "redeem.sql").read_text(encoding="utf-8")))
+    install(files("pass_") / "redeem.sql")
 
 
 def downgrade() -> None:

@@ -14,7 +14,7 @@ Installs ledger/posting.sql and pass_/redeem.sql again, same rules, same results
 from collections.abc import Sequence
 from importlib.resources import files
 
-from alembic import op
+from migrations.sql_files import install
 
 revision: str = "0015_cheaper_posting"
 down_revision: str | None = "0014_territory_function"
@@ -23,15 +23,9 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    from sqlalchemy.util import await_only
-
-    driver = op.get_bind().connection.driver_connection
-    if driver is None:
-        raise RuntimeError("the migration's connection has no driver connection")
     # A function whose language changes (ledger_content_hash: SQL → PL/pgSQL) is replaced in
     # place by CREATE OR REPLACE, its callers untouched.
-    for source in (files("ledger") / "posting.sql", files("pass_") / "redeem.sql"):
-        await_only(driver.execute(source.read_text(encoding="utf-8")))
+    install(files("ledger") / "posting.sql", files("pass_") / "redeem.sql")
 
 
 def downgrade() -> None:
