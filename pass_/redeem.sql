@@ -1,6 +1,6 @@
 -- The redemption (DESIGN.md §5), written once: every rule, in the order a mediator needs
 -- them, and the writes. Installed by migration 0008_redeem_function (again by 0014, which
--- moved the territory rule into pass_in_territory). Every road calls it:
+-- moved the territory rule into pass_in_territory, and by 0015). Every road calls it:
 -- the online API and the mediator's scan page (`pass_.redemption.redeem_cheque`), the offline
 -- batch (`redeem_offline`: one statement calling it once per scan), and the cheque check
 -- (`check_cheque`, with p_dry_run: the same rules, nothing written).
