@@ -1,7 +1,8 @@
 -- The ledger's posting, as database functions: the one definition of how an entry is written.
 -- Installed by migration 0008_redeem_function (again by 0015); `ledger.service.post` /
--- `post_many` call `ledger_post`, and so does any SQL that must post inside its own transaction (the
--- redemption, pass_/redeem.sql). Nothing else inserts into ledger_entry or ledger_posting.
+-- `post_many` call `ledger_post`, and so does any SQL that must post inside its own
+-- transaction (the redemption, pass_/redeem.sql). Nothing else inserts into ledger_entry or
+-- ledger_posting.
 
 -- The canonical JSON text of a jsonb value, as Python's
 -- json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False) writes it:
