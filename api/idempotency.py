@@ -218,12 +218,16 @@ async def record_many(session: AsyncSession, answers: Mapping[Row, Answer]) -> N
     if not answers:
         return
     rows = list(answers)
-    await session.execute(_RECORD, {
+    written = await session.execute(_RECORD, {
         "ids": [i for i, _ in rows],
         "tids": [t for _, t in rows],
         "statuses": [answers[r].status for r in rows],
         "bodies": [answers[r].body for r in rows],
     })
+    found = int(written.rowcount or 0)  # type: ignore[attr-defined]
+    if found != len(rows):
+        # a reserved row moved (something else updated it): fail whole, nothing committed
+        raise RuntimeError(f"{len(rows)} answers to record, {found} rows found")
 
 
 async def run_many(
