@@ -39,7 +39,6 @@ from clearing.batches import (
     financer_lines_digest,
     half_up_mixed,
     load_terms,
-    raw_connection,
     site_lines_digest,
     statement_hash,
 )
@@ -48,6 +47,7 @@ from clearing.invoices_audit import (
     SETTLED_BY_INVOICES,
     audit_invoices,
 )
+from kit.db import raw_connection
 from kit.snapshot import (
     Snapshot,
     all_or_none,

@@ -41,6 +41,7 @@ from clearing.invoices import InvoiceTerms, issue_batch_invoices
 from clearing.models import Batch
 from clearing.sepa import BankAccountInvalid, Party, check_account
 from kit.clock import PARIS, UTC, check_instant, paris_midnight
+from kit.db import raw_connection
 from kit.errors import InvalidInput
 from kit.money import half_up_bp
 from ledger import service as ledger
@@ -204,13 +205,6 @@ class ProgrammeTerms:
     site_commission_bp: int
     financers: tuple[FinancerShare, ...]
     commitments: dict[int, int]
-
-
-async def raw_connection(session: AsyncSession) -> asyncpg.Connection:
-    """The asyncpg connection under the session, in the session's transaction (for COPY)."""
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    return raw.driver_connection  # type: ignore[return-value]
 
 
 async def load_terms(raw: asyncpg.Connection,

@@ -13,7 +13,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
-from sqlalchemy import MetaData
+import asyncpg
+from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -109,6 +110,14 @@ def run_with_own_engine(
             await engine.dispose()
 
     asyncio.run(main())
+
+
+async def raw_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under the session, in the session's transaction — begun if it
+    was not yet (a server-side cursor needs one): for COPY, cursors and asyncpg's own calls."""
+    await session.execute(text("SELECT 1"))
+    connection = await session.connection()
+    return (await connection.get_raw_connection()).driver_connection  # type: ignore[return-value]
 
 
 @asynccontextmanager

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kit.db import raw_connection
 from kit.snapshot import Snapshot, in_processes, snapshot_connection
 from ledger.canonical import GENESIS_HASH, entry_hashes
 
@@ -129,7 +130,7 @@ ORDER BY s.sealed_seq
 async def _entries_since(session: AsyncSession, after_seq: int,
                          chunk: int) -> AsyncIterator[tuple[Any, ...]]:
     """The entries sealed after `after_seq`, in sealing order, streamed."""
-    raw = await _raw(session)
+    raw = await raw_connection(session)
     async for row in raw.cursor(_ALL_ENTRIES_SINCE, after_seq,  # type: ignore[union-attr]
                                 prefetch=chunk):
         yield tuple(row)
@@ -277,17 +278,10 @@ async def _check_entries(session: AsyncSession, chunk: int, snapshot: Snapshot |
     first, last = (await session.execute(_ID_RANGE)).one()
     ranges = id_ranges(first, last, ranges=4 * processes, at_least=slice_entries)
     if snapshot is None or len(ranges) == 1:
-        return await _check_between(await _raw(session), first, last, chunk)
+        return await _check_between(await raw_connection(session), first, last, chunk)
     checked = await in_processes(check_range, [(snapshot, a, b, chunk) for a, b in ranges],
                                  processes=processes)
     return [difference for found in checked for difference in found]
-
-
-async def _raw(session: AsyncSession) -> Any:
-    """The asyncpg connection under the session, in its transaction (a cursor needs one)."""
-    await session.execute(text("SELECT 1"))
-    connection = await session.connection()
-    return (await connection.get_raw_connection()).driver_connection
 
 
 async def audit_ledger(session: AsyncSession, *, chunk: int = 5_000,

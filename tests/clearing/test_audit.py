@@ -22,11 +22,11 @@ from clearing.batches import (
     ProgrammeTerms,
     close_batch,
     financer_lines_digest,
-    raw_connection,
 )
 from clearing.expiry import close_programme
 from clearing.payments import record_transfer
 from kit.clock import utcnow
+from kit.db import raw_connection
 from ledger.audit import Difference
 from pass_.enums import DemarcheFamily
 from pass_.tokens import Keyring
