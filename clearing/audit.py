@@ -53,7 +53,7 @@ from kit.snapshot import (
     all_or_none,
     export_snapshot,
     in_processes,
-    snapshot_connection,
+    read_at,
     snapshot_session,
 )
 from ledger.audit import ChainHead, Difference, audit_ledger, audit_ledger_since, chain_head
@@ -286,7 +286,7 @@ async def audit_clearing(
     stored statements' lines are digested in a worker process during the replay."""
     found: list[Difference] = []
     stored_lines = None if snapshot is None else asyncio.ensure_future(
-        in_processes(line_digests_at, [(snapshot, after_batch)], processes=1))
+        in_processes(read_at, [(snapshot, _line_digests, after_batch)], processes=1))
     try:
         recomputed, allocated = await _replay_batches(
             session, found, after_batch=after_batch, allocated_before=allocated_before,
@@ -627,16 +627,6 @@ async def _line_digests(raw: Any, after_batch: int) -> dict[int, tuple[str, int]
         lines = [tuple(r) for r in await raw.fetch(_STATEMENT_LINES, sid)]
         digests[sid] = (financer_lines_digest(lines), len(lines))
     return digests
-
-
-def line_digests_at(snapshot: Snapshot, after_batch: int) -> dict[int, tuple[str, int]]:
-    """In a worker process: `_line_digests` read at `snapshot`."""
-
-    async def work() -> dict[int, tuple[str, int]]:
-        async with snapshot_connection(snapshot) as raw:
-            return await _line_digests(raw, after_batch)
-
-    return asyncio.run(work())
 
 
 async def _stored_statements(

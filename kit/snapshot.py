@@ -74,6 +74,18 @@ async def snapshot_connection(snapshot: Snapshot) -> AsyncIterator[asyncpg.Conne
         await connection.close()
 
 
+def read_at(snapshot: Snapshot, reader: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """In a worker process (`in_processes(read_at, [(snapshot, reader, …), …])`): `await
+    reader(connection, *args)` on a connection of its own reading `snapshot`. `reader` must be
+    importable by name."""
+
+    async def work() -> T:
+        async with snapshot_connection(snapshot) as connection:
+            return await reader(connection, *args)
+
+    return asyncio.run(work())
+
+
 @asynccontextmanager
 async def snapshot_session(snapshot: Snapshot) -> AsyncIterator[AsyncSession]:
     """A session on a connection of its own reading `snapshot`; its transaction is rolled back

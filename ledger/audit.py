@@ -4,7 +4,6 @@ seal hashes and chain links. Domains add their own checks and report with the sa
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
@@ -14,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit.db import raw_connection
-from kit.snapshot import Snapshot, in_processes, snapshot_connection
+from kit.snapshot import Snapshot, in_processes, read_at
 from ledger.canonical import GENESIS_HASH, entry_hashes
 
 
@@ -260,17 +259,6 @@ def id_ranges(first: int, last: int, *, ranges: int, at_least: int) -> list[tupl
     return out
 
 
-def check_range(snapshot: Snapshot, first: int, last: int, chunk: int) -> list[Difference]:
-    """In a worker process: `_check_entry` of the entries with ids in [first, last], read on a
-    connection of its own at `snapshot`."""
-
-    async def work() -> list[Difference]:
-        async with snapshot_connection(snapshot) as raw:
-            return await _check_between(raw, first, last, chunk)
-
-    return asyncio.run(work())
-
-
 async def _check_entries(session: AsyncSession, chunk: int, snapshot: Snapshot | None,
                          processes: int, slice_entries: int) -> list[Difference]:
     """`_check_entry` of every entry, in id order: on the session's connection, or (with the
@@ -279,8 +267,9 @@ async def _check_entries(session: AsyncSession, chunk: int, snapshot: Snapshot |
     ranges = id_ranges(first, last, ranges=4 * processes, at_least=slice_entries)
     if snapshot is None or len(ranges) == 1:
         return await _check_between(await raw_connection(session), first, last, chunk)
-    checked = await in_processes(check_range, [(snapshot, a, b, chunk) for a, b in ranges],
-                                 processes=processes)
+    checked = await in_processes(
+        read_at, [(snapshot, _check_between, a, b, chunk) for a, b in ranges],
+        processes=processes)
     return [difference for found in checked for difference in found]
 
 
