@@ -23,6 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit.db import libpq_url, make_engine
+from kit.worker import frame
 
 T = TypeVar("T")
 
@@ -143,8 +144,7 @@ async def _serve(worker: asyncio.subprocess.Process, function: Callable[..., T],
     assert worker.stdin is not None and worker.stdout is not None
     while pending:
         number, args = pending.pop()
-        data = pickle.dumps((function, args), protocol=pickle.HIGHEST_PROTOCOL)
-        worker.stdin.write(len(data).to_bytes(8, "big") + data)
+        worker.stdin.write(frame((function, args)))
         await worker.stdin.drain()
         try:
             size = int.from_bytes(await worker.stdout.readexactly(8), "big")

@@ -19,9 +19,14 @@ def _read(source: BinaryIO) -> Any:
     return pickle.loads(source.read(int.from_bytes(header, "big")))
 
 
-def write(sink: BinaryIO, message: Any) -> None:
+def frame(message: Any) -> bytes:
+    """A message as sent either way: 8 bytes of length, then its pickle."""
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    sink.write(len(data).to_bytes(8, "big") + data)
+    return len(data).to_bytes(8, "big") + data
+
+
+def write(sink: BinaryIO, message: Any) -> None:
+    sink.write(frame(message))
     sink.flush()
 
 
