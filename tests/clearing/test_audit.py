@@ -11,12 +11,11 @@ from sqlalchemy import text
 
 from clearing.audit import (
     _STORED_LINES,
-    _financer_statements,
     _line_digests,
-    _Tally,
     audit_clearing,
     run_audit,
 )
+from clearing.audit_replay import _financer_statements, _Tally
 from clearing.batches import (
     OrderedLinesDigest,
     ProgrammeTerms,
