@@ -448,9 +448,11 @@ PGBENCH_SCRIPT = """\
 \\set k :k + 1
 \\set cid :lo + (:k - 1) * :clients + :client_id
 SELECT refusal FROM pass_redeem(
-    (SELECT serial FROM cheque WHERE id = :cid), (SELECT token FROM cheque WHERE id = :cid),
-    NULL, NULL, :site, NULL, CAST(now() AT TIME ZONE 'Europe/Paris' AS date), now(),
-    'realiser_demarche', 'caf', NULL, NULL, NULL, false);
+    ARRAY[(SELECT serial FROM cheque WHERE id = :cid)],
+    ARRAY[(SELECT token FROM cheque WHERE id = :cid)], ARRAY[NULL::bigint], ARRAY[NULL::bigint],
+    ARRAY[CAST(:site AS bigint)], ARRAY[NULL::bigint],
+    ARRAY[CAST(now() AT TIME ZONE 'Europe/Paris' AS date)], ARRAY['realiser_demarche'],
+    ARRAY['caf'], ARRAY[NULL::timestamptz], now(), NULL, NULL, false);
 """
 
 

@@ -76,7 +76,7 @@ $$;
 CREATE OR REPLACE FUNCTION ledger_open_accounts(p_codes text[]) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM unnest(p_codes) AS x(code)
+    IF NOT EXISTS (SELECT 1 FROM (SELECT DISTINCT x.code FROM unnest(p_codes) AS x(code)) AS x
                    WHERE NOT EXISTS (SELECT 1 FROM ledger_account a WHERE a.code = x.code)) THEN
         RETURN;
     END IF;
@@ -88,86 +88,127 @@ BEGIN
 END
 $$;
 
--- Post a balanced entry under an idempotency key, or find the one already posted under it.
--- Accounts are created on first use. Returns the entry's id and instant, whether this call
--- created it, its fingerprint, and whether an existing entry says the same (`same_content`;
--- false: an idempotency conflict, which the caller reports — nothing was written).
--- Raises (SQLSTATE LD001) for an entry with fewer than two postings, a zero amount or
--- postings that do not sum to zero: the deferred trigger of 0002_ledger re-checks at commit.
+-- Post balanced entries, each under its idempotency key, or find the ones already posted under
+-- them: the one definition of posting, for one entry (`ledger_post`, below) or many (the
+-- redemptions of an offline batch, a clearing run) in a few statements, whatever their number.
+-- Entry i is (p_keys[i], p_kinds[i], p_memos[i], p_ats[i]); its postings are the positions k
+-- with p_entry_of[k] = i, in order. Accounts are created on first use (before anything else is
+-- written: see ledger_open_accounts). One row an entry, in order: its id and instant, whether
+-- this call created it, its fingerprint, and whether an existing entry says the same
+-- (`same_content`; false: an idempotency conflict, which the caller reports — nothing was
+-- written for it). A key given twice is written once; its second row is not `created`.
+-- Raises (SQLSTATE LD001, for the first entry at fault) for an entry with fewer than two
+-- postings, a zero amount or postings that do not sum to zero, and for arrays of unequal
+-- lengths: the deferred trigger of 0002_ledger re-checks every entry at commit.
+CREATE OR REPLACE FUNCTION ledger_post_many(
+    p_keys text[], p_kinds text[], p_memos jsonb[], p_ats timestamptz[],
+    p_entry_of int[], p_codes text[], p_amounts bigint[])
+RETURNS TABLE (i int, entry_id bigint, created boolean, created_at timestamptz,
+               content_hash text, same_content boolean)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_entries int := coalesce(cardinality(p_keys), 0);
+    v_postings int := coalesce(cardinality(p_codes), 0);
+    v_bad record;
+    v_hashes text[];
+    v_created_i int[];
+    v_created_id bigint[];
+    v_created_at timestamptz[];
+BEGIN
+    IF coalesce(cardinality(p_kinds), 0) <> v_entries
+       OR coalesce(cardinality(p_memos), 0) <> v_entries
+       OR coalesce(cardinality(p_ats), 0) <> v_entries
+       OR coalesce(cardinality(p_entry_of), 0) <> v_postings
+       OR coalesce(cardinality(p_amounts), 0) <> v_postings THEN
+        RAISE EXCEPTION 'an entry has at least two postings' USING ERRCODE = 'LD001',
+            DETAIL = 'postings', HINT = v_postings::text;
+    END IF;
+    IF v_entries = 0 THEN
+        RETURN;
+    END IF;
+    -- Each entry balanced: two postings at least, none zero, summing to zero.
+    SELECT e.n, count(p.k) AS postings, coalesce(bool_or(p.amount = 0), false) AS zero,
+           coalesce(sum(p.amount), 0) AS total
+    INTO v_bad
+    FROM generate_series(1, v_entries) AS e(n)
+    LEFT JOIN unnest(p_entry_of, p_amounts) WITH ORDINALITY AS p(n, amount, k) ON p.n = e.n
+    GROUP BY e.n
+    HAVING count(p.k) < 2 OR coalesce(bool_or(p.amount = 0), false)
+           OR coalesce(sum(p.amount), 0) <> 0
+    ORDER BY e.n
+    LIMIT 1;
+    IF FOUND THEN
+        IF v_bad.postings < 2 THEN
+            RAISE EXCEPTION 'an entry has at least two postings' USING ERRCODE = 'LD001',
+                DETAIL = 'postings', HINT = v_bad.postings::text;
+        ELSIF v_bad.zero THEN
+            RAISE EXCEPTION 'a posting has a non-zero amount' USING ERRCODE = 'LD001',
+                DETAIL = 'amount', HINT = '0';
+        END IF;
+        RAISE EXCEPTION 'unbalanced entry %', p_keys[v_bad.n] USING ERRCODE = 'LD001',
+            DETAIL = 'total', HINT = v_bad.total::text;
+    END IF;
+    -- The fingerprints, in the entries' order.
+    SELECT array_agg(ledger_content_hash(e.kind, e.memo, l.codes, l.amounts) ORDER BY e.n)
+    INTO v_hashes
+    FROM unnest(p_kinds, p_memos) WITH ORDINALITY AS e(kind, memo, n)
+    JOIN (SELECT p.n, array_agg(p.code ORDER BY p.k) AS codes,
+                 array_agg(p.amount ORDER BY p.k) AS amounts
+          FROM unnest(p_entry_of, p_codes, p_amounts) WITH ORDINALITY AS p(n, code, amount, k)
+          GROUP BY p.n) AS l ON l.n = e.n;
+    PERFORM ledger_open_accounts(p_codes);
+    -- The entries and their postings in one statement: the first row of each key; an entry
+    -- whose key is taken inserts no posting.
+    WITH x AS (
+        SELECT DISTINCT ON (x.key) x.*
+        FROM unnest(p_keys, p_kinds, p_memos, p_ats, v_hashes)
+             WITH ORDINALITY AS x(key, kind, memo, at, hash, n)
+        ORDER BY x.key, x.n
+    ), e AS (
+        INSERT INTO ledger_entry AS e (idempotency_key, kind, memo, created_at, content_hash)
+        SELECT x.key, x.kind, x.memo, coalesce(x.at, now()), x.hash FROM x ORDER BY x.n
+        ON CONFLICT (idempotency_key) DO NOTHING
+        RETURNING e.id, e.idempotency_key, e.created_at
+    ), en AS (
+        SELECT x.n, e.id, e.created_at FROM e JOIN x ON x.key = e.idempotency_key
+    ), p AS (
+        -- (every account was opened above: a posting without one stops at account_id's NOT NULL)
+        INSERT INTO ledger_posting (entry_id, account_id, amount_cents)
+        SELECT en.id, a.id, y.amount
+        FROM en
+        JOIN unnest(p_entry_of, p_codes, p_amounts) WITH ORDINALITY AS y(n, code, amount, k)
+             ON y.n = en.n
+        LEFT JOIN ledger_account a ON a.code = y.code
+        ORDER BY y.k
+    )
+    SELECT array_agg(en.n ORDER BY en.n), array_agg(en.id ORDER BY en.n),
+           array_agg(en.created_at ORDER BY en.n)
+    INTO v_created_i, v_created_id, v_created_at
+    FROM en;
+    -- Created here, or (a key taken: by an earlier call, a concurrent writer whose commit
+    -- ON CONFLICT waited for, or an earlier row of this call) found as it stands.
+    RETURN QUERY
+    SELECT x.n::int, coalesce(c.id, e.id), c.id IS NOT NULL, coalesce(c.at, e.created_at),
+           coalesce(CASE WHEN c.id IS NOT NULL THEN x.hash END, e.content_hash),
+           c.id IS NOT NULL OR e.content_hash = x.hash
+    FROM unnest(p_keys, v_hashes) WITH ORDINALITY AS x(key, hash, n)
+    LEFT JOIN unnest(v_created_i, v_created_id, v_created_at) AS c(n, id, at) ON c.n = x.n
+    LEFT JOIN LATERAL (SELECT e.id, e.created_at, e.content_hash FROM ledger_entry e
+                       WHERE c.id IS NULL AND e.idempotency_key = x.key) AS e ON true
+    ORDER BY x.n;
+END
+$$;
+
+-- Post one balanced entry under an idempotency key, or find the one already posted under it:
+-- `ledger_post_many` for one entry (its rules, its answer; SQLSTATE LD001 as it raises).
 CREATE OR REPLACE FUNCTION ledger_post(
     p_key text, p_kind text, p_memo jsonb, p_at timestamptz, p_codes text[], p_amounts bigint[],
     OUT entry_id bigint, OUT created boolean, OUT created_at timestamptz,
     OUT content_hash text, OUT same_content boolean)
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_total numeric := 0;
-    v_amount bigint;
-    v_existing text;
-    v_written bigint;
-    v_missing text[];
-BEGIN
-    IF coalesce(cardinality(p_codes), 0) < 2
-       OR cardinality(p_codes) <> coalesce(cardinality(p_amounts), 0) THEN
-        RAISE EXCEPTION 'an entry has at least two postings' USING ERRCODE = 'LD001',
-            DETAIL = 'postings', HINT = coalesce(cardinality(p_codes), 0)::text;
-    END IF;
-    IF 0 = ANY(p_amounts) THEN
-        RAISE EXCEPTION 'a posting has a non-zero amount' USING ERRCODE = 'LD001',
-            DETAIL = 'amount', HINT = '0';
-    END IF;
-    -- (a loop, not a query: see ledger_content_hash)
-    FOREACH v_amount IN ARRAY p_amounts LOOP
-        v_total := v_total + coalesce(v_amount, 0);
-    END LOOP;
-    IF v_total <> 0 THEN
-        RAISE EXCEPTION 'unbalanced entry %', p_key USING ERRCODE = 'LD001',
-            DETAIL = 'total', HINT = v_total::text;
-    END IF;
-    content_hash := ledger_content_hash(p_kind, p_memo, p_codes, p_amounts);
-
-    -- The entry and its postings in one statement (an entry whose key is taken inserts no
-    -- posting); an account used for the first time is created, then its postings written
-    -- (the common case, every account known, is this one statement).
-    WITH e AS (
-        INSERT INTO ledger_entry AS e (idempotency_key, kind, memo, created_at, content_hash)
-        VALUES (p_key, p_kind, p_memo, coalesce(p_at, now()), ledger_post.content_hash)
-        ON CONFLICT (idempotency_key) DO NOTHING
-        RETURNING e.id, e.created_at
-    ), p AS (
-        INSERT INTO ledger_posting (entry_id, account_id, amount_cents)
-        SELECT e.id, a.id, x.amount
-        FROM e
-        CROSS JOIN unnest(p_codes, p_amounts) WITH ORDINALITY AS x(code, amount, n)
-        JOIN ledger_account a ON a.code = x.code
-        ORDER BY x.n
-        RETURNING 1
-    )
-    SELECT e.id, e.created_at, (SELECT count(*) FROM p) INTO entry_id, created_at, v_written
-    FROM e;
-    IF entry_id IS NULL THEN
-        -- ON CONFLICT waited for a concurrent writer of the key: its row is visible now.
-        SELECT e.id, e.created_at, e.content_hash INTO entry_id, created_at, v_existing
-        FROM ledger_entry e WHERE e.idempotency_key = p_key;
-        created := false;
-        same_content := v_existing = ledger_post.content_hash;
-        content_hash := v_existing;
-        RETURN;
-    END IF;
-    IF v_written < cardinality(p_codes) THEN
-        SELECT array_agg(DISTINCT x.code) INTO v_missing
-        FROM unnest(p_codes) AS x(code)
-        WHERE NOT EXISTS (SELECT 1 FROM ledger_posting p JOIN ledger_account a
-                          ON a.id = p.account_id
-                          WHERE p.entry_id = ledger_post.entry_id AND a.code = x.code);
-        PERFORM ledger_open_accounts(v_missing);
-        INSERT INTO ledger_posting (entry_id, account_id, amount_cents)
-        SELECT ledger_post.entry_id, a.id, x.amount
-        FROM unnest(p_codes, p_amounts) WITH ORDINALITY AS x(code, amount, n)
-        JOIN ledger_account a ON a.code = x.code
-        WHERE x.code = ANY(v_missing)
-        ORDER BY x.n;
-    END IF;
-    created := true;
-    same_content := true;
-END
+LANGUAGE sql AS $$
+SELECT r.entry_id, r.created, r.created_at, r.content_hash, r.same_content
+FROM ledger_post_many(ARRAY[p_key], ARRAY[p_kind], ARRAY[p_memo], ARRAY[p_at],
+                      array_fill(1, ARRAY[coalesce(cardinality(p_codes), 0)]), p_codes,
+                      p_amounts) AS r
 $$;

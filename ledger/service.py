@@ -1,9 +1,10 @@
 """Use cases of the journal: post entries (idempotently), reverse them, read balances.
 
-Posting is one database function, `ledger_post` (ledger/posting.sql): it creates missing
-accounts, computes the entry's fingerprint, inserts the entry (ON CONFLICT on its idempotency
-key) and its postings. `post` and `post_many` call it, and so does SQL that posts within its
-own statement (the redemption, pass_/redeem.sql): one definition. No row is updated, so
+Posting is one database function, `ledger_post_many` (ledger/posting.sql; `ledger_post` is its
+case of one entry): it creates missing accounts, computes the entries' fingerprints, inserts
+the entries (ON CONFLICT on their idempotency keys) and their postings. `post` and `post_many`
+call it, and so does SQL that posts within its own transaction (the redemption,
+pass_/redeem.sql): one definition. No row is updated, so
 concurrent posts on the same accounts never wait on each other; balances are sums of
 postings. The database re-checks the balance at commit (see migration 0002_ledger).
 """
@@ -52,24 +53,15 @@ FROM ledger_post(:key, :kind, CAST(:memo AS jsonb), CAST(:at AS timestamptz),
                  CAST(:codes AS text[]), CAST(:amounts AS bigint[]))
 """)
 
-# Many entries in one statement, each through `ledger_post`, in the order given; postings are
-# passed flat with the index of their entry.
+# Many entries in one statement: `ledger_post_many`, of which `ledger_post` is the case of one;
+# postings are passed flat with the index (from 1) of their entry.
 _POST_MANY = text("""
-WITH entry AS (
-    SELECT * FROM unnest(CAST(:keys AS text[]), CAST(:kinds AS text[]), CAST(:memos AS text[]),
-                         CAST(:ats AS timestamptz[])) WITH ORDINALITY AS x(key, kind, memo, at, i)
-), leg AS (
-    SELECT p.i, array_agg(p.code ORDER BY p.n) AS codes, array_agg(p.amount ORDER BY p.n) AS amounts
-    FROM unnest(CAST(:entry_of AS bigint[]), CAST(:codes AS text[]), CAST(:amounts AS bigint[]))
-         WITH ORDINALITY AS p(i, code, amount, n)
-    GROUP BY p.i
-), ordered AS MATERIALIZED (
-    SELECT entry.*, leg.codes, leg.amounts FROM entry JOIN leg ON leg.i = entry.i ORDER BY entry.i
-)
-SELECT o.i, r.entry_id, r.created, r.created_at, r.content_hash, r.same_content
-FROM ordered o
-CROSS JOIN LATERAL ledger_post(o.key, o.kind, CAST(o.memo AS jsonb), o.at, o.codes, o.amounts) r
-ORDER BY o.i
+SELECT i, entry_id, created, created_at, content_hash, same_content
+FROM ledger_post_many(CAST(:keys AS text[]), CAST(:kinds AS text[]),
+                      CAST(CAST(:memos AS text[]) AS jsonb[]),
+                      CAST(:ats AS timestamptz[]), CAST(:entry_of AS int[]),
+                      CAST(:codes AS text[]), CAST(:amounts AS bigint[]))
+ORDER BY i
 """)
 
 _ENTRY_BY_KEY = text("""
@@ -235,7 +227,7 @@ async def _resolve_accounts(session: AsyncSession, codes: Sequence[str]) -> dict
 
 
 async def post_many(session: AsyncSession, entries: Sequence[NewEntry]) -> list[Entry]:
-    """Post many entries in one statement (clearing batches), each through `ledger_post`;
+    """Post many entries in one statement (clearing batches): `ledger_post_many`;
     same rules as `post`.
 
     Returns the entries in the given order. A key repeated in `entries` with the same content

@@ -178,24 +178,17 @@ def parse_code(code: str, keyring: Keyring) -> ParsedCode:
 
 # The one definition of the redemption is pass_/redeem.sql. Every road calls it here, for one
 # scan or many (an offline batch, online scans that arrived together, each with its site and
-# user), once per scan in one statement; `dry_run` decides without writing (the check). Scans
-# are taken in (serial, scanned_at) order: of two scans of one cheque the earlier one is
-# decided first, and statements lock the cheques they share in the same order (no deadlock).
+# user), in one call for all of them; `dry_run` decides without writing (the check). The
+# function answers one row a scan, `n` its position in the arrays.
 _REDEEM_MANY = text("""
-SELECT x.n, r.refusal, r.redemption_id, r.cheque_id, r.serial, r.status, r.value_cents,
+SELECT r.n, r.refusal, r.redemption_id, r.cheque_id, r.serial, r.status, r.value_cents,
        r.valid_from, r.redeem_until, r.redeemed_at, r.redeemed_here
-FROM (SELECT * FROM unnest(CAST(:serials AS text[]), CAST(:tokens AS text[]),
-                           CAST(:programme_ids AS bigint[]), CAST(:values AS bigint[]),
-                           CAST(:days AS date[]), CAST(:services AS text[]),
-                           CAST(:demarches AS text[]), CAST(:scanned AS timestamptz[]),
-                           CAST(:sites AS bigint[]), CAST(:users AS bigint[]), CAST(:ns AS int[]))
-          AS s(serial, token, programme_id, value_cents, day, service, demarche, scanned_at,
-               site_id, user_id, n)
-      ORDER BY s.serial, s.scanned_at, s.n) AS x
-CROSS JOIN LATERAL pass_redeem(x.serial, x.token, x.programme_id, x.value_cents, x.site_id,
-                               x.user_id, x.day, :at, x.service, x.demarche, x.scanned_at,
-                               CAST(:max_age AS interval), CAST(:skew AS interval),
-                               CAST(:dry_run AS boolean)) AS r
+FROM pass_redeem(CAST(:serials AS text[]), CAST(:tokens AS text[]),
+                 CAST(:programme_ids AS bigint[]), CAST(:values AS bigint[]),
+                 CAST(:sites AS bigint[]), CAST(:users AS bigint[]), CAST(:days AS date[]),
+                 CAST(:services AS text[]), CAST(:demarches AS text[]),
+                 CAST(:scanned AS timestamptz[]), :at, CAST(:max_age AS interval),
+                 CAST(:skew AS interval), CAST(:dry_run AS boolean)) AS r
 """)
 
 
@@ -472,13 +465,12 @@ async def _redeem_many(
         "scanned": [p["scanned_at"] for p in params],
         "sites": [sites[n] for n in ns],
         "users": [users[n] for n in ns],
-        "ns": ns,
         "max_age": OFFLINE_MAX_AGE,
         "skew": CLOCK_SKEW,
         "at": now,
         "dry_run": dry_run,
     })
-    return [(row[0], row) for row in rows.all()]
+    return [(ns[row[0] - 1], row) for row in rows.all()]
 
 
 def _outcome(row: Any, site_id: int) -> OfflineOutcome:

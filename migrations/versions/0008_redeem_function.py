@@ -26,10 +26,15 @@ depends_on: str | Sequence[str] | None = None
 # ship with an installed wheel too.)
 SOURCES = (files("ledger") / "posting.sql", files("pass_") / "redeem.sql")
 
+# What the files define as they now stand (this revision installs them), and what they
+# defined before (a database migrated then).
 FUNCTIONS = (
+    "pass_redeem(text[], text[], bigint[], bigint[], bigint[], bigint[], date[], text[], "
+    "text[], timestamptz[], timestamptz, interval, interval, boolean)",  # since 0016
     "pass_redeem(text, text, bigint, bigint, bigint, bigint, date, timestamptz, text, text, "
-    "timestamptz, interval, interval, boolean)",
+    "timestamptz, interval, interval, boolean)",  # until 0016
     "ledger_post(text, text, jsonb, timestamptz, text[], bigint[])",
+    "ledger_post_many(text[], text[], jsonb[], timestamptz[], int[], text[], bigint[])",
     "ledger_open_accounts(text[])",
     "ledger_content_hash(text, jsonb, text[], bigint[])",
     "ledger_canonical_json(jsonb)",
@@ -44,3 +49,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     for function in FUNCTIONS:
         op.execute(f"DROP FUNCTION IF EXISTS {function}")
+    op.execute("DROP TYPE IF EXISTS pass_redeem_scan")  # pass_redeem's rows, since 0016

@@ -70,7 +70,7 @@ async def test_the_ledger_revisions_match_the_models_and_downgrade(scratch_url: 
     assert await ledger_objects(scratch_url) == (
         ["ledger_account", "ledger_entry", "ledger_posting", "ledger_seal"],
         ["ledger_canonical_json", "ledger_check_entry_balanced", "ledger_content_hash",
-         "ledger_open_accounts", "ledger_post", "ledger_refuse_change"])
+         "ledger_open_accounts", "ledger_post", "ledger_post_many", "ledger_refuse_change"])
     registry.downgrade_in_thread(scratch_url, "0001_accounts")
     assert await ledger_objects(scratch_url) == ([], [])
     registry.upgrade_in_thread(scratch_url, "0002_ledger")

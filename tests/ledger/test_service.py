@@ -336,3 +336,63 @@ async def test_the_database_orders_any_postings_as_the_auditor_s_python_does(
                  "CAST(:a AS bigint[]))"), {"c": codes, "a": amounts})).scalar_one()
         assert got == content_hash("k", list(zip(codes, amounts, strict=True)), None), (
             codes, amounts)
+
+
+_POST_MANY_SQL = text("""
+SELECT i, created, same_content, entry_id FROM ledger_post_many(
+    CAST(:keys AS text[]), CAST(:kinds AS text[]), CAST(:memos AS jsonb[]),
+    CAST(:ats AS timestamptz[]), CAST(:entry_of AS int[]), CAST(:codes AS text[]),
+    CAST(:amounts AS bigint[]))
+""")
+
+
+def _many(keys: list[str], entry_of: list[int], codes: list[str],
+          amounts: list[int]) -> dict[str, object]:
+    return {"keys": keys, "kinds": ["t"] * len(keys), "memos": [None] * len(keys),
+            "ats": [None] * len(keys), "entry_of": entry_of, "codes": codes, "amounts": amounts}
+
+
+async def test_the_database_s_many_posting_writes_a_key_given_twice_once(
+    session: AsyncSession,
+) -> None:
+    """`ledger_post_many` called from SQL (the redemption does) with one key twice: one entry;
+    the second row is not created and says whether it matches."""
+    ns = fresh()
+    rows = (await session.execute(_POST_MANY_SQL, _many(
+        [f"{ns}:1", f"{ns}:2", f"{ns}:1"], [1, 1, 2, 2, 3, 3],
+        [f"{ns}:a", f"{ns}:b", f"{ns}:a", f"{ns}:b", f"{ns}:b", f"{ns}:a"],
+        [-5, 5, -7, 7, 5, -5]))).all()
+    assert [(r.i, r.created, r.same_content) for r in rows] == [
+        (1, True, True), (2, True, True), (3, False, True)]
+    assert rows[2].entry_id == rows[0].entry_id
+    assert await session.scalar(text(
+        "SELECT count(*) FROM ledger_posting p JOIN ledger_entry e ON e.id = p.entry_id "
+        "WHERE e.idempotency_key LIKE :ns"), {"ns": f"{ns}:%"}) == 4
+    other = (await session.execute(_POST_MANY_SQL, _many(
+        [f"{ns}:2"], [1, 1], [f"{ns}:a", f"{ns}:b"], [-1, 1]))).one()
+    assert (other.created, other.same_content) == (False, False)
+
+
+@pytest.mark.parametrize(("entry_of", "amounts", "detail"), [
+    ([1, 1, 2], [-5, 5, 3], "postings"),  # entry 2 has one posting
+    ([1, 1, 2, 2], [-5, 5, 0, 0], "amount"),
+    ([1, 1, 2, 2], [-5, 5, -3, 4], "total"),
+    ([1, 1, 2], [-5, 5], "postings"),  # arrays of unequal lengths
+])
+async def test_the_database_s_many_posting_refuses_an_unbalanced_entry_among_others(
+    session: AsyncSession, entry_of: list[int], amounts: list[int], detail: str,
+) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    ns = fresh()
+    codes = [f"{ns}:{n}" for n in range(len(entry_of))]
+    await session.execute(text("SAVEPOINT refused"))
+    with pytest.raises(DBAPIError) as raised:
+        await session.execute(_POST_MANY_SQL, _many([f"{ns}:1", f"{ns}:2"], entry_of, codes,
+                                                    amounts))
+    await session.execute(text("ROLLBACK TO SAVEPOINT refused"))
+    error = raised.value.orig.__cause__  # type: ignore[union-attr]
+    assert (error.sqlstate, error.detail) == ("LD001", detail)  # type: ignore[union-attr]
+    assert await session.scalar(text(
+        "SELECT count(*) FROM ledger_entry WHERE idempotency_key LIKE :ns"),
+        {"ns": f"{ns}:%"}) == 0

@@ -77,6 +77,8 @@ def pages_as_images(pdf: bytes, tmp_path: Path, dpi: int = 150) -> list[Image.Im
 
 
 def pdf_text(pdf: bytes, tmp_path: Path) -> str:
+    # (also called from other modules, which do not have this module's fixture)
+    ensure_debian_packages(["poppler-utils"], binaries=["pdftotext"])
     source = tmp_path / "text.pdf"
     source.write_bytes(pdf)
     return subprocess.run(

@@ -580,6 +580,49 @@ async def test_an_offline_scan_is_judged_on_the_paris_day_it_was_scanned(
     assert out[1].error.code == "cheque_expired"  # type: ignore[union-attr]
 
 
+async def test_the_scans_of_one_cheque_in_one_call_are_decided_in_the_order_they_were_made(
+    session: AsyncSession, keyring: Keyring, site: Organisation
+) -> None:
+    """One call decides all its scans at once (pass_redeem is set-based), yet as if one after
+    the other: per cheque, by scanned_at. The earlier scan is judged on its own day even when
+    a later one redeems the cheque; a scan after the one that redeemed it finds it redeemed
+    (by this site offline: a conflict naming that redemption; online, by another site: a plain
+    refusal that says when, not where)."""
+    scene = await make_scene(session, keyring, cheques=3, now=datetime(2025, 1, 9, 8, tzinfo=UTC),
+                             valid_from=date(2025, 1, 10), valid_until=date(2025, 1, 31),
+                             redeem_until=date(2025, 1, 31))
+    c = scene.cheques
+    now = datetime(2025, 1, 12, 8, tzinfo=UTC)
+    out = await svc.redeem_offline(
+        session, keyring=keyring, site_id=site.id, user_id=None,  # type: ignore[arg-type]
+        scans=[
+            scan(c[0].token, datetime(2025, 1, 11, 10, tzinfo=UTC)),  # 0 after item 1: redeems
+            scan(c[0].serial, datetime(2025, 1, 9, 22, tzinfo=UTC)),  # 1 09/01 Paris: too early
+            scan(c[1].serial, datetime(2025, 1, 11, 9, tzinfo=UTC)),  # 2 after item 3: conflict
+            scan(c[1].token, datetime(2025, 1, 10, 9, tzinfo=UTC)),  # 3 redeems
+        ],
+        now=now)
+    assert [(o.status, o.error.code if o.error else None) for o in out] == [
+        ("accepted", None), ("refused", "cheque_not_yet_valid"),
+        ("conflict", "cheque_already_redeemed"), ("accepted", None)]
+    assert out[2].error.details == {  # type: ignore[union-attr]
+        "redeemed_at": now, "duplicate_of": out[3].redemption.id}  # type: ignore[union-attr]
+    other = await make_org(session, OrganisationKind.site, commune_insee="35047")
+    online = await svc.redeem_online(session, keyring=keyring, now=now, scans=[
+        svc.OnlineScanIn(site.id, None, c[2].serial, Service.naviguer_web, None),  # type: ignore[arg-type]
+        svc.OnlineScanIn(other.id, None, c[2].token, Service.naviguer_web, None),  # type: ignore[arg-type]
+    ])
+    assert isinstance(online[0], svc.RedemptionRead) and online[0].site_id == site.id
+    assert isinstance(online[1], DomainError) and online[1].code == "cheque_already_redeemed"
+    assert online[1].details == {"redeemed_at": now}
+    ids = [c[i].id for i in range(3)]
+    counts = dict((await session.execute(text(
+        "SELECT cheque_id, count(*) FROM redemption WHERE cheque_id = ANY(:ids) "
+        "GROUP BY cheque_id"), {"ids": ids})).all())
+    assert counts == {i: 1 for i in ids}
+    assert await ledger.balance(session, f"site:{site.id}:payable") == 3000
+
+
 async def test_an_offline_batch_from_a_site_that_is_not_qualified_is_refused_item_by_item(
     session: AsyncSession, keyring: Keyring, scene: Scene
 ) -> None:
