@@ -92,8 +92,7 @@ $$;
 -- them: the one definition of posting, for one entry (`ledger_post`, below) or many (the
 -- redemptions of an offline batch, a clearing run) in a few statements, whatever their number.
 -- Entry i is (p_keys[i], p_kinds[i], p_memos[i], p_ats[i]); its postings are the positions k
--- with p_entry_of[k] = i, in order. Accounts are created on first use (before anything else is
--- written: see ledger_open_accounts). One row an entry, in order: its id and instant, whether
+-- with p_entry_of[k] = i, in order. Accounts are created on first use. One row an entry, in order: its id and instant, whether
 -- this call created it, its fingerprint, and whether an existing entry says the same
 -- (`same_content`; false: an idempotency conflict, which the caller reports — nothing was
 -- written for it). A key given twice is written once; its second row is not `created`.
@@ -105,12 +104,17 @@ CREATE OR REPLACE FUNCTION ledger_post_many(
     p_entry_of int[], p_codes text[], p_amounts bigint[])
 RETURNS TABLE (i int, entry_id bigint, created boolean, created_at timestamptz,
                content_hash text, same_content boolean)
-LANGUAGE plpgsql AS $$
+-- (Generic plans, made once a session: the statements take arrays of any length, and their
+-- generic plans suit one entry as well as a thousand; custom plans, made again at every call
+-- for the length at hand, cost more than the work itself.)
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     v_entries int := coalesce(cardinality(p_keys), 0);
     v_postings int := coalesce(cardinality(p_codes), 0);
-    v_bad record;
+    v_bad int;
+    v_fault record;
+    v_missing bigint;
     v_hashes text[];
     v_created_i int[];
     v_created_id bigint[];
@@ -127,39 +131,40 @@ BEGIN
     IF v_entries = 0 THEN
         RETURN;
     END IF;
-    -- Each entry balanced: two postings at least, none zero, summing to zero.
-    SELECT e.n, count(p.k) AS postings, coalesce(bool_or(p.amount = 0), false) AS zero,
-           coalesce(sum(p.amount), 0) AS total
-    INTO v_bad
-    FROM generate_series(1, v_entries) AS e(n)
-    LEFT JOIN unnest(p_entry_of, p_amounts) WITH ORDINALITY AS p(n, amount, k) ON p.n = e.n
-    GROUP BY e.n
-    HAVING count(p.k) < 2 OR coalesce(bool_or(p.amount = 0), false)
-           OR coalesce(sum(p.amount), 0) <> 0
-    ORDER BY e.n
-    LIMIT 1;
-    IF FOUND THEN
-        IF v_bad.postings < 2 THEN
+    -- Each entry balanced (two postings at least, none zero, summing to zero) and its
+    -- fingerprint, in the entries' order.
+    SELECT array_agg(CASE WHEN NOT x.bad THEN ledger_content_hash(x.kind, x.memo, x.codes,
+                                                                  x.amounts) END ORDER BY x.n),
+           min(x.n) FILTER (WHERE x.bad)
+    INTO v_hashes, v_bad
+    FROM (SELECT e.n, e.kind, e.memo, l.codes, l.amounts,
+                 coalesce(l.postings, 0) < 2 OR l.zero OR l.total <> 0 AS bad
+          FROM unnest(p_kinds, p_memos) WITH ORDINALITY AS e(kind, memo, n)
+          LEFT JOIN (SELECT p.n, array_agg(p.code ORDER BY p.k) AS codes,
+                            array_agg(p.amount ORDER BY p.k) AS amounts, count(*) AS postings,
+                            bool_or(p.amount = 0) AS zero, sum(p.amount) AS total
+                     FROM unnest(p_entry_of, p_codes, p_amounts)
+                          WITH ORDINALITY AS p(n, code, amount, k)
+                     GROUP BY p.n) AS l ON l.n = e.n) AS x;
+    IF v_bad IS NOT NULL THEN
+        SELECT count(*) AS postings, coalesce(bool_or(p.amount = 0), false) AS zero,
+               coalesce(sum(p.amount), 0) AS total
+        INTO v_fault
+        FROM unnest(p_entry_of, p_amounts) AS p(n, amount) WHERE p.n = v_bad;
+        IF v_fault.postings < 2 THEN
             RAISE EXCEPTION 'an entry has at least two postings' USING ERRCODE = 'LD001',
-                DETAIL = 'postings', HINT = v_bad.postings::text;
-        ELSIF v_bad.zero THEN
+                DETAIL = 'postings', HINT = v_fault.postings::text;
+        ELSIF v_fault.zero THEN
             RAISE EXCEPTION 'a posting has a non-zero amount' USING ERRCODE = 'LD001',
                 DETAIL = 'amount', HINT = '0';
         END IF;
-        RAISE EXCEPTION 'unbalanced entry %', p_keys[v_bad.n] USING ERRCODE = 'LD001',
-            DETAIL = 'total', HINT = v_bad.total::text;
+        RAISE EXCEPTION 'unbalanced entry %', p_keys[v_bad] USING ERRCODE = 'LD001',
+            DETAIL = 'total', HINT = v_fault.total::text;
     END IF;
-    -- The fingerprints, in the entries' order.
-    SELECT array_agg(ledger_content_hash(e.kind, e.memo, l.codes, l.amounts) ORDER BY e.n)
-    INTO v_hashes
-    FROM unnest(p_kinds, p_memos) WITH ORDINALITY AS e(kind, memo, n)
-    JOIN (SELECT p.n, array_agg(p.code ORDER BY p.k) AS codes,
-                 array_agg(p.amount ORDER BY p.k) AS amounts
-          FROM unnest(p_entry_of, p_codes, p_amounts) WITH ORDINALITY AS p(n, code, amount, k)
-          GROUP BY p.n) AS l ON l.n = e.n;
-    PERFORM ledger_open_accounts(p_codes);
     -- The entries and their postings in one statement: the first row of each key; an entry
-    -- whose key is taken inserts no posting.
+    -- whose key is taken inserts no posting. An account used for the first time is then
+    -- created and its postings written (the common case, every account known, is this one
+    -- statement).
     WITH x AS (
         SELECT DISTINCT ON (x.key) x.*
         FROM unnest(p_keys, p_kinds, p_memos, p_ats, v_hashes)
@@ -173,19 +178,33 @@ BEGIN
     ), en AS (
         SELECT x.n, e.id, e.created_at FROM e JOIN x ON x.key = e.idempotency_key
     ), p AS (
-        -- (every account was opened above: a posting without one stops at account_id's NOT NULL)
         INSERT INTO ledger_posting (entry_id, account_id, amount_cents)
         SELECT en.id, a.id, y.amount
         FROM en
         JOIN unnest(p_entry_of, p_codes, p_amounts) WITH ORDINALITY AS y(n, code, amount, k)
              ON y.n = en.n
-        LEFT JOIN ledger_account a ON a.code = y.code
+        JOIN ledger_account a ON a.code = y.code
         ORDER BY y.k
+        RETURNING 1
     )
     SELECT array_agg(en.n ORDER BY en.n), array_agg(en.id ORDER BY en.n),
-           array_agg(en.created_at ORDER BY en.n)
-    INTO v_created_i, v_created_id, v_created_at
+           array_agg(en.created_at ORDER BY en.n),
+           (SELECT count(*) FROM en JOIN unnest(p_entry_of) AS y(n) ON y.n = en.n)
+               - (SELECT count(*) FROM p)
+    INTO v_created_i, v_created_id, v_created_at, v_missing
     FROM en;
+    IF v_missing > 0 THEN
+        PERFORM ledger_open_accounts(p_codes);
+        INSERT INTO ledger_posting (entry_id, account_id, amount_cents)
+        SELECT c.id, a.id, y.amount
+        FROM unnest(v_created_i, v_created_id) AS c(n, id)
+        JOIN unnest(p_entry_of, p_codes, p_amounts) WITH ORDINALITY AS y(n, code, amount, k)
+             ON y.n = c.n
+        JOIN ledger_account a ON a.code = y.code
+        WHERE NOT EXISTS (SELECT 1 FROM ledger_posting q
+                          WHERE q.entry_id = c.id AND q.account_id = a.id)
+        ORDER BY y.k;
+    END IF;
     -- Created here, or (a key taken: by an earlier call, a concurrent writer whose commit
     -- ON CONFLICT waited for, or an earlier row of this call) found as it stands.
     RETURN QUERY
@@ -206,9 +225,13 @@ CREATE OR REPLACE FUNCTION ledger_post(
     p_key text, p_kind text, p_memo jsonb, p_at timestamptz, p_codes text[], p_amounts bigint[],
     OUT entry_id bigint, OUT created boolean, OUT created_at timestamptz,
     OUT content_hash text, OUT same_content boolean)
-LANGUAGE sql AS $$
-SELECT r.entry_id, r.created, r.created_at, r.content_hash, r.same_content
-FROM ledger_post_many(ARRAY[p_key], ARRAY[p_kind], ARRAY[p_memo], ARRAY[p_at],
-                      array_fill(1, ARRAY[coalesce(cardinality(p_codes), 0)]), p_codes,
-                      p_amounts) AS r
+-- (PL/pgSQL, not SQL: a SQL function that is not inlined plans its query again at every call.)
+LANGUAGE plpgsql AS $$
+BEGIN
+    SELECT r.entry_id, r.created, r.created_at, r.content_hash, r.same_content
+    INTO entry_id, created, created_at, content_hash, same_content
+    FROM ledger_post_many(ARRAY[p_key], ARRAY[p_kind], ARRAY[p_memo], ARRAY[p_at],
+                          array_fill(1, ARRAY[coalesce(cardinality(p_codes), 0)]), p_codes,
+                          p_amounts) AS r;
+END
 $$;

@@ -81,15 +81,20 @@ CREATE OR REPLACE FUNCTION pass_redeem(
 RETURNS TABLE (n int, refusal text, redemption_id bigint, cheque_id bigint, serial text,
                status text, value_cents bigint, valid_from date, redeem_until date,
                redeemed_at timestamptz, redeemed_here boolean)
-LANGUAGE plpgsql AS $$
+-- (Generic plans, made once a session, as for ledger_post_many: one scan or five hundred.)
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     v_count int := coalesce(cardinality(p_serials), 0);
     v_todo int[];            -- the scans still to decide (positions)
     v_scans pass_redeem_scan[];
-    v_claimed bigint[];      -- the cheques this round claimed
-    v_made bigint[];         -- their redemptions, in the order of v_made_cheques
-    v_made_cheques bigint[];
+    v_claims bigint;         -- the scans that claim their cheque, this round
+    v_made bigint[];         -- the redemptions of the cheques claimed, in the order of
+    v_made_cheques bigint[]; -- these cheques
+    v_keys text[];           -- their ledger entries, for ledger_post_many
+    v_entry_of int[];
+    v_codes text[];
+    v_amounts bigint[];
     v_taken bigint;
 BEGIN
     IF coalesce(cardinality(p_tokens), 0) <> v_count
@@ -106,7 +111,6 @@ BEGIN
     v_todo := array(SELECT generate_series(1, v_count));
     FOR attempt IN 1..3 LOOP
         EXIT WHEN cardinality(v_todo) = 0;
-        v_claimed := NULL;
         v_made := NULL;
         v_made_cheques := NULL;
         -- Every rule, for every scan still to decide, in one read: the site, the cheque, its
@@ -124,8 +128,10 @@ BEGIN
                    CASE WHEN d.gate IS NULL AND d.status = 'redeemed'
                              AND d.live_site = d.site_id THEN d.live_id END,
                    d.site_id, d.user_id, d.service, d.demarche, d.scanned_at
-               )::pass_redeem_scan)
-        INTO v_scans
+               )::pass_redeem_scan),
+               count(*) FILTER (WHERE NOT p_dry_run AND d.gate IS NULL AND d.state IS NULL
+                                AND d.k = d.first_ok)
+        INTO v_scans, v_claims
         FROM (
             SELECT g.*, min(g.k) FILTER (WHERE g.gate IS NULL AND g.state IS NULL)
                             OVER (PARTITION BY g.cheque_id) AS first_ok
@@ -191,7 +197,7 @@ BEGIN
             ) AS g
         ) AS d;
 
-        IF EXISTS (SELECT 1 FROM unnest(v_scans) AS d WHERE d.claim) THEN
+        IF v_claims > 0 THEN
             -- The ledger accounts the entries will use, opened (if new) before any cheque is
             -- locked: see ledger_open_accounts (ledger/posting.sql). The cheque's value moves
             -- from the programme's outstanding to the site's payable.
@@ -201,11 +207,14 @@ BEGIN
                 CROSS JOIN LATERAL unnest(ARRAY['programme:' || d.programme_id || ':outstanding',
                                                 'site:' || d.site_id || ':payable']) AS a(code)
                 WHERE d.claim));
-            -- The claim. "Still active" is written `= (SELECT 'active')`: same meaning, but the
-            -- planner cannot match it to the partial index ix_cheque_active_redeem_until
-            -- (WHERE status = 'active', for expiry), which lagging statistics (a campaign of
-            -- new cheques) made look nearly empty: a plan starting from it scanned every
-            -- active cheque. The claim finds its cheques by id, whatever the statistics.
+            -- The claim, then the redemptions of the cheques claimed, and their ledger entries'
+            -- arguments (`redeem:<redemption id>`), in one statement. The cheques are locked
+            -- in the order of their ids first. "Still active" is written `= (SELECT 'active')`:
+            -- same meaning, but the planner cannot match it to the partial index
+            -- ix_cheque_active_redeem_until (WHERE status = 'active', for expiry), which
+            -- lagging statistics (a campaign of new cheques) made look nearly empty: a plan
+            -- starting from it scanned every active cheque. The claim finds its cheques by id,
+            -- whatever the statistics.
             WITH locked AS (
                 SELECT ch.id FROM cheque ch
                 WHERE ch.id IN (SELECT d.cheque_id FROM unnest(v_scans) AS d WHERE d.claim)
@@ -216,53 +225,43 @@ BEGIN
                 FROM locked
                 WHERE ch.id = locked.id AND ch.status = (SELECT CAST('active' AS text))
                 RETURNING ch.id
-            )
-            SELECT array_agg(claimed.id) INTO v_claimed FROM claimed;
-            WITH made AS (
+            ), made AS (
                 INSERT INTO redemption AS r (cheque_id, programme_id, site_id, user_id,
                                              value_cents, service, demarche_family, redeemed_at,
                                              scanned_at)
                 SELECT d.cheque_id, d.programme_id, d.site_id, d.user_id, d.value_cents,
                        d.service, d.demarche_family, p_at, d.scanned_at
                 FROM unnest(v_scans) AS d
-                JOIN unnest(v_claimed) AS c(id) ON c.id = d.cheque_id
+                JOIN claimed ON claimed.id = d.cheque_id
                 WHERE d.claim
                 ORDER BY d.cheque_id
-                RETURNING r.id, r.cheque_id
+                RETURNING r.id, r.cheque_id, r.programme_id, r.site_id, r.value_cents
+            ), m AS (
+                SELECT row_number() OVER (ORDER BY made.cheque_id)::int AS i, made.*
+                FROM made
             )
-            SELECT array_agg(made.id ORDER BY made.cheque_id),
-                   array_agg(made.cheque_id ORDER BY made.cheque_id)
-            INTO v_made, v_made_cheques
-            FROM made;
-            -- Each redemption's ledger entry, `redeem:<redemption id>`.
+            SELECT array_agg(m.id ORDER BY m.i) FILTER (WHERE y.k = 1),
+                   array_agg(m.cheque_id ORDER BY m.i) FILTER (WHERE y.k = 1),
+                   array_agg('redeem:' || m.id ORDER BY m.i) FILTER (WHERE y.k = 1),
+                   array_agg(m.i ORDER BY m.i, y.k), array_agg(y.code ORDER BY m.i, y.k),
+                   array_agg(y.amount ORDER BY m.i, y.k)
+            INTO v_made, v_made_cheques, v_keys, v_entry_of, v_codes, v_amounts
+            FROM m
+            CROSS JOIN LATERAL unnest(
+                ARRAY['programme:' || m.programme_id || ':outstanding',
+                      'site:' || m.site_id || ':payable'],
+                ARRAY[-m.value_cents, m.value_cents]) WITH ORDINALITY AS y(code, amount, k);
             IF v_made IS NOT NULL THEN
-                WITH m AS (
-                    SELECT m.i::int AS i, m.id, d.serial, d.programme_id, d.site_id,
-                           d.value_cents
-                    FROM unnest(v_made, v_made_cheques) WITH ORDINALITY AS m(id, cheque_id, i)
-                    JOIN unnest(v_scans) AS d ON d.claim AND d.cheque_id = m.cheque_id
-                ), entries AS (
-                    SELECT array_agg('redeem:' || m.id ORDER BY m.i) AS keys,
-                           array_agg(jsonb_build_object('serial', m.serial) ORDER BY m.i)
-                               AS memos,
-                           count(*)::int AS entries
-                    FROM m
-                ), postings AS (
-                    SELECT array_agg(m.i ORDER BY m.i, y.k) AS entry_of,
-                           array_agg(y.code ORDER BY m.i, y.k) AS codes,
-                           array_agg(y.amount ORDER BY m.i, y.k) AS amounts
-                    FROM m
-                    CROSS JOIN LATERAL unnest(
-                        ARRAY['programme:' || m.programme_id || ':outstanding',
-                              'site:' || m.site_id || ':payable'],
-                        ARRAY[-m.value_cents, m.value_cents]) WITH ORDINALITY AS y(code, amount, k)
-                )
+                -- The memo names the cheque's serial.
                 SELECT count(*) FILTER (WHERE NOT l.created) INTO v_taken
-                FROM entries, postings,
-                     LATERAL ledger_post_many(
-                         entries.keys, array_fill(CAST('redemption' AS text), ARRAY[entries.entries]),
-                         entries.memos, array_fill(p_at, ARRAY[entries.entries]),
-                         postings.entry_of, postings.codes, postings.amounts) AS l;
+                FROM ledger_post_many(
+                    v_keys, array_fill(CAST('redemption' AS text), ARRAY[cardinality(v_keys)]),
+                    array(SELECT jsonb_build_object('serial', d.serial)
+                          FROM unnest(v_made_cheques) WITH ORDINALITY AS m(cheque_id, i)
+                          JOIN unnest(v_scans) AS d ON d.claim AND d.cheque_id = m.cheque_id
+                          ORDER BY m.i),
+                    array_fill(p_at, ARRAY[cardinality(v_keys)]), v_entry_of, v_codes,
+                    v_amounts) AS l;
                 IF v_taken > 0 THEN
                     RAISE EXCEPTION 'a redemption found its ledger key taken';
                 END IF;
@@ -296,6 +295,7 @@ BEGIN
                                             false) AS dup) AS x
         WHERE c.lost IS NOT TRUE OR attempt = 3
         ORDER BY d.n;
+        EXIT WHEN coalesce(cardinality(v_made), 0) = v_claims;
         v_todo := array(
             SELECT d.n FROM unnest(v_scans) AS d
             JOIN unnest(v_scans) AS c ON c.claim AND c.cheque_id = d.cheque_id
