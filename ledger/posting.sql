@@ -205,8 +205,16 @@ BEGIN
                           WHERE q.entry_id = c.id AND q.account_id = a.id)
         ORDER BY y.k;
     END IF;
-    -- Created here, or (a key taken: by an earlier call, a concurrent writer whose commit
-    -- ON CONFLICT waited for, or an earlier row of this call) found as it stands.
+    -- Every entry created here (the usual case): the answer is in hand.
+    IF coalesce(cardinality(v_created_i), 0) = v_entries THEN
+        RETURN QUERY
+        SELECT c.n, c.id, true, c.at, c.hash, true
+        FROM unnest(v_created_i, v_created_id, v_created_at, v_hashes) AS c(n, id, at, hash);
+        RETURN;
+    END IF;
+    -- Else the entries of the keys taken (by an earlier call, a concurrent writer whose commit
+    -- ON CONFLICT waited for, or an earlier row of this call), found as they stand, each by
+    -- its key (OFFSET 0: one lookup a key, never a scan of the journal).
     RETURN QUERY
     SELECT x.n::int, coalesce(c.id, e.id), c.id IS NOT NULL, coalesce(c.at, e.created_at),
            coalesce(CASE WHEN c.id IS NOT NULL THEN x.hash END, e.content_hash),
@@ -214,7 +222,7 @@ BEGIN
     FROM unnest(p_keys, v_hashes) WITH ORDINALITY AS x(key, hash, n)
     LEFT JOIN unnest(v_created_i, v_created_id, v_created_at) AS c(n, id, at) ON c.n = x.n
     LEFT JOIN LATERAL (SELECT e.id, e.created_at, e.content_hash FROM ledger_entry e
-                       WHERE c.id IS NULL AND e.idempotency_key = x.key) AS e ON true
+                       WHERE c.id IS NULL AND e.idempotency_key = x.key OFFSET 0) AS e ON true
     ORDER BY x.n;
 END
 $$;

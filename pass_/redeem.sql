@@ -89,6 +89,7 @@ DECLARE
     v_todo int[];            -- the scans still to decide (positions)
     v_scans pass_redeem_scan[];
     v_claims bigint;         -- the scans that claim their cheque, this round
+    v_redeemed bigint;       -- the scans that found their cheque redeemed
     v_made bigint[];         -- the redemptions of the cheques claimed, in the order of
     v_made_cheques bigint[]; -- these cheques
     v_keys text[];           -- their ledger entries, for ledger_post_many
@@ -122,16 +123,16 @@ BEGIN
                    NOT p_dry_run AND d.gate IS NULL AND d.state IS NULL AND d.k = d.first_ok,
                    d.cheque_id, d.serial, d.programme_id, d.status, d.value_cents, d.valid_from,
                    d.redeem_until,
-                   CASE WHEN d.gate IS NULL AND d.status = 'redeemed' THEN d.live_at END,
-                   coalesce(d.gate IS NULL AND d.status = 'redeemed'
-                            AND d.live_site = d.site_id, false),
+                   -- (which redemption, and where: read below, for these scans only)
                    CASE WHEN d.gate IS NULL AND d.status = 'redeemed'
-                             AND d.live_site = d.site_id THEN d.live_id END,
+                        THEN d.status_changed_at END,
+                   false, NULL,
                    d.site_id, d.user_id, d.service, d.demarche, d.scanned_at
                )::pass_redeem_scan),
                count(*) FILTER (WHERE NOT p_dry_run AND d.gate IS NULL AND d.state IS NULL
-                                AND d.k = d.first_ok)
-        INTO v_scans, v_claims
+                                AND d.k = d.first_ok),
+               count(*) FILTER (WHERE d.gate IS NULL AND d.status = 'redeemed')
+        INTO v_scans, v_claims, v_redeemed
         FROM (
             SELECT g.*, min(g.k) FILTER (WHERE g.gate IS NULL AND g.state IS NULL)
                             OVER (PARTITION BY g.cheque_id) AS first_ok
@@ -142,8 +143,7 @@ BEGIN
                     SELECT s.n::int AS n, s.site_id, s.user_id, s.service, s.demarche,
                            s.scanned_at, ch.id AS cheque_id, ch.serial, ch.programme_id,
                            ch.status, ch.value_cents, ch.valid_from, ch.redeem_until,
-                           r.id AS live_id, coalesce(r.redeemed_at, ch.status_changed_at) AS live_at,
-                           r.site_id AS live_site,
+                           ch.status_changed_at,
                            CASE
                            -- An offline scan: at most p_offline_max_age old, at most
                            -- p_clock_skew ahead (the device's clock). The bounds are
@@ -192,10 +192,28 @@ BEGIN
                     LEFT JOIN organisation o ON o.id = s.site_id
                     LEFT JOIN cheque ch ON ch.serial = s.serial
                     LEFT JOIN programme p ON p.id = ch.programme_id
-                    LEFT JOIN redemption r ON r.cheque_id = ch.id AND r.reversed_at IS NULL
                 ) AS f
             ) AS g
         ) AS d;
+
+        -- A cheque found redeemed: its live redemption says when, and whether it was at this
+        -- very site (a double scan). Read only for these scans — rare — so that the common
+        -- read never depends on the redemptions' statistics (a plan made while they were
+        -- few would scan them all at every call).
+        IF v_redeemed > 0 THEN
+            SELECT array_agg(ROW(
+                       d.n, d.k, d.refusal, d.claim, d.cheque_id, d.serial, d.programme_id,
+                       d.status, d.value_cents, d.valid_from, d.redeem_until,
+                       coalesce(r.redeemed_at, d.redeemed_at), coalesce(r.site_id = d.site_id, false),
+                       CASE WHEN r.site_id = d.site_id THEN r.id END, d.site_id, d.user_id,
+                       d.service, d.demarche_family, d.scanned_at)::pass_redeem_scan)
+            INTO v_scans
+            FROM unnest(v_scans) AS d
+            LEFT JOIN LATERAL (
+                SELECT r.id, r.redeemed_at, r.site_id FROM redemption r
+                WHERE d.redeemed_at IS NOT NULL AND r.cheque_id = d.cheque_id
+                      AND r.reversed_at IS NULL) AS r ON true;
+        END IF;
 
         IF v_claims > 0 THEN
             -- The ledger accounts the entries will use, opened (if new) before any cheque is
