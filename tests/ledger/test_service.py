@@ -299,6 +299,9 @@ async def test_a_post_racing_with_the_creation_of_its_account_still_writes_all_p
 @pytest.mark.parametrize("memo", [
     None,
     {"serial": "PN-ABCD-EFGH-JKMN-P"},
+    {"clé \"é\"\n": "ü\u2028\x01\\"},  # one key: written without a query, escapes alike
+    {"n": -(2**62)},
+    {"z": [1, {"b": None, "a": "x"}]},  # one key, a value that is not a scalar
     {"é": "ünï\u2028", "a": [1, -2, {"z": None, "b": True}], "ctl": "\x01\t\n\"\\", "B": 2**62},
     {"": [], "x": {}},
 ])
