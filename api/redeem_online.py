@@ -1,5 +1,5 @@
 """Online redemptions, grouped: the scans a worker receives while it is writing others go to the
-database together — one transaction, one statement calling `pass_redeem` once per scan.
+database together — one transaction, one call of `pass_redeem` for all of them.
 
 A thin layer with no rule of its own: each scan's rules are `pass_redeem`'s (through
 `pass_.redemption.redeem_online`), each answer's are `api.idempotency.run_many`'s (per user and
@@ -17,9 +17,10 @@ answer.
 - An account deactivated since its token was signed: that scan is refused (401), the others go
   on.
 
-Why: a scan costs PostgreSQL a transaction and five statements of its own around the one that
-decides (account, key reserved, answer recorded, begin, commit); grouped, a busy worker pays
-them once per group (bench/redemption.py measures both).
+Why: a scan costs PostgreSQL a transaction and five statements of its own around the call that
+decides (account, key reserved, answer recorded, begin, commit), and the call itself costs
+about the same for one scan as for a few (set-based); grouped, a busy worker pays them once
+per group (bench/redemption.py measures both).
 """
 
 from __future__ import annotations

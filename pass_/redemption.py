@@ -2,8 +2,9 @@
 
 Every rule of DESIGN.md §5 and the writes are one database function, `pass_redeem`
 (pass_/redeem.sql; the table "rule → where" is in pass_/README.md), which every road calls
-through one statement (`_REDEEM_MANY`): `redeem_online` (the API and the scan page: one scan,
-or several that arrived together), `redeem_offline` (a batch), `check_cheque` (its dry run;
+once for all the scans at hand (`_REDEEM_MANY`): `redeem_online` (the API and the scan page:
+one scan, or several that arrived together), `redeem_offline` (a batch), `check_cheque` (its
+dry run;
 `redeem_cheque` is `redeem_online` of one scan, raising its refusal). This module reads what
 a mediator typed or scanned (`parse_code`) and maps the function's refusal codes to the
 domain's errors. A token that is not the very copy stored at issuance has its Ed25519
@@ -293,7 +294,7 @@ async def redeem_online(
     session: AsyncSession, *, keyring: Keyring, scans: Sequence[OnlineScanIn], now: datetime
 ) -> list[RedemptionRead | DomainError]:
     """Redeem online scans now — one, or several that arrived together at any sites (the API
-    groups them: api/redeem_online.py) — in one statement calling `pass_redeem` for each (and
+    groups them: api/redeem_online.py) — in one call of `pass_redeem` for all of them (and
     one more for any re-signed token). One result per scan, in order: the redemption, or the
     refusal, with nothing written for it. A second scan of a cheque its site redeemed is a
     plain `cheque_already_redeemed` online (the mediator sees it at once)."""
@@ -403,7 +404,8 @@ async def redeem_offline(
 
     Each scan is accepted or refused on its own with the codes of the online road; a second
     scan of a cheque (in this batch, or already redeemed by this site) is a `conflict`. One
-    statement calls `pass_redeem` for every scan (and one more for any re-signed token)."""
+    call of `pass_redeem` decides and writes them all (and one more for any re-signed
+    token)."""
     calls: dict[int, _Call | DomainError] = {}
     for i, scan in enumerate(scans):
         try:
