@@ -4,10 +4,9 @@ Every rule of DESIGN.md §5 and the writes are one database function, `pass_rede
 (pass_/redeem.sql; the table "rule → where" is in pass_/README.md), which every road calls
 once for all the scans at hand (`_REDEEM_MANY`): `redeem_online` (the API and the scan page:
 one scan, or several that arrived together), `redeem_offline` (a batch), `check_cheque` (its
-dry run;
-`redeem_cheque` is `redeem_online` of one scan, raising its refusal). This module reads what
-a mediator typed or scanned (`parse_code`) and maps the function's refusal codes to the
-domain's errors. A token that is not the very copy stored at issuance has its Ed25519
+dry run; `redeem_cheque` is `redeem_online` of one scan, raising its refusal). This module
+reads what a mediator typed or scanned (`parse_code`) and maps the function's refusal codes to
+the domain's errors. A token that is not the very copy stored at issuance has its Ed25519
 signature verified here (`_verified`) and the function is asked again with the claims it
 carries, which must match the cheque.
 
