@@ -107,10 +107,11 @@ $$;
 -- them: the one definition of posting, for one entry (`ledger_post`, below) or many (the
 -- redemptions of an offline batch, a clearing run) in a few statements, whatever their number.
 -- Entry i is (p_keys[i], p_kinds[i], p_memos[i], p_ats[i]); its postings are the positions k
--- with p_entry_of[k] = i, in order. Accounts are created on first use. One row an entry, in order: its id and instant, whether
--- this call created it, its fingerprint, and whether an existing entry says the same
--- (`same_content`; false: an idempotency conflict, which the caller reports — nothing was
--- written for it). A key given twice is written once; its second row is not `created`.
+-- with p_entry_of[k] = i, in order. Accounts are created on first use. One row an entry, in
+-- order: its id and instant, whether this call created it, its fingerprint, and whether an
+-- existing entry says the same (`same_content`; false: an idempotency conflict, which the
+-- caller reports — nothing was written for it). A key given twice is written once; its
+-- second row is not `created`.
 -- Raises (SQLSTATE LD001, for the first entry at fault) for an entry with fewer than two
 -- postings, a zero amount or postings that do not sum to zero, and for arrays of unequal
 -- lengths: the deferred trigger of 0002_ledger re-checks every entry at commit.

@@ -114,8 +114,8 @@ BEGIN
         EXIT WHEN cardinality(v_todo) = 0;
         v_made := NULL;
         v_made_cheques := NULL;
-        -- Every rule, for every scan still to decide, in one read: the site, the cheque, its
-        -- programme and its live redemption.
+        -- Every rule, for every scan still to decide, in one read: the site, the cheque and
+        -- its programme.
         SELECT array_agg(ROW(
                    d.n, d.k,
                    coalesce(d.gate, CASE WHEN NOT p_dry_run AND d.k > d.first_ok
@@ -204,15 +204,16 @@ BEGIN
             SELECT array_agg(ROW(
                        d.n, d.k, d.refusal, d.claim, d.cheque_id, d.serial, d.programme_id,
                        d.status, d.value_cents, d.valid_from, d.redeem_until,
-                       coalesce(r.redeemed_at, d.redeemed_at), coalesce(r.site_id = d.site_id, false),
+                       coalesce(r.redeemed_at, d.redeemed_at),
+                       coalesce(r.site_id = d.site_id, false),
                        CASE WHEN r.site_id = d.site_id THEN r.id END, d.site_id, d.user_id,
                        d.service, d.demarche_family, d.scanned_at)::pass_redeem_scan)
             INTO v_scans
             FROM unnest(v_scans) AS d
             LEFT JOIN LATERAL (
                 SELECT r.id, r.redeemed_at, r.site_id FROM redemption r
-                WHERE d.redeemed_at IS NOT NULL AND r.cheque_id = d.cheque_id
-                      AND r.reversed_at IS NULL) AS r ON true;
+                WHERE d.status = 'redeemed' AND d.refusal = 'cheque_already_redeemed'
+                      AND r.cheque_id = d.cheque_id AND r.reversed_at IS NULL) AS r ON true;
         END IF;
 
         IF v_claims > 0 THEN
