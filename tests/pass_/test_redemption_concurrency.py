@@ -213,3 +213,56 @@ async def test_overlapping_offline_batches_and_online_scans_redeem_each_cheque_o
     async with sessionmaker() as session:
         payable = await ledger.balances(session, [f"site:{s.id}:payable" for s in sites])
     assert sum(payable.values()) == 60 * 1000
+
+
+async def test_a_claim_that_waited_on_a_cheque_redeemed_meanwhile_decides_that_scan_again(
+    sessionmaker: async_sessionmaker[AsyncSession], app: Any
+) -> None:
+    """The path of a lost claim, made to happen: a batch reads two active cheques while another
+    transaction is redeeming the first; its claim waits on that row, finds it redeemed once the
+    other commits, and claims the second. The first scan is decided again on a fresh read —
+    already redeemed, by another site — and the second is accepted; each cheque once."""
+    keyring = app.state.keyring
+    scene, sites = await committed_scene(sessionmaker, keyring, 2, 2)
+    first, second = sorted(scene.cheques, key=lambda c: c.id)
+    now = utcnow()
+    async with sessionmaker() as online, sessionmaker() as watcher:
+        await svc.redeem_cheque(
+            online, keyring=keyring, site_id=sites[1].id, user_id=None,  # type: ignore[arg-type]
+            code=first.serial, service=Service.naviguer_web, demarche_family=None, now=now)
+
+        async def batch() -> list[svc.OfflineOutcome]:
+            async with sessionmaker() as session:
+                out = await svc.redeem_offline(
+                    session, keyring=keyring, site_id=sites[0].id, user_id=None,  # type: ignore[arg-type]
+                    scans=[svc.OfflineScanIn(c.token, Service.naviguer_web, None,
+                                             now - timedelta(minutes=5))
+                           for c in (first, second)],
+                    now=now)
+                await session.commit()
+                return out
+
+        task = asyncio.create_task(batch())
+        for _ in range(500):  # until the batch waits on the first cheque's row lock
+            waiting = await watcher.scalar(text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"))
+            await watcher.rollback()
+            if waiting or task.done():
+                break
+            await asyncio.sleep(0.02)
+        assert not task.done(), "the batch did not wait on the cheque being redeemed"
+        await online.commit()
+        out = await task
+    assert [(o.status, o.error.code if o.error else None) for o in out] == [
+        ("refused", "cheque_already_redeemed"), ("accepted", None)]
+    assert "duplicate_of" not in out[0].error.details  # type: ignore[union-attr]
+    assert await redemption_counts(sessionmaker, [first.id, second.id]) == {
+        first.id: 1, second.id: 1}
+    async with sessionmaker() as session:
+        sites_of = dict((await session.execute(text(
+            "SELECT cheque_id, site_id FROM redemption WHERE cheque_id = ANY(:ids)"),
+            {"ids": [first.id, second.id]})).all())
+        payable = await ledger.balances(session, [f"site:{s.id}:payable" for s in sites])
+    assert sites_of == {first.id: sites[1].id, second.id: sites[0].id}
+    assert payable == {f"site:{sites[0].id}:payable": 1000, f"site:{sites[1].id}:payable": 1000}
