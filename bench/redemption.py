@@ -9,9 +9,10 @@ PostgreSQL, or on DATABASE_URL's server):
 1. issues the cheques through the service functions (`pass_.issuance.issue_booklet`, booklets of
    50), for the HTTP runs, the ceiling and the offline batches;
 2. measures the ceiling with `pgbench` (same clients, same database, prepared statements): the
-   redemption's own SQL — one call of the database function `pass_redeem` (every rule, the
-   claim, the redemption, the ledger entry through `ledger_post`) as its own transaction —
-   with none of the HTTP, authentication, idempotency record or Python around it;
+   redemption's own SQL — one call of the database function `pass_redeem` for one scan (every
+   rule, the claim, the redemption, the ledger entry through `ledger_post_many`) as its own
+   transaction — with none of the HTTP, authentication, idempotency record or Python around
+   it (the server groups the scans that arrive together into one call: api/redeem_online.py);
 3. starts the real server as a subprocess (`passnum serve --workers 2`) and redeems cheques over
    HTTP with wrk (Debian's package, installed by this script when missing) — `POST
    /api/v1/redemptions` with a QR token and a fresh Idempotency-Key, `--concurrency` keep-alive
@@ -442,8 +443,9 @@ async def redeem_offline(base: str, tokens: list[str], codes: list[str], batch_s
         return time.perf_counter() - start, counts
 
 
-# The ceiling: the very SQL of a redemption, the call of `pass_redeem` (pass_/redeem.sql),
-# as its own transaction, with the cheque's serial and stored token (as a scanned QR code).
+# The ceiling: the very SQL of a redemption, the call of `pass_redeem` (pass_/redeem.sql) for
+# one scan, as its own transaction, with the cheque's serial and stored token (as a scanned QR
+# code).
 PGBENCH_SCRIPT = """\
 \\set k :k + 1
 \\set cid :lo + (:k - 1) * :clients + :client_id
