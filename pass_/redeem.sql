@@ -58,6 +58,14 @@ SELECT p_commune IS NOT NULL
                     OR '' = ANY(p_territory), false)
 $$;
 
+-- The ledger accounts of a redemption, written once: the cheque's value moves from its
+-- programme's outstanding to the site's payable (postings in this order). SQL, inlined where
+-- it is called: `pass_redeem` opens these accounts, then posts to them.
+CREATE OR REPLACE FUNCTION pass_redemption_accounts(p_programme_id bigint, p_site_id bigint)
+RETURNS text[] LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+SELECT ARRAY['programme:' || p_programme_id || ':outstanding', 'site:' || p_site_id || ':payable']
+$$;
+
 -- One scan's decision, carried from one statement of `pass_redeem` to the next. (Created
 -- once; a revision that changes it drops it first.)
 DO $$
@@ -65,8 +73,8 @@ BEGIN
     CREATE TYPE pass_redeem_scan AS (
         n int, k int, refusal text, claim boolean, cheque_id bigint, serial text,
         programme_id bigint, status text, value_cents bigint, valid_from date, redeem_until date,
-        redeemed_at timestamptz, redeemed_here boolean, redemption_id bigint, site_id bigint,
-        user_id bigint, service text, demarche_family text, scanned_at timestamptz);
+        redeemed_at timestamptz, site_id bigint, user_id bigint, service text,
+        demarche_family text, scanned_at timestamptz);
 EXCEPTION WHEN duplicate_object THEN
     NULL;
 END
@@ -89,10 +97,10 @@ DECLARE
     v_todo int[];            -- the scans still to decide (positions)
     v_scans pass_redeem_scan[];
     v_claims bigint;         -- the scans that claim their cheque, this round
-    v_redeemed bigint;       -- the scans that found their cheque redeemed
     v_made bigint[];         -- the redemptions of the cheques claimed, in the order of
     v_made_cheques bigint[]; -- these cheques
     v_keys text[];           -- their ledger entries, for ledger_post_many
+    v_memos jsonb[];
     v_entry_of int[];
     v_codes text[];
     v_amounts bigint[];
@@ -123,16 +131,14 @@ BEGIN
                    NOT p_dry_run AND d.gate IS NULL AND d.state IS NULL AND d.k = d.first_ok,
                    d.cheque_id, d.serial, d.programme_id, d.status, d.value_cents, d.valid_from,
                    d.redeem_until,
-                   -- (which redemption, and where: read below, for these scans only)
+                   -- (and which redemption, where: read with the answers, for these scans)
                    CASE WHEN d.gate IS NULL AND d.status = 'redeemed'
                         THEN d.status_changed_at END,
-                   false, NULL,
                    d.site_id, d.user_id, d.service, d.demarche, d.scanned_at
                )::pass_redeem_scan),
                count(*) FILTER (WHERE NOT p_dry_run AND d.gate IS NULL AND d.state IS NULL
-                                AND d.k = d.first_ok),
-               count(*) FILTER (WHERE d.gate IS NULL AND d.status = 'redeemed')
-        INTO v_scans, v_claims, v_redeemed
+                                AND d.k = d.first_ok)
+        INTO v_scans, v_claims
         FROM (
             SELECT g.*, min(g.k) FILTER (WHERE g.gate IS NULL AND g.state IS NULL)
                             OVER (PARTITION BY g.cheque_id) AS first_ok
@@ -196,38 +202,18 @@ BEGIN
             ) AS g
         ) AS d;
 
-        -- A cheque found redeemed: its live redemption says when, and whether it was at this
-        -- very site (a double scan). Read only for these scans — rare — so that the common
-        -- read never depends on the redemptions' statistics (a plan made while they were
-        -- few would scan them all at every call).
-        IF v_redeemed > 0 THEN
-            SELECT array_agg(ROW(
-                       d.n, d.k, d.refusal, d.claim, d.cheque_id, d.serial, d.programme_id,
-                       d.status, d.value_cents, d.valid_from, d.redeem_until,
-                       coalesce(r.redeemed_at, d.redeemed_at),
-                       coalesce(r.site_id = d.site_id, false),
-                       CASE WHEN r.site_id = d.site_id THEN r.id END, d.site_id, d.user_id,
-                       d.service, d.demarche_family, d.scanned_at)::pass_redeem_scan)
-            INTO v_scans
-            FROM unnest(v_scans) AS d
-            LEFT JOIN LATERAL (
-                SELECT r.id, r.redeemed_at, r.site_id FROM redemption r
-                WHERE d.status = 'redeemed' AND d.refusal = 'cheque_already_redeemed'
-                      AND r.cheque_id = d.cheque_id AND r.reversed_at IS NULL) AS r ON true;
-        END IF;
-
         IF v_claims > 0 THEN
             -- The ledger accounts the entries will use, opened (if new) before any cheque is
-            -- locked: see ledger_open_accounts (ledger/posting.sql). The cheque's value moves
-            -- from the programme's outstanding to the site's payable.
+            -- locked: see ledger_open_accounts (ledger/posting.sql).
             PERFORM ledger_open_accounts(array(
                 SELECT DISTINCT a.code
                 FROM unnest(v_scans) AS d
-                CROSS JOIN LATERAL unnest(ARRAY['programme:' || d.programme_id || ':outstanding',
-                                                'site:' || d.site_id || ':payable']) AS a(code)
+                CROSS JOIN LATERAL unnest(pass_redemption_accounts(d.programme_id, d.site_id))
+                     AS a(code)
                 WHERE d.claim));
             -- The claim, then the redemptions of the cheques claimed, and their ledger entries'
-            -- arguments (`redeem:<redemption id>`), in one statement. The cheques are locked
+            -- arguments (`redeem:<redemption id>`, the memo naming the cheque's serial), in one
+            -- statement. The cheques are locked
             -- in the order of their ids first. "Still active" is written `= (SELECT 'active')`:
             -- same meaning, but the planner cannot match it to the partial index
             -- ix_cheque_active_redeem_until (WHERE status = 'active', for expiry), which
@@ -256,30 +242,27 @@ BEGIN
                 ORDER BY d.cheque_id
                 RETURNING r.id, r.cheque_id, r.programme_id, r.site_id, r.value_cents
             ), m AS (
-                SELECT row_number() OVER (ORDER BY made.cheque_id)::int AS i, made.*
+                SELECT row_number() OVER (ORDER BY made.cheque_id)::int AS i, made.*, d.serial
                 FROM made
+                JOIN unnest(v_scans) AS d ON d.claim AND d.cheque_id = made.cheque_id
             )
             SELECT array_agg(m.id ORDER BY m.i) FILTER (WHERE y.k = 1),
                    array_agg(m.cheque_id ORDER BY m.i) FILTER (WHERE y.k = 1),
                    array_agg('redeem:' || m.id ORDER BY m.i) FILTER (WHERE y.k = 1),
+                   array_agg(jsonb_build_object('serial', m.serial) ORDER BY m.i)
+                       FILTER (WHERE y.k = 1),
                    array_agg(m.i ORDER BY m.i, y.k), array_agg(y.code ORDER BY m.i, y.k),
                    array_agg(y.amount ORDER BY m.i, y.k)
-            INTO v_made, v_made_cheques, v_keys, v_entry_of, v_codes, v_amounts
+            INTO v_made, v_made_cheques, v_keys, v_memos, v_entry_of, v_codes, v_amounts
             FROM m
-            CROSS JOIN LATERAL unnest(
-                ARRAY['programme:' || m.programme_id || ':outstanding',
-                      'site:' || m.site_id || ':payable'],
-                ARRAY[-m.value_cents, m.value_cents]) WITH ORDINALITY AS y(code, amount, k);
+            CROSS JOIN LATERAL unnest(pass_redemption_accounts(m.programme_id, m.site_id),
+                                      ARRAY[-m.value_cents, m.value_cents])
+                 WITH ORDINALITY AS y(code, amount, k);
             IF v_made IS NOT NULL THEN
-                -- The memo names the cheque's serial.
                 SELECT count(*) FILTER (WHERE NOT l.created) INTO v_taken
                 FROM ledger_post_many(
                     v_keys, array_fill(CAST('redemption' AS text), ARRAY[cardinality(v_keys)]),
-                    array(SELECT jsonb_build_object('serial', d.serial)
-                          FROM unnest(v_made_cheques) WITH ORDINALITY AS m(cheque_id, i)
-                          JOIN unnest(v_scans) AS d ON d.claim AND d.cheque_id = m.cheque_id
-                          ORDER BY m.i),
-                    array_fill(p_at, ARRAY[cardinality(v_keys)]), v_entry_of, v_codes,
+                    v_memos, array_fill(p_at, ARRAY[cardinality(v_keys)]), v_entry_of, v_codes,
                     v_amounts) AS l;
                 IF v_taken > 0 THEN
                     RAISE EXCEPTION 'a redemption found its ledger key taken';
@@ -291,19 +274,23 @@ BEGIN
         -- nothing (decided again), until the last round (then already redeemed, when unknown:
         -- reversed and redeemed again three times over while we looked). A scan after the
         -- one that redeemed its cheque (`dup`) finds it redeemed, now, maybe by its own site.
+        -- A cheque found redeemed before: its live redemption (`r`) says when, and whether it
+        -- was at this very site (a double scan). It is read only for these scans — rare —
+        -- so that the common road never depends on the redemptions' statistics (a plan made
+        -- while they were few would scan them all at every call).
         RETURN QUERY
         SELECT d.n,
                CASE WHEN d.claim AND c.lost THEN 'cheque_already_redeemed' ELSE d.refusal END,
                CASE WHEN d.claim THEN c.made
                     WHEN x.dup THEN CASE WHEN c.site_id = d.site_id THEN c.made END
-                    ELSE d.redemption_id END,
+                    WHEN r.site_id = d.site_id THEN r.id END,
                d.cheque_id, d.serial,
                CASE WHEN d.k >= c.k AND NOT c.lost THEN 'redeemed' ELSE d.status END,
                d.value_cents, d.valid_from, d.redeem_until,
                CASE WHEN d.claim OR x.dup THEN CASE WHEN NOT c.lost THEN p_at END
-                    ELSE d.redeemed_at END,
+                    ELSE coalesce(r.redeemed_at, d.redeemed_at) END,
                CASE WHEN x.dup THEN NOT c.lost AND c.site_id = d.site_id
-                    ELSE d.redeemed_here END
+                    ELSE coalesce(r.site_id = d.site_id, false) END
         FROM unnest(v_scans) AS d
         LEFT JOIN (SELECT d.cheque_id, d.k, d.site_id, m.id AS made, m.id IS NULL AS lost
                    FROM unnest(v_scans) AS d
@@ -312,6 +299,11 @@ BEGIN
                    WHERE d.claim) AS c ON c.cheque_id = d.cheque_id
         CROSS JOIN LATERAL (SELECT coalesce(d.k > c.k AND d.refusal = 'cheque_already_redeemed',
                                             false) AS dup) AS x
+        LEFT JOIN LATERAL (
+            SELECT r.id, r.redeemed_at, r.site_id FROM redemption r
+            WHERE d.status = 'redeemed' AND d.refusal = 'cheque_already_redeemed'
+                  AND r.cheque_id = d.cheque_id AND r.reversed_at IS NULL
+            OFFSET 0) AS r ON true
         WHERE c.lost IS NOT TRUE OR attempt = 3
         ORDER BY d.n;
         EXIT WHEN coalesce(cardinality(v_made), 0) = v_claims;

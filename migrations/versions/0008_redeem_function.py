@@ -39,6 +39,7 @@ FUNCTIONS = (
     "ledger_content_hash(text, jsonb, text[], bigint[])",
     "ledger_canonical_json(jsonb)",
     "pass_in_territory(text, text[])",  # in pass_/redeem.sql since 0014
+    "pass_redemption_accounts(bigint, bigint)",  # since 0016
 )
 
 

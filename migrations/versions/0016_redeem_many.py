@@ -31,6 +31,9 @@ SCALAR = ("pass_redeem(text, text, bigint, bigint, bigint, bigint, date, timesta
 
 def upgrade() -> None:
     op.execute(f"DROP FUNCTION IF EXISTS {SCALAR}")
+    # pass_redeem's rows, as the file now defines them (0008 may have made them already, from
+    # the same file: created again, unchanged).
+    op.execute("DROP TYPE IF EXISTS pass_redeem_scan")
     install(files("ledger") / "posting.sql", files("pass_") / "redeem.sql")
 
 
