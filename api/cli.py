@@ -108,8 +108,7 @@ def serve(
     api_logging.configure(json=settings.log_json)  # this process's lines (uvicorn's too)
     stopped_by: int | None = None
     try:
-        uvicorn.run(
-            "api.app:app_factory",
+        options: dict[str, Any] = dict(
             factory=True,
             host=host or settings.host,
             port=port or settings.port,
@@ -119,6 +118,12 @@ def serve(
             log_config=None,  # no text format of uvicorn's own: its lines are JSON (api.logging)
             proxy_headers=True,
         )
+        if workers > 1:  # a listening socket per worker, so connections spread evenly
+            from api.workers import PortSharingWorkers
+
+            PortSharingWorkers(uvicorn.Config("api.app:app_factory", **options)).run()
+        else:
+            uvicorn.run("api.app:app_factory", **options)
     except _Signalled as stop:
         stopped_by = stop.signum
     finally:

@@ -1,18 +1,24 @@
 """Issue 17, item 4: every way of stopping `passnum serve` leaves no process behind — SIGTERM
 (systemd, docker), SIGINT to the process group (Ctrl-C in `make run`), the server process
-killed outright (a crashed worker), a worker of two killed — with real processes."""
+killed outright (a crashed worker), a worker of two killed — with real processes; and, with
+two workers, each listens on a socket of its own (api/workers.py), so the kernel spreads
+connections over them."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -108,3 +114,103 @@ def test_no_process_is_left_behind_however_serve_stops(serve_env: dict, how: str
         assert not left, f"{how}: left running: {left}"
     finally:
         _cleanup(server, family)
+
+
+def _workers(server_pid: int) -> list[psutil.Process]:
+    return [p for p in psutil.Process(server_pid).children(recursive=True)
+            if _name(p) not in ("passnum-sealer", "passnum-rollup")
+            and "resource_tracker" not in " ".join(p.cmdline())]
+
+
+def _inode(pid: int, fd: int) -> str:
+    return os.readlink(f"/proc/{pid}/fd/{fd}")  # "socket:[12345]"
+
+
+def _listening(process: psutil.Process, port: int) -> set[str]:
+    """The listening sockets on `port` that `process` holds, by inode."""
+    return {_inode(process.pid, c.fd) for c in process.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.fd != -1}
+
+
+def _listeners_on(port: int) -> int:
+    """Listening sockets on `port` in the whole system (held by a process or not)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                count += 1
+    return count
+
+
+def _wait(condition, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.2)  # polling interval
+
+
+def _stop(server: subprocess.Popen, family: list[psutil.Process]) -> None:
+    with contextlib.suppress(psutil.Error):
+        family = family + psutil.Process(server.pid).children(recursive=True)
+    server.send_signal(signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        server.wait(timeout=60)
+    _cleanup(server, family)
+
+
+def _port_of(server_pid: int) -> int:
+    cmdline = psutil.Process(server_pid).cmdline()
+    return int(cmdline[cmdline.index("--port") + 1])
+
+
+def _each_worker_listens(server_pid: int, port: int) -> bool:
+    workers = _workers(server_pid)
+    return len(workers) == 2 and all(_listening(w, port) for w in workers)
+
+
+def test_each_worker_has_its_own_socket_and_connections_spread(serve_env: dict) -> None:
+    server, family = _start(serve_env, workers=2)
+    try:
+        port = _port_of(server.pid)
+        _wait(lambda: _each_worker_listens(server.pid, port))
+        workers = _workers(server.pid)
+        sockets = [_listening(w, port) for w in workers]
+        assert sockets[0].isdisjoint(sockets[1]), "the workers share one socket"
+        assert not _listening(psutil.Process(server.pid), port), "the supervisor keeps a copy"
+        assert _listeners_on(port) == 2
+
+        # 32 connections opened at once, kept open (as wrk's, or a proxy's pool): each worker
+        # takes a share (a hash of the addresses; fewer than 4 of 32 is a chance of 1 in 10⁶).
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
+        try:
+            def held(worker: psutil.Process) -> int:
+                return sum(1 for c in worker.net_connections(kind="tcp")
+                           if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
+            _wait(lambda: sum(held(w) for w in workers) == 32)
+            shares = sorted(held(w) for w in workers)
+            assert shares[0] >= 4, shares
+        finally:
+            for client in clients:
+                client.close()
+    finally:
+        _stop(server, family)
+
+
+def test_a_dead_workers_socket_goes_with_it(serve_env: dict) -> None:
+    """A worker killed: its replacement binds a new socket, and no socket is left listening
+    with nobody to accept (connections sent to it would hang)."""
+    server, family = _start(serve_env, workers=2)
+    try:
+        port = _port_of(server.pid)
+        _wait(lambda: _each_worker_listens(server.pid, port))
+        victim = _workers(server.pid)[0]
+        victim.kill()
+        victim.wait(timeout=30)
+        _wait(lambda: victim.pid not in {w.pid for w in _workers(server.pid)}
+              and _each_worker_listens(server.pid, port))
+        assert _listeners_on(port) == 2
+        for _ in range(40):  # fresh connections each: every one is answered
+            assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+    finally:
+        _stop(server, family)
