@@ -3,7 +3,9 @@ the refused scans recorded without slowing the scan, and a watch of a site run s
 one of its offline batches.
 
 Both side jobs run after the answer, in tasks of their own with their own transactions, and
-swallow their errors (logged): a scan never waits on the watch, nor fails because of it.
+swallow their errors (logged): a scan never waits on the watch, nor fails because of it. A site's
+batches may reach several workers (api/workers.py): a worker skips a site another one watched
+in the last WATCH_MIN_INTERVAL_S, and keeps it for its own next run.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -107,17 +109,30 @@ class SideJobs:
     async def _watch_later(self) -> None:
         await asyncio.sleep(self.watch_delay())
         await self.watch_now()
+        if self.sites:  # sites another worker had just watched, or noted during this run
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_later())
 
     async def watch_now(self) -> anomalies.WatchRun | None:
+        """A run on the sites waiting, less those another worker watched in the last
+        WATCH_MIN_INTERVAL_S (`anomalies.claim_sites`): they wait for this worker's next run,
+        by which time their redemptions since that run may need a look."""
         sites, self.sites = sorted(self.sites), set()
         if not sites:
             return None
         self._watched_at = time.monotonic()
         try:
+            now = utcnow()
+            async with self.app.state.sessionmaker() as session, session.begin():
+                claimed = await anomalies.claim_sites(
+                    session, sites, now=now, min_interval=timedelta(seconds=WATCH_MIN_INTERVAL_S))
+            self.sites.update(set(sites) - set(claimed))
+            if not claimed:
+                return None
+            sites = claimed
             async with self.app.state.sessionmaker() as session, session.begin():
                 run = await anomalies.watch(
                     session,
-                    now=utcnow(),
+                    now=now,
                     thresholds=thresholds(self.app.state.settings),
                     site_ids=sites,
                 )

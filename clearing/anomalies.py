@@ -35,7 +35,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from clearing.anomaly_models import Anomaly, RefusedScan
+from clearing.anomaly_models import Anomaly, AnomalyWatchSite, RefusedScan
 from kit.clock import PARIS, paris_day, paris_midnight
 
 # Refusals that say "this code is not one of our cheques": forged QR codes, unknown or
@@ -630,6 +630,25 @@ class WatchRun:
     found: int
     opened: list[int]
     by_rule: dict[str, int]
+
+
+async def claim_sites(
+    session: AsyncSession, site_ids: Sequence[int], *, now: datetime, min_interval: timedelta
+) -> list[int]:
+    """The sites among `site_ids` on which no watch run started in the `min_interval` before
+    `now`, from any worker, now marked as started: the others were watched moments ago, over
+    the same redemptions. Its own short transaction (the caller's), not the run's: a worker
+    never waits on another's run."""
+    if not site_ids:
+        return []
+    table = AnomalyWatchSite.__table__
+    stmt = insert(table).values([{"site_id": s, "watched_at": now} for s in sorted(set(site_ids))])
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["site_id"],
+        set_={"watched_at": stmt.excluded.watched_at},
+        where=table.c.watched_at <= now - min_interval,
+    ).returning(table.c.site_id)
+    return sorted(int(site) for site in (await session.execute(stmt)).scalars())
 
 
 async def watch(

@@ -88,3 +88,15 @@ class RefusedScan(SQLModel, table=True):
     site_id: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
     error_code: str = Field(sa_column=sa.Column(sa.String(40), nullable=False))
     refused_at: datetime = Field(sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False))
+
+
+class AnomalyWatchSite(SQLModel, table=True):
+    """When a watch run last started on a site, from whichever server worker: a worker about to
+    watch a site after its offline batches skips it if another worker did moments ago (that run
+    read the same redemptions), and tries again at its own next run (api/anomaly_watch.py)."""
+
+    __tablename__ = "anomaly_watch_site"
+
+    site_id: int = Field(sa_column=sa.Column(sa.BigInteger, primary_key=True,
+                                             autoincrement=False))
+    watched_at: datetime = Field(sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False))

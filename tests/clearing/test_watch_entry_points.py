@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +114,32 @@ async def test_watch_runs_of_a_worker_are_spaced(
     assert WATCH_MIN_INTERVAL_S - 5 < jobs.watch_delay() <= WATCH_MIN_INTERVAL_S
     assert await jobs.watch_now() is None  # no site waiting: no run, the spacing unchanged
     assert WATCH_MIN_INTERVAL_S - 5 < jobs.watch_delay() <= WATCH_MIN_INTERVAL_S
+
+
+async def test_a_site_watched_by_another_worker_moments_ago_waits_for_the_next_run(
+    session: AsyncSession, client: Any, app: Any
+) -> None:
+    """Two workers (two SideJobs) each receive batches of one site: the first runs the watch;
+    the second skips the site (the same redemptions were just read) and keeps it for its own
+    next run, which watches it once the first's run is WATCH_MIN_INTERVAL_S old."""
+    from api.anomaly_watch import WATCH_MIN_INTERVAL_S, SideJobs
+    from clearing.anomaly_models import AnomalyWatchSite
+
+    site = await make_site(session, app)
+    other = await make_site(session, app)
+    await session.commit()
+    first, second = SideJobs(app), SideJobs(app)
+    first.sites.add(site.org.id)
+    assert await first.watch_now() is not None
+    second.sites.update({site.org.id, other.org.id})
+    run = await second.watch_now()  # only the site nobody watched
+    assert run is not None
+    assert second.sites == {site.org.id}
+    assert await second.watch_now() is None  # still too soon: kept again, nothing run
+    assert second.sites == {site.org.id}
+    async with app.state.sessionmaker() as s, s.begin():  # the first run, long ago
+        row = await s.get(AnomalyWatchSite, site.org.id)
+        assert row is not None
+        row.watched_at -= timedelta(seconds=WATCH_MIN_INTERVAL_S + 1)
+    assert await second.watch_now() is not None
+    assert second.sites == set()
