@@ -3,9 +3,9 @@
 uvicorn's supervisor binds one socket and shares it: every worker waits on it, and whichever
 wakes first takes every connection then pending. Clients that keep their connections open (a
 site's scanners, a reverse proxy's pool of connections, a load generator) then often land
-mostly on one worker while the other idles — measured with bench/redemption.py: 25 and 7 of
-32 connections, 30 and 6 at one moment; the busy worker's answers wait twice as long, and the
-run's p99 with them.
+mostly on one worker while the other idles — measured with bench/redemption.py: about three
+quarters of 32 connections on one worker; its answers wait longer, and the run's p99 with
+them.
 
 Here each worker gets a socket of its own, bound to the same address with `SO_REUSEPORT`: the
 kernel spreads new connections over the listening workers by a hash of their addresses, so each
