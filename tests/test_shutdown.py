@@ -67,6 +67,13 @@ def _name(process: psutil.Process) -> str:
         return "?"
 
 
+def _workers(server_pid: int) -> list[psutil.Process]:
+    """The server's worker processes (not its sealer, rollup or resource tracker)."""
+    return [p for p in psutil.Process(server_pid).children(recursive=True)
+            if _name(p) not in ("passnum-sealer", "passnum-rollup")
+            and "resource_tracker" not in " ".join(p.cmdline())]
+
+
 def _gone(processes: list[psutil.Process], timeout: float = 30) -> list[str]:
     """Those still running after `timeout` seconds (a zombie waiting for its reaper is gone)."""
     _, alive = psutil.wait_procs(processes, timeout=timeout)
@@ -103,9 +110,7 @@ def test_no_process_is_left_behind_however_serve_stops(serve_env: dict, how: str
         elif how == "killed":
             server.kill()
         else:  # one of the workers crashes; uvicorn starts another; then the server stops
-            worker = next(p for p in family
-                          if _name(p) not in ("passnum-sealer", "passnum-rollup")
-                          and "resource_tracker" not in " ".join(p.cmdline()))
+            worker = _workers(server.pid)[0]
             worker.kill()
             server.send_signal(signal.SIGTERM)
             family = psutil.Process(server.pid).children(recursive=True) + family
@@ -114,12 +119,6 @@ def test_no_process_is_left_behind_however_serve_stops(serve_env: dict, how: str
         assert not left, f"{how}: left running: {left}"
     finally:
         _cleanup(server, family)
-
-
-def _workers(server_pid: int) -> list[psutil.Process]:
-    return [p for p in psutil.Process(server_pid).children(recursive=True)
-            if _name(p) not in ("passnum-sealer", "passnum-rollup")
-            and "resource_tracker" not in " ".join(p.cmdline())]
 
 
 def _inode(pid: int, fd: int) -> str:
